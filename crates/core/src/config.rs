@@ -1,0 +1,453 @@
+//! Configuration: `config/config.json` with the seed's key names, every key optional, then
+//! `HAIVEMIND_*` environment variables on top, then one validation pass.
+//!
+//! Where the file is: `$HAIVEMIND_CONFIG` if set (it must exist), else `./config/config.json`,
+//! else `~/.config/haivemind/config.json`, else built-in defaults.
+//!
+//! Overrides: the stable variables `HAIVEMIND_DATA_DIR`, `HAIVEMIND_MODEL_DIR`,
+//! `HAIVEMIND_MACHINE_ID` and `HAIVEMIND_API_TOKEN`, plus one generic form for any key:
+//! `HAIVEMIND_MEMORY__MAX_CONTENT_BYTES=131072` sets `memory.max_content_bytes` (sections
+//! and keys joined by `__`; the value is read as JSON when it parses, else as a string).
+//!
+//! An unknown key or a wrong type stops start-up with a message that names the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::ConfigError;
+use crate::memory::{BUILTIN_CATEGORIES, MemoryRules};
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This machine's id in the fleet. Defaults to the host name.
+    pub machine_id: Option<String>,
+    /// Listening addresses and limits.
+    pub server: ServerConfig,
+    /// Where data lives.
+    pub storage: StorageConfig,
+    /// The embedding model.
+    pub embedding: EmbeddingConfig,
+    /// Memory model rules and lifecycle.
+    pub memory: MemoryConfig,
+    /// Logging and audit.
+    pub logging: LoggingConfig,
+    /// Replication between machines. Checked in full by the sync service.
+    pub sync: Map<String, Value>,
+    /// Tokens, TLS, networks. Checked in full by the HTTP server.
+    pub security: Map<String, Value>,
+    /// Confluence and Jira. Checked in full by the connectors.
+    pub connectors: Map<String, Value>,
+    /// The seed's agent-coordination settings (`claudeops.agent_registry.agent_ttl`, ...).
+    pub claudeops: Map<String, Value>,
+}
+
+/// `server.*`: where the HTTP services listen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind; loopback unless configured otherwise.
+    pub host: String,
+    /// The seed's key for the sync service's port.
+    pub port: u16,
+    /// Remote MCP port.
+    pub mcp_port: u16,
+    /// Sync service port (same as `port`; this name wins when both are set).
+    pub sync_port: Option<u16>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8899,
+            mcp_port: 8900,
+            sync_port: None,
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// `storage.*`: where the SQLite file lives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The data directory; `$HAIVEMIND_DATA_DIR`, else `~/.local/share/haivemind`.
+    pub data_dir: Option<PathBuf>,
+    /// The seed's ChromaDB settings; accepted and ignored, since the embedded store replaces it.
+    pub chromadb: Option<Value>,
+    /// The seed's Redis settings; reserved for the hub tier.
+    pub redis: Option<Value>,
+}
+
+/// `embedding.*`: the local sentence-embedding model.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddingConfig {
+    /// The model's folder; `$HAIVEMIND_MODEL_DIR` overrides it.
+    pub model_dir: Option<PathBuf>,
+}
+
+/// `memory.*`: rules of the memory model and its lifecycle.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// The largest content accepted, in bytes.
+    pub max_content_bytes: usize,
+    /// How long soft-deleted memories can be recovered before they are purged.
+    pub recover_days: u32,
+    /// Categories beyond the built-in ones.
+    pub categories: Vec<String>,
+    /// The seed's machine groups, for narrowing what replicates where.
+    pub machine_groups: BTreeMap<String, Value>,
+    /// The seed's sharing rules, for narrowing what replicates where.
+    pub sharing_rules: BTreeMap<String, Value>,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            max_content_bytes: 64 * 1024,
+            recover_days: 30,
+            categories: Vec::new(),
+            machine_groups: BTreeMap::new(),
+            sharing_rules: BTreeMap::new(),
+        }
+    }
+}
+
+/// `logging.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// A `tracing` filter (`info`, `haivemind_store=debug`); `RUST_LOG` wins when set.
+    pub level: String,
+    /// Whether the audit log is written.
+    pub audit_enabled: bool,
+    /// Whether authentication failures are audited.
+    pub log_auth_failures: bool,
+    /// Whether sync sessions are audited.
+    pub log_sync_events: bool,
+    /// Audit log size before rotation, like `100MB`.
+    pub max_log_size: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            audit_enabled: true,
+            log_auth_failures: true,
+            log_sync_events: true,
+            max_log_size: "100MB".into(),
+        }
+    }
+}
+
+/// Variables with a fixed meaning, and the key each sets.
+const NAMED_VARIABLES: &[(&str, &[&str])] = &[
+    ("HAIVEMIND_DATA_DIR", &["storage", "data_dir"]),
+    ("HAIVEMIND_MODEL_DIR", &["embedding", "model_dir"]),
+    ("HAIVEMIND_MACHINE_ID", &["machine_id"]),
+    ("HAIVEMIND_API_TOKEN", &["security", "api_token"]),
+];
+
+impl Config {
+    /// Finds, reads and validates the configuration, with overrides from the process
+    /// environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let path = match std::env::var_os("HAIVEMIND_CONFIG") {
+            Some(path) => Some(PathBuf::from(path)),
+            None => default_config_path(),
+        };
+        Self::load_from(path.as_deref(), &env)
+    }
+
+    /// Reads the file at `path` (if any), applies the `HAIVEMIND_*` entries of `env`, and
+    /// validates the result.
+    pub fn load_from(path: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let shown_path = path.map(Path::to_path_buf).unwrap_or_default();
+        let mut tree = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                serde_json::from_str::<Value>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    key: ".".into(),
+                    message: format!("not valid JSON: {e}"),
+                })?
+            }
+            None => Value::Object(Map::new()),
+        };
+        if !tree.is_object() {
+            return Err(ConfigError::Parse {
+                path: shown_path,
+                key: ".".into(),
+                message: "must be a JSON object".into(),
+            });
+        }
+        apply_env(&mut tree, env)?;
+        let config: Config =
+            serde_path_to_error::deserialize(tree).map_err(|e| ConfigError::Parse {
+                path: shown_path,
+                key: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every rule that a type alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, rule: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                rule: rule.into(),
+            })
+        };
+        if self.memory.max_content_bytes < 1024 {
+            return invalid("memory.max_content_bytes", "must be at least 1024");
+        }
+        if self.memory.max_content_bytes > 16 * 1024 * 1024 {
+            return invalid("memory.max_content_bytes", "must be at most 16777216 (16 MiB)");
+        }
+        for (i, category) in self.memory.categories.iter().enumerate() {
+            let valid = !category.is_empty()
+                && category.len() <= 64
+                && category
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            if !valid {
+                return invalid(
+                    &format!("memory.categories[{i}]"),
+                    "must be 1-64 characters of a-z, 0-9, '_' or '-'",
+                );
+            }
+        }
+        if let Some(id) = &self.machine_id
+            && (id.trim().is_empty() || id.len() > 128)
+        {
+            return invalid("machine_id", "must be 1-128 bytes and not blank");
+        }
+        if self.server.host.trim().is_empty() {
+            return invalid("server.host", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The rules memories obey on this node.
+    pub fn memory_rules(&self) -> MemoryRules {
+        let mut categories: Vec<String> =
+            BUILTIN_CATEGORIES.iter().map(|c| c.to_string()).collect();
+        for extra in &self.memory.categories {
+            if !categories.contains(extra) {
+                categories.push(extra.clone());
+            }
+        }
+        MemoryRules {
+            max_content_bytes: self.memory.max_content_bytes,
+            categories,
+        }
+    }
+
+    /// The data directory: configured, else `~/.local/share/haivemind`.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.storage.data_dir {
+            return dir.clone();
+        }
+        home_dir().join(".local/share/haivemind")
+    }
+
+    /// The SQLite file inside the data directory.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir().join("haivemind.sqlite3")
+    }
+
+    /// This machine's id: configured, else the host name.
+    pub fn machine_id(&self) -> String {
+        if let Some(id) = &self.machine_id {
+            return id.trim().to_string();
+        }
+        host_name()
+    }
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn default_config_path() -> Option<PathBuf> {
+    let local = PathBuf::from("config/config.json");
+    if local.is_file() {
+        return Some(local);
+    }
+    let user = home_dir().join(".config/haivemind/config.json");
+    user.is_file().then_some(user)
+}
+
+/// The host name, from the kernel, else `$HOSTNAME`, else `localhost`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Variables read elsewhere that are not config keys.
+const NOT_KEYS: &[&str] = &["HAIVEMIND_CONFIG", "HAIVEMIND_TOKEN", "HAIVEMIND_LOG"];
+
+fn apply_env(tree: &mut Value, env: &[(String, String)]) -> Result<(), ConfigError> {
+    let mut entries: Vec<&(String, String)> = env
+        .iter()
+        .filter(|(name, _)| name.starts_with("HAIVEMIND_") && !NOT_KEYS.contains(&name.as_str()))
+        .collect();
+    entries.sort();
+    for (name, raw) in entries {
+        let path: Vec<String> =
+            if let Some((_, path)) = NAMED_VARIABLES.iter().find(|(var, _)| var == name) {
+                path.iter().map(|s| s.to_string()).collect()
+            } else if name.contains("__") {
+                name["HAIVEMIND_".len()..]
+                    .split("__")
+                    .map(|part| part.to_ascii_lowercase())
+                    .collect()
+            } else {
+                // Other HAIVEMIND_* variables (connector tokens and the like) belong to the
+                // features that read them, not to the config tree.
+                continue;
+            };
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError::Env {
+                var: name.clone(),
+                message: "has an empty key segment".into(),
+            });
+        }
+        let is_path_like = NAMED_VARIABLES.iter().any(|(var, _)| var == name);
+        let value = if is_path_like {
+            Value::String(raw.clone())
+        } else {
+            serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone()))
+        };
+        set_path(tree, &path, value).map_err(|message| ConfigError::Env {
+            var: name.clone(),
+            message,
+        })?;
+    }
+    Ok(())
+}
+
+fn set_path(tree: &mut Value, path: &[String], value: Value) -> Result<(), String> {
+    let mut node = tree;
+    for (depth, key) in path.iter().enumerate() {
+        let Value::Object(map) = node else {
+            return Err(format!("{} is not an object", path[..depth].join(".")));
+        };
+        if depth + 1 == path.len() {
+            map.insert(key.clone(), value);
+            return Ok(());
+        }
+        node = map
+            .entry(key.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(json: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, json).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_from(Some(&path), &env)
+    }
+
+    #[test]
+    fn every_key_is_optional() {
+        let config = load("{}", &[]).unwrap();
+        assert_eq!(config.memory.max_content_bytes, 65536);
+        assert_eq!(config.memory.recover_days, 30);
+        assert_eq!(config.server.mcp_port, 8900);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let err = load(r#"{"memory": {"max_content_byte": 5}}"#, &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("memory"), "{text}");
+        assert!(text.contains("max_content_byte"), "{text}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        let err = load(r#"{"memory": {"recover_days": "soon"}}"#, &[]).unwrap_err();
+        assert!(err.to_string().contains("memory.recover_days"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_key_and_rule() {
+        let err = load(r#"{"memory": {"max_content_bytes": 10}}"#, &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "memory.max_content_bytes: must be at least 1024"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let config = load(
+            r#"{"memory": {"max_content_bytes": 2048}, "machine_id": "from-file"}"#,
+            &[
+                ("HAIVEMIND_MEMORY__MAX_CONTENT_BYTES", "4096"),
+                ("HAIVEMIND_MACHINE_ID", "from-env"),
+                ("HAIVEMIND_DATA_DIR", "/tmp/hv"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.memory.max_content_bytes, 4096);
+        assert_eq!(config.machine_id(), "from-env");
+        assert_eq!(config.data_dir(), PathBuf::from("/tmp/hv"));
+    }
+
+    #[test]
+    fn a_generic_override_of_an_unknown_key_is_an_error() {
+        let err = load("{}", &[("HAIVEMIND_MEMORY__NOPE", "1")]).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn extra_categories_extend_the_builtin_ones() {
+        let config = load(r#"{"memory": {"categories": ["ml-models"]}}"#, &[]).unwrap();
+        let rules = config.memory_rules();
+        assert!(rules.check_category("ml-models").is_ok());
+        assert!(rules.check_category("global").is_ok());
+        let err = load(r#"{"memory": {"categories": ["Bad Name"]}}"#, &[]).unwrap_err();
+        assert!(err.to_string().starts_with("memory.categories[0]"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_named_file_is_an_error() {
+        let err = Config::load_from(Some(Path::new("/nonexistent/config.json")), &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+    }
+}

@@ -1,0 +1,492 @@
+//! The memory model: what one memory holds, and the rules its fields obey.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::InvalidInput;
+
+/// The categories every node knows. `memory.categories` in the config may add more.
+pub const BUILTIN_CATEGORIES: &[&str] = &[
+    "project",
+    "conversation",
+    "agent",
+    "global",
+    "infrastructure",
+    "incidents",
+    "deployments",
+    "monitoring",
+    "runbooks",
+    "security",
+];
+
+/// The longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 64;
+/// The most tags one memory may carry.
+pub const MAX_TAGS: usize = 64;
+/// The longest user id, project name, agent id or context line, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// A memory's id: a UUIDv7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemoryId(pub Uuid);
+
+impl MemoryId {
+    /// A new id for a memory created now.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// Parses the id given in input `field`.
+    pub fn parse(field: &str, text: &str) -> Result<Self, InvalidInput> {
+        Uuid::parse_str(text.trim())
+            .map(Self)
+            .map_err(|_| InvalidInput::new(field, format!("\"{text}\" is not a UUID")))
+    }
+}
+
+impl fmt::Display for MemoryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident, $field:literal, { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in the order the docs list them.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The value as it is written on the wire and in the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses the value given in input `field`.
+            pub fn parse(field: &str, text: &str) -> Result<Self, InvalidInput> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(InvalidInput::new(field, format!(
+                        "unknown value \"{text}\", expected one of {}",
+                        [$($text),+].join(", ")
+                    ))),
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidInput;
+            fn from_str(text: &str) -> Result<Self, InvalidInput> {
+                Self::parse($field, text)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_enum!(
+    /// Who may see a memory, and so how far it replicates.
+    Scope, "scope", {
+        /// Stays on the machine that wrote it.
+        MachineLocal => "machine-local",
+        /// Stays on the machine, visible within its project.
+        ProjectLocal => "project-local",
+        /// Shared with the fleet, within its project. The default.
+        ProjectShared => "project-shared",
+        /// Shared with the fleet, for one user across projects.
+        UserGlobal => "user-global",
+        /// Shared with the whole team's fleet.
+        TeamGlobal => "team-global",
+        /// Never leaves the machine, never shown to other users.
+        Private => "private",
+    }
+);
+
+impl Scope {
+    /// Whether memories of this scope may be sent to other machines at all.
+    pub fn may_leave_machine(self) -> bool {
+        matches!(
+            self,
+            Scope::ProjectShared | Scope::UserGlobal | Scope::TeamGlobal
+        )
+    }
+}
+
+wire_enum!(
+    /// How sensitive a memory's content is.
+    Confidentiality, "confidentiality_level", {
+        /// Ordinary knowledge. The default.
+        Normal => "normal",
+        /// Internal to the team; replicates, shown to any token.
+        Internal => "internal",
+        /// Never leaves this machine; never shown to a readonly token.
+        Confidential => "confidential",
+        /// Personal data: as `confidential`, and erased by GDPR requests.
+        Pii => "pii",
+    }
+);
+
+impl Confidentiality {
+    /// Whether memories at this level may be sent to other machines.
+    pub fn may_leave_machine(self) -> bool {
+        matches!(self, Confidentiality::Normal | Confidentiality::Internal)
+    }
+}
+
+/// When and why a memory was soft-deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deletion {
+    /// When, in epoch milliseconds.
+    pub at_ms: i64,
+    /// The reason given, if any.
+    pub reason: Option<String>,
+    /// The machine that deleted it.
+    pub by_machine: String,
+}
+
+/// One memory, as the engine stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Memory {
+    /// Its id.
+    pub id: MemoryId,
+    /// The text, never empty.
+    pub content: String,
+    /// One of the configured categories.
+    pub category: String,
+    /// Free text about where it came from.
+    pub context: Option<String>,
+    /// Tags, in the order given, without duplicates.
+    pub tags: Vec<String>,
+    /// The caller's JSON object, kept exactly as given.
+    pub metadata: Map<String, Value>,
+    /// The user it belongs to (`"default"` unless given).
+    pub user_id: String,
+    /// The project it belongs to, if any.
+    pub project: Option<String>,
+    /// The machine that wrote it.
+    pub machine_id: String,
+    /// The agent that wrote it, if known.
+    pub agent_id: Option<String>,
+    /// Who may see it.
+    pub scope: Scope,
+    /// How sensitive it is.
+    pub confidentiality: Confidentiality,
+    /// Creation time, epoch milliseconds.
+    pub created_at_ms: i64,
+    /// Last change, epoch milliseconds.
+    pub updated_at_ms: i64,
+    /// 1 when created, one more for every update.
+    pub version: u64,
+    /// Set while it is soft-deleted.
+    pub deletion: Option<Deletion>,
+}
+
+/// The rules a memory's fields obey on this node, from `memory.*` in the config.
+#[derive(Debug, Clone)]
+pub struct MemoryRules {
+    /// The largest content, in bytes.
+    pub max_content_bytes: usize,
+    /// Every accepted category: the built-in ones plus the configured extras.
+    pub categories: Vec<String>,
+}
+
+impl Default for MemoryRules {
+    fn default() -> Self {
+        Self {
+            max_content_bytes: 64 * 1024,
+            categories: BUILTIN_CATEGORIES.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+}
+
+impl MemoryRules {
+    /// Checks a memory's content.
+    pub fn check_content(&self, content: &str) -> Result<(), InvalidInput> {
+        if content.trim().is_empty() {
+            return Err(InvalidInput::new("content", "must not be empty"));
+        }
+        if content.len() > self.max_content_bytes {
+            return Err(InvalidInput::new(
+                "content",
+                format!(
+                    "is {} bytes, more than the limit of {} (memory.max_content_bytes)",
+                    content.len(),
+                    self.max_content_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a category against the configured list.
+    pub fn check_category(&self, category: &str) -> Result<(), InvalidInput> {
+        if self.categories.iter().any(|c| c == category) {
+            Ok(())
+        } else {
+            Err(InvalidInput::new(
+                "category",
+                format!(
+                    "unknown value \"{category}\", expected one of {}",
+                    self.categories.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// Checks a list of tags and returns it without duplicates, in first-seen order.
+pub fn normalize_tags(tags: &[String]) -> Result<Vec<String>, InvalidInput> {
+    if tags.len() > MAX_TAGS {
+        return Err(InvalidInput::new(
+            "tags",
+            format!("has {} tags, more than the limit of {MAX_TAGS}", tags.len()),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for (i, tag) in tags.iter().enumerate() {
+        let tag = tag.trim();
+        if tag.is_empty() {
+            return Err(InvalidInput::new(format!("tags[{i}]"), "must not be empty"));
+        }
+        if tag.chars().count() > MAX_TAG_CHARS {
+            return Err(InvalidInput::new(
+                format!("tags[{i}]"),
+                format!("longer than {MAX_TAG_CHARS} characters"),
+            ));
+        }
+        if !out.iter().any(|t| t == tag) {
+            out.push(tag.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a short name-like field (user id, project, agent id): not blank, not huge.
+pub fn check_name(field: &str, value: &str) -> Result<(), InvalidInput> {
+    if value.trim().is_empty() {
+        return Err(InvalidInput::new(field, "must not be empty"));
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(InvalidInput::new(
+            field,
+            format!("longer than {MAX_NAME_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// A memory to create, as a caller gives it. The engine validates it against [`MemoryRules`].
+#[derive(Debug, Clone)]
+pub struct NewMemory {
+    /// The text.
+    pub content: String,
+    /// The category; `global` unless given.
+    pub category: String,
+    /// Where it came from.
+    pub context: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// The caller's JSON object.
+    pub metadata: Map<String, Value>,
+    /// The owning user; `default` unless given.
+    pub user_id: String,
+    /// The project.
+    pub project: Option<String>,
+    /// The writing agent.
+    pub agent_id: Option<String>,
+    /// Who may see it; `project-shared` unless given.
+    pub scope: Scope,
+    /// How sensitive it is; `normal` unless given.
+    pub confidentiality: Confidentiality,
+}
+
+impl NewMemory {
+    /// A memory with `content` and every other field at its default.
+    pub fn new(content: impl Into<String>) -> Self {
+        Self {
+            content: content.into(),
+            category: "global".into(),
+            context: None,
+            tags: Vec::new(),
+            metadata: Map::new(),
+            user_id: "default".into(),
+            project: None,
+            agent_id: None,
+            scope: Scope::ProjectShared,
+            confidentiality: Confidentiality::Normal,
+        }
+    }
+
+    /// Validates every field against `rules`, normalising tags.
+    pub fn validate(&mut self, rules: &MemoryRules) -> Result<(), InvalidInput> {
+        rules.check_content(&self.content)?;
+        rules.check_category(&self.category)?;
+        check_name("user_id", &self.user_id)?;
+        if let Some(project) = &self.project {
+            check_name("project", project)?;
+        }
+        if let Some(agent) = &self.agent_id {
+            check_name("agent_id", agent)?;
+        }
+        if let Some(context) = &self.context
+            && context.len() > rules.max_content_bytes
+        {
+            return Err(InvalidInput::new(
+                "context",
+                format!("longer than {} bytes", rules.max_content_bytes),
+            ));
+        }
+        self.tags = normalize_tags(&self.tags)?;
+        Ok(())
+    }
+}
+
+/// A change to a memory: each `Some` field replaces the stored one.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryPatch {
+    /// New text.
+    pub content: Option<String>,
+    /// New category.
+    pub category: Option<String>,
+    /// New context; `Some(None)` clears it.
+    pub context: Option<Option<String>>,
+    /// New tags, replacing the old list.
+    pub tags: Option<Vec<String>>,
+    /// New metadata, replacing the old object.
+    pub metadata: Option<Map<String, Value>>,
+    /// New project; `Some(None)` clears it.
+    pub project: Option<Option<String>>,
+    /// New scope.
+    pub scope: Option<Scope>,
+    /// New confidentiality level.
+    pub confidentiality: Option<Confidentiality>,
+}
+
+impl MemoryPatch {
+    /// Whether the patch changes nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.content.is_none()
+            && self.category.is_none()
+            && self.context.is_none()
+            && self.tags.is_none()
+            && self.metadata.is_none()
+            && self.project.is_none()
+            && self.scope.is_none()
+            && self.confidentiality.is_none()
+    }
+
+    /// Validates every given field against `rules`, normalising tags.
+    pub fn validate(&mut self, rules: &MemoryRules) -> Result<(), InvalidInput> {
+        if self.is_empty() {
+            return Err(InvalidInput::new(
+                "update",
+                "names no field to change (content, category, context, tags, metadata, project, scope, confidentiality_level)",
+            ));
+        }
+        if let Some(content) = &self.content {
+            rules.check_content(content)?;
+        }
+        if let Some(category) = &self.category {
+            rules.check_category(category)?;
+        }
+        if let Some(Some(project)) = &self.project {
+            check_name("project", project)?;
+        }
+        if let Some(tags) = &self.tags {
+            self.tags = Some(normalize_tags(tags)?);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_empty_and_oversized_content() {
+        let rules = MemoryRules {
+            max_content_bytes: 10,
+            ..MemoryRules::default()
+        };
+        assert_eq!(
+            rules.check_content("  \n").unwrap_err().to_string(),
+            "content: must not be empty"
+        );
+        let err = rules.check_content("eleven byte").unwrap_err();
+        assert_eq!(err.field, "content");
+        assert!(err.rule.contains("limit of 10"), "{err}");
+    }
+
+    #[test]
+    fn unknown_category_lists_the_accepted_ones() {
+        let err = MemoryRules::default().check_category("infra").unwrap_err();
+        assert_eq!(err.field, "category");
+        assert!(err.rule.contains("\"infra\""));
+        assert!(err.rule.contains("infrastructure"));
+    }
+
+    #[test]
+    fn scope_and_confidentiality_parse_their_wire_names() {
+        for scope in Scope::ALL {
+            assert_eq!(Scope::parse("scope", scope.as_str()), Ok(*scope));
+        }
+        assert!(Scope::parse("scope", "public").is_err());
+        assert_eq!(
+            "pii".parse::<Confidentiality>(),
+            Ok(Confidentiality::Pii)
+        );
+        let err = "secret".parse::<Confidentiality>().unwrap_err();
+        assert_eq!(err.field, "confidentiality_level");
+    }
+
+    #[test]
+    fn only_shared_normal_memories_may_leave() {
+        assert!(Scope::TeamGlobal.may_leave_machine());
+        assert!(!Scope::Private.may_leave_machine());
+        assert!(!Scope::MachineLocal.may_leave_machine());
+        assert!(!Confidentiality::Pii.may_leave_machine());
+        assert!(Confidentiality::Internal.may_leave_machine());
+    }
+
+    #[test]
+    fn tags_are_trimmed_deduplicated_and_bounded() {
+        let tags = vec![" a ".to_string(), "b".into(), "a".into()];
+        assert_eq!(normalize_tags(&tags).unwrap(), vec!["a", "b"]);
+        let long = vec!["ok".to_string(), "x".repeat(65)];
+        assert_eq!(normalize_tags(&long).unwrap_err().field, "tags[1]");
+        assert_eq!(
+            normalize_tags(&["".to_string()]).unwrap_err().to_string(),
+            "tags[0]: must not be empty"
+        );
+    }
+
+    #[test]
+    fn memory_id_must_be_a_uuid() {
+        let err = MemoryId::parse("memory_id", "abc").unwrap_err();
+        assert_eq!(err.to_string(), "memory_id: \"abc\" is not a UUID");
+        let id = MemoryId::generate();
+        assert_eq!(MemoryId::parse("memory_id", &id.to_string()), Ok(id));
+    }
+
+    #[test]
+    fn an_empty_patch_is_refused() {
+        let err = MemoryPatch::default()
+            .validate(&MemoryRules::default())
+            .unwrap_err();
+        assert_eq!(err.field, "update");
+    }
+}
