@@ -218,7 +218,10 @@ impl Config {
             return invalid("memory.max_content_bytes", "must be at least 1024");
         }
         if self.memory.max_content_bytes > 16 * 1024 * 1024 {
-            return invalid("memory.max_content_bytes", "must be at most 16777216 (16 MiB)");
+            return invalid(
+                "memory.max_content_bytes",
+                "must be at most 16777216 (16 MiB)",
+            );
         }
         for (i, category) in self.memory.categories.iter().enumerate() {
             let valid = !category.is_empty()

@@ -93,7 +93,11 @@ impl HybridClock {
         let wall = pack(now_ms, 0);
         // When the wall clock has not moved past the last stamp, count logically; a full
         // counter rolls into the next millisecond, which keeps stamps strictly increasing.
-        self.last = if wall > self.last { wall } else { self.last + 1 };
+        self.last = if wall > self.last {
+            wall
+        } else {
+            self.last + 1
+        };
         self.last
     }
 }

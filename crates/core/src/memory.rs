@@ -445,10 +445,7 @@ mod tests {
             assert_eq!(Scope::parse("scope", scope.as_str()), Ok(*scope));
         }
         assert!(Scope::parse("scope", "public").is_err());
-        assert_eq!(
-            "pii".parse::<Confidentiality>(),
-            Ok(Confidentiality::Pii)
-        );
+        assert_eq!("pii".parse::<Confidentiality>(), Ok(Confidentiality::Pii));
         let err = "secret".parse::<Confidentiality>().unwrap_err();
         assert_eq!(err.field, "confidentiality_level");
     }
@@ -488,5 +485,172 @@ mod tests {
             .validate(&MemoryRules::default())
             .unwrap_err();
         assert_eq!(err.field, "update");
+    }
+}
+
+/// The canonical JSON form of a memory: every field of the memory model, with `metadata`
+/// exactly as given and times in RFC 3339. MCP results, REST bodies, exports and op-log
+/// payloads all use this one shape, so a memory reads the same wherever it appears.
+pub mod json {
+    use serde_json::{Map, Value, json};
+
+    use super::{Confidentiality, Deletion, Memory, MemoryId, Scope};
+    use crate::InvalidInput;
+    use crate::time_format::{ms_to_rfc3339, parse_rfc3339};
+
+    /// Renders a memory as its canonical JSON object.
+    pub fn to_json(memory: &Memory) -> Value {
+        json!({
+            "id": memory.id.to_string(),
+            "content": memory.content,
+            "category": memory.category,
+            "context": memory.context,
+            "tags": memory.tags,
+            "metadata": Value::Object(memory.metadata.clone()),
+            "user_id": memory.user_id,
+            "project": memory.project,
+            "machine_id": memory.machine_id,
+            "agent_id": memory.agent_id,
+            "scope": memory.scope.as_str(),
+            "confidentiality_level": memory.confidentiality.as_str(),
+            "created_at": ms_to_rfc3339(memory.created_at_ms),
+            "updated_at": ms_to_rfc3339(memory.updated_at_ms),
+            "version": memory.version,
+            "deleted": memory.deletion.is_some(),
+            "deleted_at": memory.deletion.as_ref().map(|d| ms_to_rfc3339(d.at_ms)),
+            "deletion_reason": memory.deletion.as_ref().and_then(|d| d.reason.clone()),
+        })
+    }
+
+    fn text(object: &Map<String, Value>, key: &str) -> Result<Option<String>, InvalidInput> {
+        match object.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(InvalidInput::new(key, "must be a string")),
+        }
+    }
+
+    fn required(object: &Map<String, Value>, key: &str) -> Result<String, InvalidInput> {
+        text(object, key)?.ok_or_else(|| InvalidInput::new(key, "is required"))
+    }
+
+    /// Reads a memory back from its canonical JSON (as written by [`to_json`]). Fields other
+    /// than `id` and `content` fall back to their defaults when absent, so hand-written
+    /// import files stay short.
+    pub fn from_json(value: &Value, default_machine: &str) -> Result<Memory, InvalidInput> {
+        let Value::Object(object) = value else {
+            return Err(InvalidInput::new("memory", "must be a JSON object"));
+        };
+        let id = match text(object, "id")? {
+            Some(id) => MemoryId::parse("id", &id)?,
+            None => MemoryId::generate(),
+        };
+        let tags = match object.get("tags") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, tag)| {
+                    tag.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| InvalidInput::new(format!("tags[{i}]"), "must be a string"))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(InvalidInput::new("tags", "must be a list of strings")),
+        };
+        let metadata = match object.get("metadata") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(map)) => map.clone(),
+            Some(_) => return Err(InvalidInput::new("metadata", "must be a JSON object")),
+        };
+        let now = crate::time_format::now_ms();
+        let created_at_ms = match text(object, "created_at")? {
+            Some(at) => parse_rfc3339("created_at", &at)?,
+            None => now,
+        };
+        let updated_at_ms = match text(object, "updated_at")? {
+            Some(at) => parse_rfc3339("updated_at", &at)?,
+            None => created_at_ms,
+        };
+        let version = match object.get("version") {
+            None | Some(Value::Null) => 1,
+            Some(v) => v.as_u64().filter(|v| *v >= 1).ok_or_else(|| {
+                InvalidInput::new("version", "must be a whole number of at least 1")
+            })?,
+        };
+        let deletion = match text(object, "deleted_at")? {
+            Some(at) => Some(Deletion {
+                at_ms: parse_rfc3339("deleted_at", &at)?,
+                reason: text(object, "deletion_reason")?,
+                by_machine: default_machine.to_string(),
+            }),
+            None => None,
+        };
+        Ok(Memory {
+            id,
+            content: required(object, "content")?,
+            category: text(object, "category")?.unwrap_or_else(|| "global".into()),
+            context: text(object, "context")?,
+            tags,
+            metadata,
+            user_id: text(object, "user_id")?.unwrap_or_else(|| "default".into()),
+            project: text(object, "project")?,
+            machine_id: text(object, "machine_id")?.unwrap_or_else(|| default_machine.into()),
+            agent_id: text(object, "agent_id")?,
+            scope: match text(object, "scope")? {
+                Some(s) => Scope::parse("scope", &s)?,
+                None => Scope::ProjectShared,
+            },
+            confidentiality: match text(object, "confidentiality_level")? {
+                Some(s) => Confidentiality::parse("confidentiality_level", &s)?,
+                None => Confidentiality::Normal,
+            },
+            created_at_ms,
+            updated_at_ms,
+            version,
+            deletion,
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trips_every_field_and_nested_metadata() {
+            let metadata = serde_json::json!({
+                "nested": {"list": [1, 2.5, true, null, "x"], "deep": {"k": -3}},
+                "flag": false
+            });
+            let memory = Memory {
+                id: MemoryId::generate(),
+                content: "ES heap blew up".into(),
+                category: "incidents".into(),
+                context: Some("pager".into()),
+                tags: vec!["es".into(), "heap".into()],
+                metadata: metadata.as_object().unwrap().clone(),
+                user_id: "lance".into(),
+                project: Some("infra".into()),
+                machine_id: "elastic3".into(),
+                agent_id: Some("agent-1".into()),
+                scope: Scope::TeamGlobal,
+                confidentiality: Confidentiality::Internal,
+                created_at_ms: 1_790_000_000_000,
+                updated_at_ms: 1_790_000_001_000,
+                version: 3,
+                deletion: None,
+            };
+            let back = from_json(&to_json(&memory), "other").unwrap();
+            assert_eq!(back, memory);
+        }
+
+        #[test]
+        fn names_the_field_with_the_wrong_type() {
+            let err =
+                from_json(&serde_json::json!({"content": "x", "tags": [1]}), "m").unwrap_err();
+            assert_eq!(err.field, "tags[0]");
+            let err = from_json(&serde_json::json!({"tags": []}), "m").unwrap_err();
+            assert_eq!(err.to_string(), "content: is required");
+        }
     }
 }

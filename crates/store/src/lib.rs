@@ -1,1 +1,154 @@
-//! placeholder
+//! The memory engine: memories with their history and deletion state, full-text search, and
+//! the operation log, in one SQLite file.
+//!
+//! [`Store`] is the handle. [`Store::open`] creates or migrates the file (WAL mode, versioned
+//! migrations in [`migrations`]). Every write runs in one transaction that changes the
+//! memory, its history, its full-text index and appends its [`OpLogEntry`], so a crash loses
+//! either the whole change or none of it. Reads use a small pool of read connections, so they
+//! never wait for a writer.
+//!
+//! The engine takes an optional [`haivemind_core::Embedder`]; with none, search answers from
+//! the full-text index and reports [`SearchMode::FullText`].
+//!
+//! Nothing here knows about MCP, HTTP or peers: results are engine types, errors are
+//! [`StoreError`], and the edges translate both.
+//!
+//! ```no_run
+//! use haivemind_core::{NewMemory, memory::MemoryRules};
+//! use haivemind_store::{SearchQuery, Store, StoreOptions};
+//!
+//! let store = Store::open(StoreOptions::new("/tmp/hv.sqlite3", "laptop"))?;
+//! let memory = store.create(NewMemory::new("Elasticsearch ran out of JVM heap on elastic3"))?;
+//! let found = store.search(&SearchQuery::new("elastic heap"))?;
+//! assert_eq!(found.hits[0].memory.id, memory.id);
+//! # Ok::<(), haivemind_store::StoreError>(())
+//! ```
+#![deny(missing_docs)]
+
+mod connection_pool;
+mod duplicates;
+mod error;
+mod export;
+mod full_text;
+mod memories;
+pub mod migrations;
+mod oplog;
+mod rows;
+mod search;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use haivemind_core::memory::MemoryRules;
+use haivemind_core::{Embedder, HybridClock};
+use rusqlite::Connection;
+
+pub use duplicates::{DuplicateGroup, DuplicateQuery};
+pub use error::StoreError;
+pub use export::{ExportFormat, UserExport, csv_of_memories};
+pub use memories::{BulkDeleteOutcome, HistoryEntry, ImportOutcome, MergeOutcome};
+pub use oplog::{OpKind, OpLogEntry};
+pub use search::{MemoryFilter, RecentQuery, SearchHit, SearchMode, SearchQuery, SearchResults};
+pub use stats::MemoryStats;
+
+use connection_pool::ReaderPool;
+
+/// How to open a [`Store`].
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// The SQLite file; created with its parent directory when missing.
+    pub path: PathBuf,
+    /// This machine's id, stamped on every memory and op-log entry written here.
+    pub machine_id: String,
+    /// The rules new and changed memories must obey.
+    pub rules: MemoryRules,
+    /// How many days a soft-deleted memory stays recoverable.
+    pub recover_days: u32,
+    /// The embedding model, when one is loaded.
+    pub embedder: Option<Arc<dyn Embedder>>,
+}
+
+impl StoreOptions {
+    /// Options with the default rules and no embedder.
+    pub fn new(path: impl Into<PathBuf>, machine_id: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            machine_id: machine_id.into(),
+            rules: MemoryRules::default(),
+            recover_days: 30,
+            embedder: None,
+        }
+    }
+}
+
+/// The handle to one node's memory engine. Cheap to share behind an `Arc`; every method takes
+/// `&self` and is safe to call from many threads. Methods block on SQLite, so async callers
+/// run them on a blocking thread.
+pub struct Store {
+    path: PathBuf,
+    machine_id: String,
+    rules: MemoryRules,
+    recover_days: u32,
+    embedder: Option<Arc<dyn Embedder>>,
+    writer: Mutex<Connection>,
+    readers: ReaderPool,
+    clock: Mutex<HybridClock>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite file and brings its schema up to date.
+    pub fn open(options: StoreOptions) -> Result<Self, StoreError> {
+        if let Some(parent) = options.path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut writer = connection_pool::open_connection(&options.path)?;
+        migrations::migrate(&mut writer).map_err(|e| e.at(&options.path))?;
+        let store = Self {
+            readers: ReaderPool::new(options.path.clone()),
+            path: options.path,
+            machine_id: options.machine_id,
+            rules: options.rules,
+            recover_days: options.recover_days,
+            embedder: options.embedder,
+            writer: Mutex::new(writer),
+            clock: Mutex::new(HybridClock::new()),
+        };
+        Ok(store)
+    }
+
+    /// The SQLite file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// This machine's id.
+    pub fn machine_id(&self) -> &str {
+        &self.machine_id
+    }
+
+    /// The rules memories obey here.
+    pub fn rules(&self) -> &MemoryRules {
+        &self.rules
+    }
+
+    /// The loaded embedding model's id, if any.
+    pub fn embedder_model(&self) -> Option<&str> {
+        self.embedder.as_deref().map(|e| e.model_id())
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (the transaction
+        // rolls back on drop), so a poisoned lock is safe to keep using.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reader(&self) -> Result<connection_pool::PooledReader<'_>, StoreError> {
+        self.readers.get()
+    }
+}

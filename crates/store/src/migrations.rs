@@ -1,0 +1,143 @@
+//! Versioned schema migrations. The file's `PRAGMA user_version` is the number of migrations
+//! applied; [`migrate`] applies the missing ones in order, each in its own transaction, and
+//! refuses a file written by a newer binary.
+//!
+//! Invariant: a migration, once released, never changes. New needs get a new migration.
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+/// The migrations, in order. Index `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[MIGRATION_1_MEMORIES_FTS_OPLOG];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const MIGRATION_1_MEMORIES_FTS_OPLOG: &str = r#"
+CREATE TABLE memories (
+    rowid               INTEGER PRIMARY KEY,
+    id                  TEXT NOT NULL UNIQUE,
+    content             TEXT NOT NULL,
+    category            TEXT NOT NULL,
+    context             TEXT,
+    tags                TEXT NOT NULL DEFAULT '[]',
+    metadata            TEXT NOT NULL DEFAULT '{}',
+    user_id             TEXT NOT NULL,
+    project             TEXT,
+    machine_id          TEXT NOT NULL,
+    agent_id            TEXT,
+    scope               TEXT NOT NULL,
+    confidentiality     TEXT NOT NULL,
+    created_at          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL,
+    version             INTEGER NOT NULL,
+    deleted_at          INTEGER,
+    deleted_reason      TEXT,
+    deleted_by          TEXT,
+    hlc                 INTEGER NOT NULL,
+    hlc_origin          TEXT NOT NULL
+);
+CREATE INDEX memories_live_created ON memories (created_at DESC) WHERE deleted_at IS NULL;
+CREATE INDEX memories_user_created ON memories (user_id, created_at DESC);
+CREATE INDEX memories_category ON memories (category);
+CREATE INDEX memories_deleted ON memories (deleted_at) WHERE deleted_at IS NOT NULL;
+
+CREATE TABLE memory_tags (
+    tag          TEXT NOT NULL,
+    memory_rowid INTEGER NOT NULL REFERENCES memories (rowid) ON DELETE CASCADE,
+    PRIMARY KEY (tag, memory_rowid)
+) WITHOUT ROWID;
+CREATE INDEX memory_tags_memory ON memory_tags (memory_rowid);
+
+CREATE TABLE memory_history (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    memory_id   TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    action      TEXT NOT NULL,
+    changed_at  INTEGER NOT NULL,
+    machine_id  TEXT NOT NULL,
+    agent_id    TEXT,
+    changes     TEXT NOT NULL
+);
+CREATE INDEX memory_history_memory ON memory_history (memory_id, seq);
+
+CREATE TABLE tombstones (
+    record_kind TEXT NOT NULL,
+    record_id   TEXT NOT NULL,
+    hlc         INTEGER NOT NULL,
+    hlc_origin  TEXT NOT NULL,
+    erased_at   INTEGER NOT NULL,
+    reason      TEXT,
+    PRIMARY KEY (record_kind, record_id)
+) WITHOUT ROWID;
+
+CREATE TABLE op_log (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    op_id       TEXT NOT NULL UNIQUE,
+    hlc         INTEGER NOT NULL,
+    origin      TEXT NOT NULL,
+    record_kind TEXT NOT NULL,
+    record_id   TEXT NOT NULL,
+    op          TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    shareable   INTEGER NOT NULL
+);
+CREATE INDEX op_log_hlc ON op_log (hlc);
+CREATE INDEX op_log_origin_hlc ON op_log (origin, hlc);
+CREATE INDEX op_log_record ON op_log (record_kind, record_id);
+
+CREATE VIRTUAL TABLE memories_fts USING fts5 (
+    content, context, tags,
+    content = 'memories',
+    content_rowid = 'rowid',
+    tokenize = 'porter unicode61 remove_diacritics 2'
+);
+INSERT INTO memories_fts (memories_fts, rank) VALUES ('secure-delete', 1);
+
+CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN
+    INSERT INTO memories_fts (rowid, content, context, tags)
+    VALUES (new.rowid, new.content, new.context, new.tags);
+END;
+CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, content, context, tags)
+    VALUES ('delete', old.rowid, old.content, old.context, old.tags);
+END;
+CREATE TRIGGER memories_fts_update AFTER UPDATE OF content, context, tags ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, content, context, tags)
+    VALUES ('delete', old.rowid, old.content, old.context, old.tags);
+    INSERT INTO memories_fts (rowid, content, context, tags)
+    VALUES (new.rowid, new.content, new.context, new.tags);
+END;
+"#;
+
+/// Brings the schema of `connection`'s file up to [`SCHEMA_VERSION`].
+pub fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    loop {
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                path: Default::default(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let index = usize::try_from(version).map_err(|_| StoreError::Corrupt {
+            record: "PRAGMA user_version".into(),
+            detail: format!("negative schema version {version}"),
+        })?;
+        tracing::info!(
+            from = version,
+            to = version + 1,
+            "migrating database schema"
+        );
+        transaction.execute_batch(MIGRATIONS[index])?;
+        transaction.pragma_update(None, "user_version", version + 1)?;
+        transaction.commit()?;
+    }
+}

@@ -1,0 +1,182 @@
+//! The operation log: one entry per change, stamped with a hybrid logical clock and the
+//! machine that made it. Replication ships these entries; local state is their effect.
+//!
+//! Invariant: an entry is appended in the same transaction as the change it records, so
+//! the log and the state never disagree, even across a crash.
+//!
+//! Payloads of memory operations carry the memory's whole state after the change (its
+//! canonical JSON), so applying the newest entry per record is enough to converge. When a
+//! memory is hard-deleted or erased, earlier payloads of that record are redacted, so its
+//! content leaves the log too.
+
+use haivemind_core::time_format::now_ms;
+use haivemind_core::{HlcStamp, HybridClock};
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde_json::Value;
+
+use crate::{Store, StoreError};
+
+/// What an operation did to its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// Created a record.
+    Create,
+    /// Changed a record.
+    Update,
+    /// Soft-deleted a record.
+    SoftDelete,
+    /// Undid a soft delete.
+    Recover,
+    /// Removed a record for good; leaves a tombstone.
+    HardDelete,
+    /// Removed a record under a GDPR request; leaves a tombstone.
+    Erase,
+}
+
+impl OpKind {
+    /// The name stored in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Create => "create",
+            OpKind::Update => "update",
+            OpKind::SoftDelete => "soft_delete",
+            OpKind::Recover => "recover",
+            OpKind::HardDelete => "hard_delete",
+            OpKind::Erase => "erase",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "create" => OpKind::Create,
+            "update" => OpKind::Update,
+            "soft_delete" => OpKind::SoftDelete,
+            "recover" => OpKind::Recover,
+            "hard_delete" => OpKind::HardDelete,
+            "erase" => OpKind::Erase,
+            _ => return None,
+        })
+    }
+}
+
+/// One entry of the operation log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpLogEntry {
+    /// Local sequence number: the order entries were appended here.
+    pub seq: i64,
+    /// Globally unique id of the operation (a UUIDv7).
+    pub op_id: String,
+    /// When and where the change was made.
+    pub stamp: HlcStamp,
+    /// The kind of record changed (`memory`).
+    pub record_kind: String,
+    /// The record's id.
+    pub record_id: String,
+    /// What was done.
+    pub op: OpKind,
+    /// The record's state after the change, or `{}` for removals.
+    pub payload: Value,
+    /// Whether the change may be sent to other machines (scope and confidentiality allow it).
+    pub shareable: bool,
+}
+
+pub(crate) struct NewOp<'a> {
+    pub record_kind: &'a str,
+    pub record_id: String,
+    pub op: OpKind,
+    pub payload: Value,
+    pub shareable: bool,
+}
+
+/// Stamps and appends an operation inside `tx`, returning its stamp.
+pub(crate) fn append(
+    tx: &Transaction<'_>,
+    clock: &mut HybridClock,
+    origin: &str,
+    new: NewOp<'_>,
+) -> Result<HlcStamp, StoreError> {
+    // Other processes may share this file: move past the newest stamp any of them wrote.
+    // The transaction holds the write lock, so no stamp can be issued between this read and
+    // the insert below.
+    let newest: Option<i64> = tx
+        .query_row("SELECT max(hlc) FROM op_log", [], |row| row.get(0))
+        .optional()?
+        .flatten();
+    if let Some(newest) = newest {
+        clock.observe(newest as u64);
+    }
+    let time = clock.tick(now_ms().max(0) as u64);
+    let stamp = HlcStamp::new(time, origin);
+    tx.execute(
+        "INSERT INTO op_log (op_id, hlc, origin, record_kind, record_id, op, payload, shareable)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            uuid::Uuid::now_v7().to_string(),
+            time as i64,
+            origin,
+            new.record_kind,
+            new.record_id,
+            new.op.as_str(),
+            new.payload.to_string(),
+            new.shareable,
+        ],
+    )?;
+    Ok(stamp)
+}
+
+/// Removes the content of every earlier entry about a record that is now gone for good.
+pub(crate) fn redact(
+    tx: &Transaction<'_>,
+    record_kind: &str,
+    record_id: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE op_log SET payload = '{\"redacted\":true}'
+         WHERE record_kind = ?1 AND record_id = ?2 AND op NOT IN ('hard_delete', 'erase')",
+        params![record_kind, record_id],
+    )?;
+    Ok(())
+}
+
+impl Store {
+    /// Entries appended after local sequence number `after_seq`, oldest first, at most `limit`.
+    pub fn ops_since(&self, after_seq: i64, limit: usize) -> Result<Vec<OpLogEntry>, StoreError> {
+        let reader = self.reader()?;
+        let mut statement = reader.prepare_cached(
+            "SELECT seq, op_id, hlc, origin, record_kind, record_id, op, payload, shareable
+             FROM op_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![after_seq, limit as i64], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, String>(5)?,
+                row.get::<_, String>(6)?,
+                row.get::<_, String>(7)?,
+                row.get::<_, bool>(8)?,
+            ))
+        })?;
+        let mut entries = Vec::new();
+        for row in rows {
+            let (seq, op_id, hlc, origin, record_kind, record_id, op, payload, shareable) = row?;
+            let corrupt = |detail: String| StoreError::Corrupt {
+                record: format!("op_log seq {seq}"),
+                detail,
+            };
+            entries.push(OpLogEntry {
+                seq,
+                op_id,
+                stamp: HlcStamp::new(hlc as u64, origin),
+                record_kind,
+                record_id,
+                op: OpKind::parse(&op).ok_or_else(|| corrupt(format!("unknown op {op}")))?,
+                payload: serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?,
+                shareable,
+            });
+        }
+        Ok(entries)
+    }
+}

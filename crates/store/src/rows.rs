@@ -1,0 +1,160 @@
+//! Reading memories out of SQLite rows, and writing them in.
+
+use haivemind_core::memory::Deletion;
+use haivemind_core::{Confidentiality, HlcStamp, Memory, MemoryId, Scope};
+use rusqlite::types::Type;
+use rusqlite::{Row, Transaction, params};
+use serde_json::{Map, Value};
+
+use crate::StoreError;
+
+/// The columns [`memory_from_row`] reads, in order, from a `memories` table aliased `m`.
+pub(crate) const MEMORY_COLUMNS: &str = "m.id, m.content, m.category, m.context, m.tags, \
+     m.metadata, m.user_id, m.project, m.machine_id, m.agent_id, m.scope, m.confidentiality, \
+     m.created_at, m.updated_at, m.version, m.deleted_at, m.deleted_reason, m.deleted_by";
+
+fn conversion(column: usize, detail: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        Type::Text,
+        Box::new(std::io::Error::other(detail)),
+    )
+}
+
+/// Reads a memory from a row selected with [`MEMORY_COLUMNS`] first.
+pub(crate) fn memory_from_row(row: &Row<'_>) -> rusqlite::Result<Memory> {
+    let id: String = row.get(0)?;
+    let id = MemoryId::parse("id", &id).map_err(|e| conversion(0, e.to_string()))?;
+    let tags: String = row.get(4)?;
+    let tags: Vec<String> =
+        serde_json::from_str(&tags).map_err(|e| conversion(4, format!("tags: {e}")))?;
+    let metadata: String = row.get(5)?;
+    let metadata: Map<String, Value> =
+        serde_json::from_str(&metadata).map_err(|e| conversion(5, format!("metadata: {e}")))?;
+    let scope: String = row.get(10)?;
+    let scope = Scope::parse("scope", &scope).map_err(|e| conversion(10, e.to_string()))?;
+    let confidentiality: String = row.get(11)?;
+    let confidentiality = Confidentiality::parse("confidentiality", &confidentiality)
+        .map_err(|e| conversion(11, e.to_string()))?;
+    let version: i64 = row.get(14)?;
+    let deleted_at: Option<i64> = row.get(15)?;
+    Ok(Memory {
+        id,
+        content: row.get(1)?,
+        category: row.get(2)?,
+        context: row.get(3)?,
+        tags,
+        metadata,
+        user_id: row.get(6)?,
+        project: row.get(7)?,
+        machine_id: row.get(8)?,
+        agent_id: row.get(9)?,
+        scope,
+        confidentiality,
+        created_at_ms: row.get(12)?,
+        updated_at_ms: row.get(13)?,
+        version: u64::try_from(version).unwrap_or(1),
+        deletion: match deleted_at {
+            Some(at_ms) => Some(Deletion {
+                at_ms,
+                reason: row.get(16)?,
+                by_machine: row.get::<_, Option<String>>(17)?.unwrap_or_default(),
+            }),
+            None => None,
+        },
+    })
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    // Serialising strings, lists of strings and JSON maps cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+/// Inserts a new memory row with its tags; returns its rowid.
+pub(crate) fn insert_memory(
+    tx: &Transaction<'_>,
+    memory: &Memory,
+    stamp: &HlcStamp,
+) -> Result<i64, StoreError> {
+    tx.execute(
+        "INSERT INTO memories (id, content, category, context, tags, metadata, user_id, project,
+             machine_id, agent_id, scope, confidentiality, created_at, updated_at, version,
+             deleted_at, deleted_reason, deleted_by, hlc, hlc_origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+        params![
+            memory.id.to_string(),
+            memory.content,
+            memory.category,
+            memory.context,
+            json_text(&memory.tags),
+            json_text(&memory.metadata),
+            memory.user_id,
+            memory.project,
+            memory.machine_id,
+            memory.agent_id,
+            memory.scope.as_str(),
+            memory.confidentiality.as_str(),
+            memory.created_at_ms,
+            memory.updated_at_ms,
+            memory.version as i64,
+            memory.deletion.as_ref().map(|d| d.at_ms),
+            memory.deletion.as_ref().and_then(|d| d.reason.clone()),
+            memory.deletion.as_ref().map(|d| d.by_machine.clone()),
+            stamp.time as i64,
+            stamp.origin,
+        ],
+    )?;
+    let rowid = tx.last_insert_rowid();
+    write_tags(tx, rowid, &memory.tags)?;
+    Ok(rowid)
+}
+
+/// Overwrites every field of an existing memory row (found by id) and its tags.
+pub(crate) fn replace_memory(
+    tx: &Transaction<'_>,
+    memory: &Memory,
+    stamp: &HlcStamp,
+) -> Result<(), StoreError> {
+    let rowid: i64 = tx.query_row(
+        "UPDATE memories SET content = ?2, category = ?3, context = ?4, tags = ?5, metadata = ?6,
+             user_id = ?7, project = ?8, machine_id = ?9, agent_id = ?10, scope = ?11,
+             confidentiality = ?12, created_at = ?13, updated_at = ?14, version = ?15,
+             deleted_at = ?16, deleted_reason = ?17, deleted_by = ?18, hlc = ?19, hlc_origin = ?20
+         WHERE id = ?1 RETURNING rowid",
+        params![
+            memory.id.to_string(),
+            memory.content,
+            memory.category,
+            memory.context,
+            json_text(&memory.tags),
+            json_text(&memory.metadata),
+            memory.user_id,
+            memory.project,
+            memory.machine_id,
+            memory.agent_id,
+            memory.scope.as_str(),
+            memory.confidentiality.as_str(),
+            memory.created_at_ms,
+            memory.updated_at_ms,
+            memory.version as i64,
+            memory.deletion.as_ref().map(|d| d.at_ms),
+            memory.deletion.as_ref().and_then(|d| d.reason.clone()),
+            memory.deletion.as_ref().map(|d| d.by_machine.clone()),
+            stamp.time as i64,
+            stamp.origin,
+        ],
+        |row| row.get(0),
+    )?;
+    tx.execute("DELETE FROM memory_tags WHERE memory_rowid = ?1", [rowid])?;
+    write_tags(tx, rowid, &memory.tags)?;
+    Ok(())
+}
+
+fn write_tags(tx: &Transaction<'_>, rowid: i64, tags: &[String]) -> Result<(), StoreError> {
+    let mut insert =
+        tx.prepare_cached("INSERT OR IGNORE INTO memory_tags (tag, memory_rowid) VALUES (?1, ?2)")?;
+    for tag in tags {
+        insert.execute(params![tag, rowid])?;
+    }
+    Ok(())
+}
