@@ -1,1 +1,35 @@
-fn main() {}
+//! The `haivemind` binary: flags, config, start-up and output. No business logic: every
+//! command is a call into `haivemind-store` or `haivemind-mcp`.
+
+mod cli;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One message, with its chain of causes, and an exit code that tells a script
+            // whether retrying with other input could help.
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            let caller_mistake = error
+                .downcast_ref::<haivemind_store::StoreError>()
+                .is_some_and(|e| e.is_caller_error())
+                || error
+                    .downcast_ref::<haivemind_core::InvalidInput>()
+                    .is_some()
+                || error
+                    .downcast_ref::<haivemind_core::ConfigError>()
+                    .is_some();
+            ExitCode::from(if caller_mistake { 2 } else { 1 })
+        }
+    }
+}

@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 mod connection_pool;
+mod conversation;
 mod duplicates;
 mod error;
 mod export;
@@ -44,6 +45,7 @@ use haivemind_core::memory::MemoryRules;
 use haivemind_core::{Embedder, HybridClock};
 use rusqlite::Connection;
 
+pub use conversation::{ConversationImport, ImportedConversation, MAX_TRANSCRIPT_BYTES};
 pub use duplicates::{DuplicateGroup, DuplicateQuery};
 pub use error::StoreError;
 pub use export::{ExportFormat, UserExport, csv_of_memories};

@@ -75,7 +75,7 @@ fn change(changes: &mut Map<String, Value>, field: &str, from: Value, to: Value)
 
 impl Store {
     /// Runs `work` in one immediate (write-locking) transaction with this node's clock.
-    fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         work: impl FnOnce(&Transaction<'_>, &mut HybridClock) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -87,7 +87,7 @@ impl Store {
         Ok(out)
     }
 
-    fn log(
+    pub(crate) fn log(
         &self,
         tx: &Transaction<'_>,
         clock: &mut HybridClock,
@@ -108,7 +108,7 @@ impl Store {
         )
     }
 
-    fn record_history(
+    pub(crate) fn record_history(
         &self,
         tx: &Transaction<'_>,
         memory: &Memory,

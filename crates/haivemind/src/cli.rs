@@ -1,0 +1,153 @@
+//! Command-line flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// hAIveMind: collective memory for AI agents, over MCP.
+///
+/// Data lives in one SQLite file under $HAIVEMIND_DATA_DIR (default
+/// ~/.local/share/haivemind). Configuration comes from $HAIVEMIND_CONFIG,
+/// ./config/config.json or ~/.config/haivemind/config.json, then HAIVEMIND_* variables.
+#[derive(Debug, Parser)]
+#[command(name = "haivemind", version, about, long_about)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MCP over stdin/stdout, for Claude Code and other agents on this machine.
+    Mcp,
+    /// Store a memory.
+    Store(StoreArgs),
+    /// Search memories by keywords (and by meaning once a model is loaded).
+    Search(SearchArgs),
+    /// Show one memory.
+    Get {
+        /// The memory's id.
+        id: String,
+    },
+    /// Show the newest memories.
+    Recent(RecentArgs),
+    /// Delete a memory (soft by default; recoverable for memory.recover_days).
+    Delete {
+        /// The memory's id.
+        id: String,
+        /// Remove it for good, everywhere.
+        #[arg(long)]
+        hard: bool,
+        /// Why it is deleted.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Bring back a soft-deleted memory.
+    Recover {
+        /// The memory's id.
+        id: String,
+    },
+    /// Count memories by category, scope, machine and user.
+    Stats,
+    /// Show this node: machine id, version, data location, counts, search capability.
+    Status,
+    /// Write every memory as JSON lines (to stdout, or --output).
+    Export {
+        /// The file to write; stdout when absent.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Read memories from a JSON-lines file written by `export` (or by hand).
+    Import {
+        /// The JSON-lines file.
+        file: PathBuf,
+    },
+    /// Hard-delete soft-deleted memories older than memory.recover_days.
+    Purge,
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The text to remember.
+    pub content: String,
+    /// The category.
+    #[arg(long, short, default_value = "global")]
+    pub category: String,
+    /// Where it came from.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Tags, comma-separated or repeated.
+    #[arg(long, short, value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// A JSON object of metadata.
+    #[arg(long)]
+    pub metadata: Option<String>,
+    /// The owning user.
+    #[arg(long, default_value = "default")]
+    pub user: String,
+    /// The project.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Scope: machine-local, project-local, project-shared, user-global, team-global, private.
+    #[arg(long, default_value = "project-shared")]
+    pub scope: String,
+    /// Confidentiality: normal, internal, confidential, pii.
+    #[arg(long, default_value = "normal")]
+    pub confidentiality: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// What to look for.
+    pub query: String,
+    /// Only this category.
+    #[arg(long, short)]
+    pub category: Option<String>,
+    /// Only this user's memories.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only this project.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Only memories with all these tags (comma-separated or repeated).
+    #[arg(long, short, value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Only memories written on this machine.
+    #[arg(long)]
+    pub machine: Option<String>,
+    /// Only memories created at or after this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only memories created before this time.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// How many results.
+    #[arg(long, short = 'n', default_value_t = 10)]
+    pub limit: usize,
+    /// How many results to skip.
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
+    /// Keywords only, no semantic ranking.
+    #[arg(long)]
+    pub full_text: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecentArgs {
+    /// How far back, in hours.
+    #[arg(long, default_value_t = 24)]
+    pub hours: u32,
+    /// How many.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub limit: usize,
+    /// Only this category.
+    #[arg(long, short)]
+    pub category: Option<String>,
+    /// Only this user's memories.
+    #[arg(long)]
+    pub user: Option<String>,
+}

@@ -1,0 +1,337 @@
+//! What each command does: load config, open the engine, make the call, print the result.
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use haivemind_core::memory::json::{from_json, to_json};
+use haivemind_core::time_format::{now_ms, parse_rfc3339};
+use haivemind_core::{Confidentiality, Config, MemoryId, NewMemory, Scope};
+use haivemind_store::{ImportOutcome, MemoryFilter, RecentQuery, SearchQuery, Store, StoreOptions};
+use serde_json::{Value, json};
+
+use crate::cli::{Cli, Command, RecentArgs, SearchArgs, StoreArgs};
+use crate::output::Printer;
+
+pub fn run(cli: Cli) -> Result<()> {
+    let config = Config::load()?;
+    init_logging(&config, matches!(cli.command, Command::Mcp));
+    let printer = Printer { json: cli.json };
+    match cli.command {
+        Command::Mcp => serve_mcp(&config),
+        Command::Store(args) => store(&open(&config)?, &printer, args),
+        Command::Search(args) => search(&open(&config)?, &printer, args),
+        Command::Get { id } => {
+            let memory = open(&config)?.get(MemoryId::parse("id", &id)?)?;
+            printer.memory(&memory);
+            Ok(())
+        }
+        Command::Recent(args) => recent(&open(&config)?, &printer, args),
+        Command::Delete { id, hard, reason } => {
+            let store = open(&config)?;
+            let id = MemoryId::parse("id", &id)?;
+            if hard {
+                store.hard_delete(id, reason)?;
+            } else {
+                store.soft_delete(id, reason)?;
+            }
+            printer.done(
+                json!({"id": id.to_string(), "deleted": true, "hard_delete": hard}),
+                &format!(
+                    "deleted {id}{}",
+                    if hard { " for good" } else { " (recoverable)" }
+                ),
+            );
+            Ok(())
+        }
+        Command::Recover { id } => {
+            let memory = open(&config)?.recover(MemoryId::parse("id", &id)?)?;
+            printer.memory(&memory);
+            Ok(())
+        }
+        Command::Stats => {
+            printer.stats(&open(&config)?.stats()?);
+            Ok(())
+        }
+        Command::Status => status(&config, &printer),
+        Command::Export { output } => export(&open(&config)?, &printer, output.as_deref()),
+        Command::Import { file } => import(&open(&config)?, &printer, &file),
+        Command::Purge => {
+            let purged = open(&config)?.purge_expired()?;
+            printer.done(
+                json!({"purged": purged}),
+                &format!("purged {purged} memories"),
+            );
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(config: &Config, stdio_protocol: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .or_else(|| std::env::var("HAIVEMIND_LOG").ok())
+        .unwrap_or_else(|| {
+            // CLI commands print their own results; only the server narrates by default.
+            if stdio_protocol {
+                config.logging.level.clone()
+            } else {
+                "warn".into()
+            }
+        });
+    // Logs always go to stderr: in stdio mode stdout carries protocol frames only.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+fn open(config: &Config) -> Result<Store> {
+    let path = config.database_path();
+    Store::open(StoreOptions {
+        path: path.clone(),
+        machine_id: config.machine_id(),
+        rules: config.memory_rules(),
+        recover_days: config.memory.recover_days,
+        embedder: None,
+    })
+    .with_context(|| format!("cannot open the memory database at {}", path.display()))
+}
+
+fn serve_mcp(config: &Config) -> Result<()> {
+    let store = Arc::new(open(config)?);
+    let purged = store.purge_expired()?;
+    tracing::info!(
+        machine_id = store.machine_id(),
+        database = %store.path().display(),
+        purged,
+        "hAIveMind MCP server on stdio; semantic search unavailable until an embedding model is configured, searches are full-text"
+    );
+    let server = haivemind_mcp::HaivemindServer::new(
+        Arc::clone(&store),
+        haivemind_mcp::ServerContext {
+            data_dir: config.data_dir(),
+            started_at_ms: now_ms(),
+            transport: "stdio",
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let purge_store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
+            every_hour.tick().await;
+            loop {
+                every_hour.tick().await;
+                let store = Arc::clone(&purge_store);
+                match tokio::task::spawn_blocking(move || store.purge_expired()).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(purged = n, "purged expired deletions"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "purge failed"),
+                    _ => {}
+                }
+            }
+        });
+        haivemind_mcp::serve_stdio(server).await
+    })?;
+    tracing::info!("client closed stdin; stopping");
+    Ok(())
+}
+
+fn store(store: &Store, printer: &Printer, args: StoreArgs) -> Result<()> {
+    let mut new = NewMemory::new(args.content);
+    new.category = args.category;
+    new.context = args.context;
+    new.tags = args.tags;
+    new.user_id = args.user;
+    new.project = args.project;
+    new.scope = Scope::parse("scope", &args.scope)?;
+    new.confidentiality = Confidentiality::parse("confidentiality", &args.confidentiality)?;
+    if let Some(metadata) = args.metadata {
+        match serde_json::from_str::<Value>(&metadata) {
+            Ok(Value::Object(map)) => new.metadata = map,
+            _ => bail!(haivemind_core::InvalidInput::new(
+                "metadata",
+                "must be a JSON object, like '{\"ticket\": \"OPS-1\"}'"
+            )),
+        }
+    }
+    let memory = store.create(new)?;
+    printer.done(to_json(&memory), &format!("stored {}", memory.id));
+    Ok(())
+}
+
+fn time(field: &str, text: Option<&String>) -> Result<Option<i64>> {
+    Ok(text.map(|t| parse_rfc3339(field, t)).transpose()?)
+}
+
+fn search(store: &Store, printer: &Printer, args: SearchArgs) -> Result<()> {
+    let query = SearchQuery {
+        text: args.query,
+        filter: MemoryFilter {
+            category: args.category,
+            user_id: args.user,
+            project: args.project,
+            tags: args.tags,
+            machine_id: args.machine,
+            since_ms: time("since", args.since.as_ref())?,
+            until_ms: time("until", args.until.as_ref())?,
+        },
+        limit: args.limit,
+        offset: args.offset,
+        semantic: !args.full_text,
+    };
+    printer.search(&store.search(&query)?);
+    Ok(())
+}
+
+fn recent(store: &Store, printer: &Printer, args: RecentArgs) -> Result<()> {
+    let memories = store.recent(&RecentQuery {
+        filter: MemoryFilter {
+            category: args.category,
+            user_id: args.user,
+            ..MemoryFilter::default()
+        },
+        hours: args.hours,
+        limit: args.limit,
+    })?;
+    printer.memories(&memories);
+    Ok(())
+}
+
+fn status(config: &Config, printer: &Printer) -> Result<()> {
+    let store = open(config)?;
+    let stats = store.stats()?;
+    let value = json!({
+        "machine_id": store.machine_id(),
+        "version": haivemind_core::VERSION,
+        "data_dir": config.data_dir().display().to_string(),
+        "database": store.path().display().to_string(),
+        "schema_version": stats.schema_version,
+        "memory_count": stats.live,
+        "deleted_count": stats.deleted,
+        "op_log_entries": stats.op_log_entries,
+        "semantic_search": store.embedder_model().is_some(),
+        "search_mode": if store.embedder_model().is_some() { "hybrid" } else { "full_text" },
+        "embedding_model": store.embedder_model(),
+    });
+    let text = format!(
+        "machine:     {}\nversion:     {}\ndatabase:    {} (schema {})\nmemories:    {} live, {} deleted\nop log:      {} entries\nsearch:      {}",
+        store.machine_id(),
+        haivemind_core::VERSION,
+        store.path().display(),
+        stats.schema_version,
+        stats.live,
+        stats.deleted,
+        stats.op_log_entries,
+        match store.embedder_model() {
+            Some(model) => format!("hybrid (full-text + {model})"),
+            None => "full-text only (no embedding model loaded)".into(),
+        }
+    );
+    printer.done(value, &text);
+    Ok(())
+}
+
+fn progress_bar(length: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(length),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{what} {{bar:40}} {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"
+    )) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn export(store: &Store, printer: &Printer, output: Option<&Path>) -> Result<()> {
+    let total = {
+        let stats = store.stats()?;
+        (stats.live + stats.deleted) as u64
+    };
+    let sink: Box<dyn Write> = match output {
+        Some(path) => Box::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut sink = BufWriter::new(sink);
+    let bar = progress_bar(total, "exporting");
+    let mut write_error = None;
+    let count = store.for_each_memory(|memory| {
+        if write_error.is_none()
+            && let Err(e) = writeln!(sink, "{}", to_json(memory))
+        {
+            write_error = Some(e);
+        }
+        bar.inc(1);
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    if let Some(e) = write_error {
+        return Err(e).context("cannot write the export");
+    }
+    sink.flush().context("cannot write the export")?;
+    drop(sink);
+    if output.is_some() || printer.json {
+        eprintln!("exported {count} memories");
+    }
+    Ok(())
+}
+
+fn import(store: &Store, printer: &Printer, file: &Path) -> Result<()> {
+    let open_file =
+        || std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()));
+    let lines = BufReader::new(open_file()?).lines().count() as u64;
+    let bar = progress_bar(lines, "importing");
+    let (mut created, mut present, mut erased) = (0usize, 0usize, 0usize);
+    let mut failures: Vec<String> = Vec::new();
+    for (index, line) in BufReader::new(open_file()?).lines().enumerate() {
+        bar.inc(1);
+        let line = line.with_context(|| format!("cannot read {}", file.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let number = index + 1;
+        let outcome = serde_json::from_str::<Value>(&line)
+            .map_err(|e| format!("not JSON: {e}"))
+            .and_then(|value| from_json(&value, store.machine_id()).map_err(|e| e.to_string()))
+            .and_then(|memory| store.import(memory).map_err(|e| e.to_string()));
+        match outcome {
+            Ok(ImportOutcome::Created) => created += 1,
+            Ok(ImportOutcome::AlreadyPresent) => present += 1,
+            Ok(ImportOutcome::Erased) => erased += 1,
+            Err(message) => failures.push(format!("line {number}: {message}")),
+        }
+    }
+    bar.finish_and_clear();
+    printer.done(
+        json!({
+            "imported": created, "already_present": present, "erased_here": erased,
+            "failed": failures.len(), "errors": failures.iter().take(20).collect::<Vec<_>>(),
+        }),
+        &format!(
+            "imported {created}, already present {present}, permanently deleted here {erased}, failed {}",
+            failures.len()
+        ),
+    );
+    if !failures.is_empty() {
+        for failure in failures.iter().take(20) {
+            eprintln!("{failure}");
+        }
+        bail!(
+            "{} of {} lines could not be imported (re-running the import is safe: present memories are skipped)",
+            failures.len(),
+            lines
+        );
+    }
+    Ok(())
+}

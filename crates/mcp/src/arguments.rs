@@ -1,0 +1,75 @@
+//! Parsing tool arguments into typed inputs, with errors that name the field.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::error::ToolError;
+
+/// Parses a tool's arguments. Messages look like `limit: invalid type: string "ten",
+/// expected u32`, `content: is required` or `catgory: unknown field, expected one of ...`.
+pub(crate) fn parse<T: DeserializeOwned>(
+    arguments: Option<Map<String, Value>>,
+) -> Result<T, ToolError> {
+    let value = Value::Object(arguments.unwrap_or_default());
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.inner().to_string();
+        let (field, rule) = if let Some(rest) = message.strip_prefix("missing field `") {
+            let name = rest.split('`').next().unwrap_or_default();
+            (join(&path, name), "is required".to_string())
+        } else if let Some(rest) = message.strip_prefix("unknown field `") {
+            let mut parts = rest.splitn(2, "`, ");
+            let name = parts.next().unwrap_or_default();
+            let expected = parts.next().unwrap_or("");
+            (join(&path, name), format!("unknown field, {expected}"))
+        } else {
+            (path, message)
+        };
+        ToolError::InvalidArguments { field, rule }
+    })
+}
+
+fn join(path: &str, name: &str) -> String {
+    if path == "." || path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Args {
+        #[allow(dead_code)]
+        content: String,
+        #[serde(default)]
+        #[allow(dead_code)]
+        limit: u32,
+    }
+
+    fn err(json: Value) -> String {
+        let Value::Object(map) = json else { panic!() };
+        parse::<Args>(Some(map)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn names_the_missing_wrong_and_unknown_fields() {
+        assert_eq!(err(serde_json::json!({})), "content: is required");
+        assert!(
+            err(serde_json::json!({"content": 5}))
+                .starts_with("content: invalid type: integer `5`")
+        );
+        assert!(
+            err(serde_json::json!({"content": "x", "limit": -1}))
+                .starts_with("limit: invalid value")
+        );
+        assert!(
+            err(serde_json::json!({"content": "x", "lmit": 1}))
+                .starts_with("lmit: unknown field, expected")
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! How failures reach an MCP client. Decided once, here, in an exhaustive match.
+
+use haivemind_store::StoreError;
+use rmcp::ErrorData;
+use rmcp::model::CallToolResult;
+use serde_json::json;
+
+/// Why a tool call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// No tool has this name.
+    #[error("unknown tool \"{name}\"")]
+    UnknownTool {
+        /// The name asked for.
+        name: String,
+    },
+    /// The arguments do not fit the tool's input schema.
+    #[error("{field}: {rule}")]
+    InvalidArguments {
+        /// The argument at fault.
+        field: String,
+        /// What is wrong with it.
+        rule: String,
+    },
+    /// The engine refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A result could not be produced for a reason that is ours.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<haivemind_core::InvalidInput> for ToolError {
+    fn from(input: haivemind_core::InvalidInput) -> Self {
+        ToolError::InvalidArguments {
+            field: input.field,
+            rule: input.rule,
+        }
+    }
+}
+
+impl ToolError {
+    /// Turns the failure into what the client sees: a tool error result the agent can read
+    /// and act on, or a JSON-RPC error for calls that cannot be routed or that failed on
+    /// our side.
+    pub fn into_result(self, tool: &str) -> Result<CallToolResult, ErrorData> {
+        let caller = |code: &str, field: Option<&str>, message: String| {
+            Ok(CallToolResult::structured_error(json!({
+                "error": { "code": code, "field": field, "message": message, "tool": tool }
+            })))
+        };
+        match self {
+            ToolError::UnknownTool { name } => Err(ErrorData::invalid_params(
+                format!("unknown tool \"{name}\"; tools/list names the available tools"),
+                Some(json!({ "tool": name })),
+            )),
+            ToolError::InvalidArguments { field, rule } => {
+                caller("invalid_argument", Some(&field), format!("{field}: {rule}"))
+            }
+            ToolError::Store(error) => match &error {
+                StoreError::Invalid(input) => {
+                    caller("invalid_argument", Some(&input.field), error.to_string())
+                }
+                StoreError::MemoryNotFound { .. } => {
+                    caller("not_found", Some("memory_id"), error.to_string())
+                }
+                StoreError::MemoryDeleted { .. } => {
+                    caller("deleted", Some("memory_id"), error.to_string())
+                }
+                StoreError::NotDeleted { .. } => {
+                    caller("not_deleted", Some("memory_id"), error.to_string())
+                }
+                StoreError::Erased { .. } => caller("erased", Some("memory_id"), error.to_string()),
+                StoreError::ConfirmRequired { .. } => {
+                    caller("confirm_required", Some("confirm"), error.to_string())
+                }
+                StoreError::Io { .. }
+                | StoreError::SchemaTooNew { .. }
+                | StoreError::Sqlite(_)
+                | StoreError::Corrupt { .. } => {
+                    tracing::error!(tool, error = %error, "tool failed");
+                    Err(ErrorData::internal_error(
+                        format!("{tool} failed on the server; see its log"),
+                        None,
+                    ))
+                }
+            },
+            ToolError::Internal(detail) => {
+                tracing::error!(tool, detail, "tool failed");
+                Err(ErrorData::internal_error(
+                    format!("{tool} failed on the server; see its log"),
+                    None,
+                ))
+            }
+        }
+    }
+}

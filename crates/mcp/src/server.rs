@@ -1,0 +1,193 @@
+//! The MCP server: rmcp's `ServerHandler` over the tool catalogue and the resources.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use haivemind_core::VERSION;
+use haivemind_store::Store;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, InitializeResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities,
+    ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+
+use crate::resources::{
+    INSTRUCTIONS, INSTRUCTIONS_URI, MACHINE_CONTEXT_URI, SHORT_INSTRUCTIONS, machine_context,
+};
+use crate::tools::{self, ToolContext, catalogue};
+
+/// Facts about this server that tools report.
+#[derive(Debug, Clone)]
+pub struct ServerContext {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// When the server started, epoch milliseconds.
+    pub started_at_ms: i64,
+    /// `stdio` or `http`.
+    pub transport: &'static str,
+}
+
+/// The MCP server over one memory engine. Cheap to clone: one per connection is fine.
+#[derive(Clone)]
+pub struct HaivemindServer {
+    store: Arc<Store>,
+    context: Arc<ServerContext>,
+}
+
+impl HaivemindServer {
+    /// A server over `store`.
+    pub fn new(store: Arc<Store>, context: ServerContext) -> Self {
+        Self {
+            store,
+            context: Arc::new(context),
+        }
+    }
+
+    fn tool_context(&self, agent_id: Option<String>) -> ToolContext {
+        ToolContext {
+            store: Arc::clone(&self.store),
+            server: Arc::clone(&self.context),
+            agent_id,
+        }
+    }
+}
+
+fn internal(detail: impl std::fmt::Display) -> ErrorData {
+    tracing::error!(%detail, "request failed");
+    ErrorData::internal_error("the server failed; see its log", None)
+}
+
+impl ServerHandler for HaivemindServer {
+    fn get_info(&self) -> ServerConfig {
+        InitializeResult::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new("haivemind", VERSION))
+        .with_instructions(SHORT_INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(
+            catalogue().iter().map(|entry| entry.tool()).collect(),
+        ))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        // Handshake-era sessions name the client once at initialize; 2026-07-28 requests
+        // carry it in their own _meta.
+        let agent_id = context
+            .peer
+            .peer_info()
+            .map(|info| info.client_info.name.clone())
+            .or_else(|| context.meta.client_info().map(|info| info.name));
+        let name = request.name.to_string();
+        let arguments = request.arguments;
+        let tool_context = self.tool_context(agent_id);
+        let tool = name.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || tools::call(&tool_context, &tool, arguments))
+                .await
+                .map_err(internal)?;
+        match outcome {
+            Ok(value) => Ok(CallToolResult::structured(value).into()),
+            Err(error) => error.into_result(&name).map(Into::into),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(vec![
+            Resource::new(INSTRUCTIONS_URI, "instructions")
+                .with_title("How to use hAIveMind")
+                .with_description(
+                    "How an agent should search, store and share in the collective memory",
+                )
+                .with_mime_type("text/markdown"),
+            Resource::new(MACHINE_CONTEXT_URI, "machine-context")
+                .with_title("This machine")
+                .with_description(
+                    "Machine id, host, version, data location and memory count of this server",
+                )
+                .with_mime_type("application/json"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let uri = request.uri.as_str();
+        let contents = match uri {
+            INSTRUCTIONS_URI => ResourceContents::TextResourceContents {
+                uri: uri.into(),
+                mime_type: Some("text/markdown".into()),
+                text: INSTRUCTIONS.into(),
+                meta: None,
+            },
+            MACHINE_CONTEXT_URI => {
+                let tool_context = self.tool_context(None);
+                let value = tokio::task::spawn_blocking(move || machine_context(&tool_context))
+                    .await
+                    .map_err(internal)?
+                    .map_err(internal)?;
+                ResourceContents::TextResourceContents {
+                    uri: uri.into(),
+                    mime_type: Some("application/json".into()),
+                    text: value.to_string(),
+                    meta: None,
+                }
+            }
+            other => {
+                return Err(ErrorData::resource_not_found(
+                    format!(
+                        "uri: unknown resource \"{other}\"; expected {INSTRUCTIONS_URI} or {MACHINE_CONTEXT_URI}"
+                    ),
+                    None,
+                ));
+            }
+        };
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+}
+
+/// Why the stdio server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The client never completed the handshake.
+    #[error("MCP handshake failed: {0}")]
+    Handshake(String),
+    /// The session ended abnormally.
+    #[error("MCP session failed: {0}")]
+    Session(String),
+}
+
+/// Serves MCP over stdin and stdout until the client closes stdin.
+pub async fn serve_stdio(server: HaivemindServer) -> Result<(), ServeError> {
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| ServeError::Handshake(e.to_string()))?;
+    running
+        .waiting()
+        .await
+        .map_err(|e| ServeError::Session(e.to_string()))?;
+    Ok(())
+}

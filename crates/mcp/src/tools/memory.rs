@@ -1,0 +1,889 @@
+//! The memory tools of the seed's API reference.
+
+use haivemind_core::memory::json::to_json;
+use haivemind_core::time_format::{ms_to_rfc3339, parse_rfc3339};
+use haivemind_core::{Confidentiality, Memory, MemoryId, MemoryPatch, NewMemory, Scope};
+use haivemind_store::{
+    ConversationImport, DuplicateQuery, ExportFormat, HistoryEntry, MemoryFilter, RecentQuery,
+    SearchQuery, csv_of_memories,
+};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{ToolContext, ToolEntry, schema_of};
+use crate::arguments::parse;
+use crate::error::ToolError;
+
+pub(super) static TOOLS: &[ToolEntry] = &[
+    ToolEntry {
+        name: "store_memory",
+        description: "Store a memory in the collective: a fix, an incident, a fact about a system, a preference. \
+                      Other agents on every machine can then find it by meaning or keyword. \
+                      Returns the stored memory with its id.",
+        read_only: false,
+        destructive: false,
+        idempotent: false,
+        schema: schema_of::<StoreMemoryArgs>,
+        handler: store_memory,
+    },
+    ToolEntry {
+        name: "retrieve_memory",
+        description: "Get one memory by its id, with every field.",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        schema: schema_of::<MemoryIdArgs>,
+        handler: retrieve_memory,
+    },
+    ToolEntry {
+        name: "search_memories",
+        description: "Search memories by keywords or meaning, with optional filters (category, user, project, tags, \
+                      machine, time range) applied before ranking. semantic=true (default) ranks by meaning and keywords \
+                      together when an embedding model is loaded; search_mode in the result says how the ranking was made. \
+                      Returns {memories: [...memory, score], total}.",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        schema: schema_of::<SearchArgs>,
+        handler: search_memories,
+    },
+    ToolEntry {
+        name: "get_recent_memories",
+        description: "The newest memories of the last `hours` hours, newest first.",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        schema: schema_of::<RecentArgs>,
+        handler: get_recent_memories,
+    },
+    ToolEntry {
+        name: "update_memory",
+        description: "Change fields of a memory. Only the given fields change; the old values are kept in its history \
+                      and its version goes up by one.",
+        read_only: false,
+        destructive: true,
+        idempotent: true,
+        schema: schema_of::<UpdateArgs>,
+        handler: update_memory,
+    },
+    ToolEntry {
+        name: "delete_memory",
+        description: "Delete a memory. By default a soft delete: hidden everywhere, recoverable with \
+                      recover_deleted_memory for memory.recover_days (30). hard_delete=true removes it for good, on every \
+                      machine, and cannot be undone.",
+        read_only: false,
+        destructive: true,
+        idempotent: false,
+        schema: schema_of::<DeleteArgs>,
+        handler: delete_memory,
+    },
+    ToolEntry {
+        name: "recover_deleted_memory",
+        description: "Bring back a soft-deleted memory.",
+        read_only: false,
+        destructive: false,
+        idempotent: false,
+        schema: schema_of::<MemoryIdArgs>,
+        handler: recover_deleted_memory,
+    },
+    ToolEntry {
+        name: "list_deleted_memories",
+        description: "Soft-deleted memories that can still be recovered, most recently deleted first.",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        schema: schema_of::<ListDeletedArgs>,
+        handler: list_deleted_memories,
+    },
+    ToolEntry {
+        name: "bulk_delete_memories",
+        description: "Delete every memory matching the filters (at least one filter is required). Without confirm=true \
+                      it only reports how many would be deleted.",
+        read_only: false,
+        destructive: true,
+        idempotent: false,
+        schema: schema_of::<BulkDeleteArgs>,
+        handler: bulk_delete_memories,
+    },
+    ToolEntry {
+        name: "get_memory_stats",
+        description: "Counts of memories: live and deleted, by category, scope, confidentiality level, machine and user.",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        schema: schema_of::<NoArgs>,
+        handler: get_memory_stats,
+    },
+    ToolEntry {
+        name: "get_memory_history",
+        description: "The update history of a memory: every change, who made it and when, with old and new values.",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        schema: schema_of::<MemoryIdArgs>,
+        handler: get_memory_history,
+    },
+    ToolEntry {
+        name: "detect_duplicate_memories",
+        description: "Find groups of memories that say the same thing (similarity at or above threshold, 0-1). Each group \
+                      names the oldest memory as the one to keep.",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        schema: schema_of::<DetectDuplicatesArgs>,
+        handler: detect_duplicate_memories,
+    },
+    ToolEntry {
+        name: "merge_duplicate_memories",
+        description: "Merge duplicates into one memory: their tags and metadata join keep_id's, and they are \
+                      soft-deleted with a reason naming keep_id.",
+        read_only: false,
+        destructive: true,
+        idempotent: false,
+        schema: schema_of::<MergeArgs>,
+        handler: merge_duplicate_memories,
+    },
+    ToolEntry {
+        name: "gdpr_export_user_data",
+        description: "Everything stored about a user (GDPR access request): every memory, including soft-deleted ones, \
+                      with its history, as JSON or CSV.",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        schema: schema_of::<GdprExportArgs>,
+        handler: gdpr_export_user_data,
+    },
+    ToolEntry {
+        name: "gdpr_delete_user_data",
+        description: "Erase every memory of a user for good, on every machine (GDPR erasure). Requires confirm=true.",
+        read_only: false,
+        destructive: true,
+        idempotent: true,
+        schema: schema_of::<GdprDeleteArgs>,
+        handler: gdpr_delete_user_data,
+    },
+    ToolEntry {
+        name: "import_conversation",
+        description: "Store a conversation transcript as memories, one per turn (lines like 'Alice: ...'), or per \
+                      paragraph when there are no speakers. All share metadata.conversation_id.",
+        read_only: false,
+        destructive: false,
+        idempotent: false,
+        schema: schema_of::<ImportConversationArgs>,
+        handler: import_conversation,
+    },
+    ToolEntry {
+        name: "get_machine_context",
+        description: "Facts about the machine this server runs on: machine id, host, OS, version, data location, \
+                      memory count and search capabilities.",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        schema: schema_of::<NoArgs>,
+        handler: get_machine_context,
+    },
+];
+
+const CATEGORY_HELP: &str = "One of project, conversation, agent, global, infrastructure, incidents, \
+                             deployments, monitoring, runbooks, security, or a category configured in memory.categories.";
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct StoreMemoryArgs {
+    /// The text to remember. Required, at most memory.max_content_bytes (64 KiB by default).
+    content: String,
+    #[doc = "The category (default global)."]
+    #[schemars(description = CATEGORY_HELP)]
+    #[serde(default)]
+    category: Option<String>,
+    /// Where this came from: a task, a file, a conversation.
+    #[serde(default)]
+    context: Option<String>,
+    /// Any JSON object; returned exactly as given.
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+    /// Tags, at most 64 of at most 64 characters.
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    /// The owning user (default "default").
+    #[serde(default)]
+    user_id: Option<String>,
+    /// The project it belongs to.
+    #[serde(default)]
+    project: Option<String>,
+    /// Who may see it and how far it replicates (default project-shared).
+    #[serde(default)]
+    #[schemars(extend("enum" = ["machine-local", "project-local", "project-shared", "user-global", "team-global", "private", null]))]
+    scope: Option<String>,
+    /// How sensitive it is (default normal). confidential and pii never leave this machine.
+    #[serde(default)]
+    #[schemars(extend("enum" = ["normal", "internal", "confidential", "pii", null]))]
+    confidentiality_level: Option<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct MemoryIdArgs {
+    /// The memory's id (a UUID).
+    memory_id: String,
+}
+
+fn default_limit() -> u32 {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SearchArgs {
+    /// What to look for, in words.
+    query: String,
+    /// Only this category.
+    #[serde(default)]
+    category: Option<String>,
+    /// Only this user's memories.
+    #[serde(default)]
+    user_id: Option<String>,
+    /// Only this project.
+    #[serde(default)]
+    project: Option<String>,
+    /// Only memories carrying every one of these tags.
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    /// Only memories written on this machine id.
+    #[serde(default)]
+    machine: Option<String>,
+    /// Only memories created at or after this time (RFC 3339).
+    #[serde(default)]
+    since: Option<String>,
+    /// Only memories created before this time (RFC 3339).
+    #[serde(default)]
+    until: Option<String>,
+    /// Results per page, 1-100 (default 10).
+    #[serde(default = "default_limit")]
+    limit: u32,
+    /// Results to skip, for paging (default 0).
+    #[serde(default)]
+    offset: u32,
+    /// Rank by meaning as well as keywords (default true); false is keywords only.
+    #[serde(default = "default_true")]
+    semantic: bool,
+}
+
+fn default_hours() -> u32 {
+    24
+}
+fn default_recent_limit() -> u32 {
+    20
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RecentArgs {
+    /// Only this user's memories.
+    #[serde(default)]
+    user_id: Option<String>,
+    /// Only this category.
+    #[serde(default)]
+    category: Option<String>,
+    /// How far back to look, in hours (default 24).
+    #[serde(default = "default_hours")]
+    hours: u32,
+    /// How many, 1-100 (default 20).
+    #[serde(default = "default_recent_limit")]
+    limit: u32,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct UpdateArgs {
+    /// The memory's id.
+    memory_id: String,
+    /// New text.
+    #[serde(default)]
+    content: Option<String>,
+    /// New category.
+    #[serde(default)]
+    category: Option<String>,
+    /// New context.
+    #[serde(default)]
+    context: Option<String>,
+    /// New tags, replacing the old ones.
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    /// New metadata, replacing the old object.
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+    /// New project.
+    #[serde(default)]
+    project: Option<String>,
+    /// New scope.
+    #[serde(default)]
+    #[schemars(extend("enum" = ["machine-local", "project-local", "project-shared", "user-global", "team-global", "private", null]))]
+    scope: Option<String>,
+    /// New confidentiality level.
+    #[serde(default)]
+    #[schemars(extend("enum" = ["normal", "internal", "confidential", "pii", null]))]
+    confidentiality_level: Option<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct DeleteArgs {
+    /// The memory's id.
+    memory_id: String,
+    /// Remove for good, on every machine (default false: soft delete).
+    #[serde(default)]
+    hard_delete: bool,
+    /// Why it is deleted; kept with the deletion.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ListDeletedArgs {
+    /// Only this user's memories.
+    #[serde(default)]
+    user_id: Option<String>,
+    /// Only this category.
+    #[serde(default)]
+    category: Option<String>,
+    /// How many, 1-100 (default 20).
+    #[serde(default = "default_recent_limit")]
+    limit: u32,
+    /// How many to skip (default 0).
+    #[serde(default)]
+    offset: u32,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct BulkDeleteArgs {
+    /// Only this category.
+    #[serde(default)]
+    category: Option<String>,
+    /// Only this user's memories.
+    #[serde(default)]
+    user_id: Option<String>,
+    /// Only this project.
+    #[serde(default)]
+    project: Option<String>,
+    /// Only memories carrying every one of these tags.
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    /// Only memories written on this machine id.
+    #[serde(default)]
+    machine: Option<String>,
+    /// Only memories created at or after this time (RFC 3339).
+    #[serde(default)]
+    since: Option<String>,
+    /// Only memories created before this time (RFC 3339).
+    #[serde(default)]
+    until: Option<String>,
+    /// Remove for good instead of soft-deleting (default false).
+    #[serde(default)]
+    hard_delete: bool,
+    /// Why they are deleted.
+    #[serde(default)]
+    reason: Option<String>,
+    /// Must be true to delete; otherwise only the count is reported.
+    #[serde(default)]
+    confirm: bool,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+fn default_threshold() -> f64 {
+    0.9
+}
+fn default_group_limit() -> u32 {
+    50
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct DetectDuplicatesArgs {
+    /// Similarity from 0 to 1 at or above which memories are duplicates (default 0.9).
+    #[serde(default = "default_threshold")]
+    threshold: f64,
+    /// Only this user's memories.
+    #[serde(default)]
+    user_id: Option<String>,
+    /// Only this category.
+    #[serde(default)]
+    category: Option<String>,
+    /// Only this project.
+    #[serde(default)]
+    project: Option<String>,
+    /// The most groups to return (default 50).
+    #[serde(default = "default_group_limit")]
+    limit: u32,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct MergeArgs {
+    /// The memory to keep.
+    keep_id: String,
+    /// The duplicates to fold into it.
+    duplicate_ids: Vec<String>,
+}
+
+fn default_format() -> String {
+    "json".into()
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GdprExportArgs {
+    /// The user whose data to export.
+    user_id: String,
+    /// json (default) or csv.
+    #[serde(default = "default_format")]
+    #[schemars(extend("enum" = ["json", "csv"]))]
+    format: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GdprDeleteArgs {
+    /// The user whose data to erase.
+    user_id: String,
+    /// Must be true: erasure cannot be undone.
+    #[serde(default)]
+    confirm: bool,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ImportConversationArgs {
+    /// The transcript.
+    conversation_text: String,
+    /// A title for the conversation.
+    #[serde(default)]
+    title: Option<String>,
+    /// The owning user (default "default").
+    #[serde(default)]
+    user_id: Option<String>,
+    /// Tags for every stored turn.
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    /// The project.
+    #[serde(default)]
+    project: Option<String>,
+}
+
+fn memory_id(field: &str, text: &str) -> Result<MemoryId, ToolError> {
+    Ok(MemoryId::parse(field, text)?)
+}
+
+fn time(field: &str, text: Option<&String>) -> Result<Option<i64>, ToolError> {
+    Ok(text.map(|t| parse_rfc3339(field, t)).transpose()?)
+}
+
+fn memories_json(memories: &[Memory]) -> Value {
+    Value::Array(memories.iter().map(to_json).collect())
+}
+
+fn history_json(entries: &[HistoryEntry]) -> Value {
+    Value::Array(
+        entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "version": e.version,
+                    "action": e.action,
+                    "changed_at": ms_to_rfc3339(e.changed_at_ms),
+                    "machine_id": e.machine_id,
+                    "agent_id": e.agent_id,
+                    "changes": Value::Object(e.changes.clone()),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn store_memory(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: StoreMemoryArgs = parse(arguments)?;
+    let mut new = NewMemory::new(args.content);
+    if let Some(category) = args.category {
+        new.category = category;
+    }
+    new.context = args.context;
+    new.metadata = args.metadata.unwrap_or_default();
+    new.tags = args.tags.unwrap_or_default();
+    if let Some(user) = args.user_id {
+        new.user_id = user;
+    }
+    new.project = args.project;
+    new.agent_id = cx.agent_id.clone();
+    if let Some(scope) = args.scope {
+        new.scope = Scope::parse("scope", &scope)?;
+    }
+    if let Some(level) = args.confidentiality_level {
+        new.confidentiality = Confidentiality::parse("confidentiality_level", &level)?;
+    }
+    let memory = cx.store.create(new)?;
+    Ok(to_json(&memory))
+}
+
+fn retrieve_memory(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: MemoryIdArgs = parse(arguments)?;
+    let memory = cx.store.get(memory_id("memory_id", &args.memory_id)?)?;
+    Ok(to_json(&memory))
+}
+
+fn search_memories(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: SearchArgs = parse(arguments)?;
+    let query = SearchQuery {
+        text: args.query.clone(),
+        filter: MemoryFilter {
+            category: args.category,
+            user_id: args.user_id,
+            project: args.project,
+            tags: args.tags.unwrap_or_default(),
+            machine_id: args.machine,
+            since_ms: time("since", args.since.as_ref())?,
+            until_ms: time("until", args.until.as_ref())?,
+        },
+        limit: args.limit as usize,
+        offset: args.offset as usize,
+        semantic: args.semantic,
+    };
+    let results = cx.store.search(&query)?;
+    let memories: Vec<Value> = results
+        .hits
+        .iter()
+        .map(|hit| {
+            let mut value = to_json(&hit.memory);
+            if let Value::Object(map) = &mut value {
+                map.insert("score".into(), json!(hit.score));
+            }
+            value
+        })
+        .collect();
+    let mut out = json!({
+        "memories": memories,
+        "total": results.total,
+        "limit": args.limit,
+        "offset": args.offset,
+        "query": args.query,
+        "search_mode": results.mode.as_str(),
+    });
+    if let (Some(note), Value::Object(map)) = (results.note, &mut out) {
+        map.insert("note".into(), json!(note));
+    }
+    Ok(out)
+}
+
+fn get_recent_memories(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: RecentArgs = parse(arguments)?;
+    let memories = cx.store.recent(&RecentQuery {
+        filter: MemoryFilter {
+            category: args.category,
+            user_id: args.user_id,
+            ..MemoryFilter::default()
+        },
+        hours: args.hours,
+        limit: args.limit as usize,
+    })?;
+    Ok(json!({
+        "memories": memories_json(&memories),
+        "total": memories.len(),
+        "hours": args.hours,
+    }))
+}
+
+fn update_memory(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: UpdateArgs = parse(arguments)?;
+    let id = memory_id("memory_id", &args.memory_id)?;
+    let patch = MemoryPatch {
+        content: args.content,
+        category: args.category,
+        context: args.context.map(Some),
+        tags: args.tags,
+        metadata: args.metadata,
+        project: args.project.map(Some),
+        scope: args.scope.map(|s| Scope::parse("scope", &s)).transpose()?,
+        confidentiality: args
+            .confidentiality_level
+            .map(|l| Confidentiality::parse("confidentiality_level", &l))
+            .transpose()?,
+    };
+    let memory = cx.store.update(id, patch, cx.agent_id.as_deref())?;
+    Ok(to_json(&memory))
+}
+
+fn delete_memory(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: DeleteArgs = parse(arguments)?;
+    let id = memory_id("memory_id", &args.memory_id)?;
+    if args.hard_delete {
+        cx.store.hard_delete(id, args.reason.clone())?;
+        Ok(json!({
+            "id": id.to_string(), "deleted": true, "hard_delete": true,
+            "recoverable": false, "reason": args.reason,
+        }))
+    } else {
+        let memory = cx.store.soft_delete(id, args.reason.clone())?;
+        Ok(json!({
+            "id": id.to_string(), "deleted": true, "hard_delete": false,
+            "recoverable": true, "reason": args.reason,
+            "deleted_at": memory.deletion.as_ref().map(|d| ms_to_rfc3339(d.at_ms)),
+        }))
+    }
+}
+
+fn recover_deleted_memory(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: MemoryIdArgs = parse(arguments)?;
+    let memory = cx.store.recover(memory_id("memory_id", &args.memory_id)?)?;
+    Ok(to_json(&memory))
+}
+
+fn list_deleted_memories(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: ListDeletedArgs = parse(arguments)?;
+    let filter = MemoryFilter {
+        category: args.category,
+        user_id: args.user_id,
+        ..MemoryFilter::default()
+    };
+    let (memories, total) =
+        cx.store
+            .list_deleted(&filter, args.limit as usize, args.offset as usize)?;
+    Ok(json!({ "memories": memories_json(&memories), "total": total }))
+}
+
+fn bulk_delete_memories(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: BulkDeleteArgs = parse(arguments)?;
+    let filter = MemoryFilter {
+        category: args.category,
+        user_id: args.user_id,
+        project: args.project,
+        tags: args.tags.unwrap_or_default(),
+        machine_id: args.machine,
+        since_ms: time("since", args.since.as_ref())?,
+        until_ms: time("until", args.until.as_ref())?,
+    };
+    let outcome = cx
+        .store
+        .bulk_delete(&filter, args.hard_delete, args.reason, args.confirm)?;
+    let mut out = json!({
+        "matched": outcome.matched,
+        "deleted": outcome.deleted,
+        "hard_delete": outcome.hard,
+        "confirmed": args.confirm,
+    });
+    if !args.confirm
+        && let Value::Object(map) = &mut out
+    {
+        map.insert(
+            "message".into(),
+            json!(format!(
+                "{} memories match; call again with confirm=true to delete them",
+                outcome.matched
+            )),
+        );
+    }
+    Ok(out)
+}
+
+fn get_memory_stats(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let _: NoArgs = parse(arguments)?;
+    let stats = cx.store.stats()?;
+    Ok(json!({
+        "total_memories": stats.live,
+        "deleted_memories": stats.deleted,
+        "by_category": stats.by_category,
+        "by_scope": stats.by_scope,
+        "by_confidentiality_level": stats.by_confidentiality,
+        "by_machine": stats.by_machine,
+        "by_user": stats.by_user,
+        "oldest_memory_at": stats.oldest_ms.map(ms_to_rfc3339),
+        "newest_memory_at": stats.newest_ms.map(ms_to_rfc3339),
+        "op_log_entries": stats.op_log_entries,
+        "tombstones": stats.tombstones,
+        "schema_version": stats.schema_version,
+        "database_bytes": stats.database_bytes,
+        "machine_id": cx.store.machine_id(),
+        "search_modes": search_modes(cx),
+    }))
+}
+
+fn search_modes(cx: &ToolContext) -> Value {
+    match cx.store.embedder_model() {
+        Some(model) => json!({ "full_text": true, "semantic": true, "model": model }),
+        None => json!({ "full_text": true, "semantic": false, "model": null }),
+    }
+}
+
+fn get_memory_history(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: MemoryIdArgs = parse(arguments)?;
+    let id = memory_id("memory_id", &args.memory_id)?;
+    // Reading the memory first gives the same not-found and deleted answers as retrieve.
+    let memory = cx.store.get(id)?;
+    let history = cx.store.history(id)?;
+    Ok(
+        json!({ "id": id.to_string(), "version": memory.version, "history": history_json(&history) }),
+    )
+}
+
+fn detect_duplicate_memories(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: DetectDuplicatesArgs = parse(arguments)?;
+    let groups = cx.store.find_duplicates(&DuplicateQuery {
+        threshold: args.threshold,
+        filter: MemoryFilter {
+            category: args.category,
+            user_id: args.user_id,
+            project: args.project,
+            ..MemoryFilter::default()
+        },
+        limit: args.limit as usize,
+    })?;
+    let groups_json: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            json!({
+                "keep_id": g.keep.to_string(),
+                "duplicate_ids": g.duplicates.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+                "similarity": g.similarity,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "groups": groups_json,
+        "total": groups.len(),
+        "threshold": args.threshold,
+        "method": "word-set jaccard",
+    }))
+}
+
+fn merge_duplicate_memories(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: MergeArgs = parse(arguments)?;
+    let keep = memory_id("keep_id", &args.keep_id)?;
+    let duplicates = args
+        .duplicate_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| memory_id(&format!("duplicate_ids[{i}]"), id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outcome = cx.store.merge(keep, &duplicates, cx.agent_id.as_deref())?;
+    Ok(json!({
+        "memory": to_json(&outcome.kept),
+        "merged_ids": outcome.merged_ids.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+    }))
+}
+
+fn gdpr_export_user_data(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: GdprExportArgs = parse(arguments)?;
+    let format = ExportFormat::parse("format", &args.format)?;
+    let export = cx.store.export_user(&args.user_id)?;
+    let exported_at = ms_to_rfc3339(haivemind_core::time_format::now_ms());
+    match format {
+        ExportFormat::Json => {
+            let memories: Vec<Value> = export
+                .memories
+                .iter()
+                .map(|(memory, history)| {
+                    let mut value = to_json(memory);
+                    if let Value::Object(map) = &mut value {
+                        map.insert("history".into(), history_json(history));
+                    }
+                    value
+                })
+                .collect();
+            Ok(json!({
+                "user_id": export.user_id, "format": "json", "exported_at": exported_at,
+                "total": memories.len(), "memories": memories,
+            }))
+        }
+        ExportFormat::Csv => Ok(json!({
+            "user_id": export.user_id, "format": "csv", "exported_at": exported_at,
+            "total": export.memories.len(),
+            "csv": csv_of_memories(export.memories.iter().map(|(m, _)| m)),
+        })),
+    }
+}
+
+fn gdpr_delete_user_data(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: GdprDeleteArgs = parse(arguments)?;
+    let erased = cx.store.erase_user(&args.user_id, args.confirm)?;
+    Ok(json!({ "user_id": args.user_id, "erased": erased, "recoverable": false }))
+}
+
+fn import_conversation(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let args: ImportConversationArgs = parse(arguments)?;
+    let imported = cx.store.import_conversation(ConversationImport {
+        text: args.conversation_text,
+        title: args.title,
+        user_id: args.user_id.unwrap_or_else(|| "default".into()),
+        tags: args.tags.unwrap_or_default(),
+        project: args.project,
+        agent_id: cx.agent_id.clone(),
+    })?;
+    Ok(json!({
+        "conversation_id": imported.conversation_id,
+        "stored": imported.memories.len(),
+        "memory_ids": imported.memories.iter().map(|m| m.id.to_string()).collect::<Vec<_>>(),
+    }))
+}
+
+fn get_machine_context(
+    cx: &ToolContext,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    let _: NoArgs = parse(arguments)?;
+    crate::resources::machine_context(cx)
+}
