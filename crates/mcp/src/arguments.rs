@@ -21,7 +21,9 @@ pub(crate) fn parse<T: DeserializeOwned>(
             let mut parts = rest.splitn(2, "`, ");
             let name = parts.next().unwrap_or_default();
             let expected = parts.next().unwrap_or("");
-            (join(&path, name), format!("unknown field, {expected}"))
+            // The path already ends at the unknown field.
+            let field = if path == "." { name.to_string() } else { path };
+            (field, format!("unknown field, {expected}"))
         } else {
             (path, message)
         };
