@@ -18,6 +18,7 @@ mod arguments;
 pub mod error;
 mod resources;
 mod server;
+mod stdio_framing;
 pub mod tools;
 
-pub use server::{HaivemindServer, ServeError, ServerContext, serve_stdio};
+pub use server::{HaivemindServer, ServeError, ServerContext, serve_lines, serve_stdio};

@@ -17,6 +17,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use crate::resources::{
     INSTRUCTIONS, INSTRUCTIONS_URI, MACHINE_CONTEXT_URI, SHORT_INSTRUCTIONS, machine_context,
 };
+use crate::stdio_framing;
 use crate::tools::{self, ToolContext, catalogue};
 
 /// Facts about this server that tools report.
@@ -181,13 +182,44 @@ pub enum ServeError {
 
 /// Serves MCP over stdin and stdout until the client closes stdin.
 pub async fn serve_stdio(server: HaivemindServer) -> Result<(), ServeError> {
-    let running = server
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| ServeError::Handshake(e.to_string()))?;
-    running
-        .waiting()
-        .await
-        .map_err(|e| ServeError::Session(e.to_string()))?;
-    Ok(())
+    serve_lines(server, tokio::io::stdin(), tokio::io::stdout()).await
+}
+
+/// Serves MCP over any pair of byte streams carrying newline-delimited JSON-RPC.
+pub async fn serve_lines(
+    server: HaivemindServer,
+    input: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    output: impl tokio::io::AsyncWrite + Unpin + Send + 'static,
+) -> Result<(), ServeError> {
+    const PIPE_BYTES: usize = 1 << 20;
+    let (to_protocol, protocol_input) = tokio::io::duplex(PIPE_BYTES);
+    let (protocol_output, from_protocol) = tokio::io::duplex(PIPE_BYTES);
+    let (errors, error_frames) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(stdio_framing::read_frames(input, to_protocol, errors));
+    let writer = tokio::spawn(stdio_framing::write_frames(
+        from_protocol,
+        error_frames,
+        output,
+    ));
+    let session = async {
+        let running = server
+            .serve((protocol_input, protocol_output))
+            .await
+            .map_err(|e| ServeError::Handshake(e.to_string()))?;
+        running
+            .waiting()
+            .await
+            .map_err(|e| ServeError::Session(e.to_string()))?;
+        Ok::<(), ServeError>(())
+    };
+    let outcome = session.await;
+    // The session has dropped its end of the output pipe; let the writer drain every answer
+    // already produced before returning.
+    reader.abort();
+    match writer.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not write to stdout"),
+        Err(e) => tracing::warn!(error = %e, "stdout writer stopped"),
+    }
+    outcome
 }
