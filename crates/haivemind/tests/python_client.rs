@@ -1,0 +1,91 @@
+//! Interop with a client no one here wrote: the official MCP Python SDK drives
+//! `haivemind mcp` in both of its connect modes.
+//!
+//! The SDK is installed into `target/interop-venv` from `tests/interop/requirements.txt`
+//! the first time (pip reaches PyPI), or taken from `$HAIVEMIND_TEST_PYTHON` when set.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{Scratch, binary};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A Python with the pinned `mcp` SDK installed.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        if let Some(python) = std::env::var_os("HAIVEMIND_TEST_PYTHON") {
+            return PathBuf::from(python);
+        }
+        let root = workspace_root();
+        let requirements = root.join("tests/interop/requirements.txt");
+        let venv = root.join("target/interop-venv");
+        let python = venv.join("bin/python");
+        let marker = venv.join("installed-requirements.txt");
+        let wanted = std::fs::read_to_string(&requirements).expect("requirements");
+        if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+            run(Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
+                .arg(&requirements));
+            std::fs::write(&marker, wanted).expect("write marker");
+        }
+        python
+    })
+}
+
+fn drive(mode: &str) {
+    let scratch = Scratch::new();
+    let data_dir = scratch.data_dir();
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::write(data_dir.join("config.json"), "{}").unwrap();
+    let output = Command::new(python())
+        .arg(workspace_root().join("tests/interop/mcp_client.py"))
+        .arg(binary())
+        .arg(mode)
+        .arg(&data_dir)
+        .output()
+        .expect("run the Python client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the official Python client failed in {mode} mode:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.starts_with(&format!("ok {mode}")), "{stdout}");
+}
+
+#[test]
+fn official_python_client_in_legacy_mode() {
+    drive("legacy");
+}
+
+#[test]
+fn official_python_client_in_auto_mode_probes_discover_first() {
+    drive("auto");
+}
