@@ -68,6 +68,18 @@ pub enum Command {
     },
     /// Hard-delete soft-deleted memories older than memory.recover_days.
     Purge,
+    /// Measure store, search and stdio round-trip latency on a synthetic corpus.
+    Bench {
+        /// Corpus sizes to measure at, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        sizes: Vec<usize>,
+        /// Search queries per size.
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+        /// Which synthetic corpus: zipf (realistic word frequencies) or dense (worst case).
+        #[arg(long, value_enum, default_value = "zipf")]
+        corpus: crate::bench::Corpus,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,16 @@ use crate::cli::{Cli, Command, RecentArgs, SearchArgs, StoreArgs};
 use crate::output::Printer;
 
 pub fn run(cli: Cli) -> Result<()> {
+    if let Command::Bench {
+        sizes,
+        queries,
+        corpus,
+    } = &cli.command
+    {
+        // The benchmark makes its own scratch store and needs no config.
+        init_logging(&Config::default(), false);
+        return crate::bench::run(sizes, *queries, *corpus, cli.json);
+    }
     let config = Config::load()?;
     init_logging(&config, matches!(cli.command, Command::Mcp));
     let printer = Printer { json: cli.json };
@@ -57,6 +67,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status => status(&config, &printer),
         Command::Export { output } => export(&open(&config)?, &printer, output.as_deref()),
         Command::Import { file } => import(&open(&config)?, &printer, &file),
+        Command::Bench { .. } => unreachable!("handled before the config is loaded"),
         Command::Purge => {
             let purged = open(&config)?.purge_expired()?;
             printer.done(

@@ -1,6 +1,7 @@
 //! The `haivemind` binary: flags, config, start-up and output. No business logic: every
 //! command is a call into `haivemind-store` or `haivemind-mcp`.
 
+mod bench;
 mod cli;
 mod commands;
 mod output;

@@ -102,7 +102,7 @@ impl Printer {
                 })
                 .collect();
             return self.emit(&json!({
-                "memories": list, "total": results.total,
+                "memories": list, "total": results.total, "total_exact": results.total_exact,
                 "search_mode": results.mode.as_str(), "note": results.note,
             }));
         }
@@ -110,9 +110,10 @@ impl Printer {
             eprintln!("note: {note}");
         }
         println!(
-            "{} of {} matches ({})",
+            "{} of {}{} matches ({})",
             results.hits.len(),
             results.total,
+            if results.total_exact { "" } else { "+" },
             results.mode.as_str()
         );
         for hit in &results.hits {

@@ -1,10 +1,12 @@
-//! Turning a person's query into an FTS5 match expression.
+//! Turning a person's query into FTS5 match expressions.
 //!
 //! FTS5 has its own query syntax, in which `"`, `*`, `-`, `:` and words like `NOT` mean
-//! something. A user's query is never passed through: it is split into words, each word is
-//! quoted, and the words are joined with OR so that BM25 ranks documents by how many of the
-//! rarer words they share. Common English words are dropped when other words remain: they
-//! match nearly every document, cost time, and add nothing to the ranking.
+//! something. A user's query is never passed through: it is split into words and each word
+//! is quoted. Common English words are dropped when other words remain: they match nearly
+//! every document, cost time, and add nothing to the ranking.
+//!
+//! Search ranks in two tiers (see `search.rs`): memories holding every word first, then
+//! memories holding any of them. [`QueryTerms`] gives the expression for each tier.
 
 const STOP_WORDS: &[&str] = &[
     "a", "about", "after", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be",
@@ -24,6 +26,80 @@ pub(crate) fn words(text: &str) -> Vec<String> {
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect()
+}
+
+/// The meaningful words of a query, ready to combine into FTS5 expressions.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct QueryTerms {
+    /// Lower-cased words, without duplicates, in query order.
+    pub(crate) words: Vec<String>,
+}
+
+impl QueryTerms {
+    /// The terms of `query`, or `None` when it has no words at all.
+    pub(crate) fn parse(query: &str) -> Option<Self> {
+        let expression = match_expression(query)?;
+        Some(Self {
+            words: expression
+                .split(" OR ")
+                .map(|quoted| quoted.trim_matches('"').to_string())
+                .collect(),
+        })
+    }
+}
+
+fn quoted(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| format!("\"{w}\"")).collect()
+}
+
+/// Matches memories holding every one of `words`.
+pub(crate) fn all_of(words: &[&str]) -> String {
+    quoted(words).join(" AND ")
+}
+
+/// Matches memories holding any of `words`.
+pub(crate) fn any_of(words: &[&str]) -> String {
+    quoted(words).join(" OR ")
+}
+
+/// The most words for which "at least k of them" tiers are built; the number of word
+/// combinations grows fast beyond it.
+pub(crate) const MAX_TIERED_WORDS: usize = 6;
+
+/// Matches memories holding at least `k` of `words` (1 <= k <= words.len()).
+pub(crate) fn at_least(k: usize, words: &[&str]) -> String {
+    if k <= 1 {
+        return any_of(words);
+    }
+    if k >= words.len() {
+        return all_of(words);
+    }
+    let mut groups = Vec::new();
+    let mut chosen = Vec::with_capacity(k);
+    fn combine<'a>(
+        words: &[&'a str],
+        k: usize,
+        start: usize,
+        chosen: &mut Vec<&'a str>,
+        groups: &mut Vec<String>,
+    ) {
+        if chosen.len() == k {
+            groups.push(format!("({})", all_of(chosen)));
+            return;
+        }
+        for i in start..words.len() {
+            chosen.push(words[i]);
+            combine(words, k, i + 1, chosen, groups);
+            chosen.pop();
+        }
+    }
+    combine(words, k, 0, &mut chosen, &mut groups);
+    groups.join(" OR ")
+}
+
+/// Matches memories that `tier` matches and `better` does not.
+pub(crate) fn but_not(tier: &str, better: &str) -> String {
+    format!("({tier}) NOT ({better})")
 }
 
 /// The FTS5 match expression for a user query, or `None` when it has no words at all.
@@ -83,6 +159,21 @@ mod tests {
     #[test]
     fn has_nothing_to_match_without_words() {
         assert_eq!(match_expression(" ?! "), None);
+    }
+
+    #[test]
+    fn tiers_combine_the_same_words() {
+        let terms = QueryTerms::parse("heap on elastic3").unwrap();
+        assert_eq!(terms.words, ["heap", "elastic3"]);
+        assert_eq!(all_of(&["heap", "elastic3"]), "\"heap\" AND \"elastic3\"");
+        assert_eq!(any_of(&["heap", "elastic3"]), "\"heap\" OR \"elastic3\"");
+        assert_eq!(
+            at_least(2, &["a", "b", "c"]),
+            "(\"a\" AND \"b\") OR (\"a\" AND \"c\") OR (\"b\" AND \"c\")"
+        );
+        assert_eq!(at_least(3, &["a", "b", "c"]), all_of(&["a", "b", "c"]));
+        assert_eq!(at_least(1, &["a", "b"]), any_of(&["a", "b"]));
+        assert_eq!(but_not("\"a\"", "\"b\""), "(\"a\") NOT (\"b\")");
     }
 
     #[test]

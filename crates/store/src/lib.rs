@@ -96,6 +96,7 @@ pub struct Store {
     writer: Mutex<Connection>,
     readers: ReaderPool,
     clock: Mutex<HybridClock>,
+    term_frequencies: search::TermFrequencyCache,
 }
 
 impl Store {
@@ -120,6 +121,7 @@ impl Store {
             embedder: options.embedder,
             writer: Mutex::new(writer),
             clock: Mutex::new(HybridClock::new()),
+            term_frequencies: Default::default(),
         };
         Ok(store)
     }

@@ -7,7 +7,7 @@ use haivemind_core::{InvalidInput, Memory, MemoryId};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension, params_from_iter};
 
-use crate::full_text::match_expression;
+use crate::full_text::{MAX_TIERED_WORDS, QueryTerms, all_of, any_of, at_least, but_not};
 use crate::rows::{MEMORY_COLUMNS, memory_from_row};
 use crate::{Store, StoreError};
 
@@ -15,6 +15,9 @@ use crate::{Store, StoreError};
 pub const MAX_LIMIT: usize = 100;
 /// The deepest offset a page may start at.
 pub const MAX_OFFSET: usize = 10_000;
+/// Matches are counted exactly up to this many; past it `total` is this number and
+/// `total_exact` is false. Counting every match of a common word costs more than the search.
+pub const MAX_COUNTED: usize = 1_000;
 
 /// Conditions a memory must meet, all of them, to be returned.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -87,6 +90,70 @@ impl MemoryFilter {
     }
 }
 
+/// Which words of a query take part in which ranking tier.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TermPlan {
+    /// Words a first-tier memory must all hold: every word but the ubiquitous ones, and but
+    /// the ones no memory holds.
+    pub(crate) kept: Vec<String>,
+    /// Words of which a second-tier memory must hold at least one: the kept words that are
+    /// not common, or all kept words when every one is common.
+    pub(crate) selective: Vec<String>,
+}
+
+impl TermPlan {
+    pub(crate) fn new(frequencies: &[(String, usize)], ubiquitous: usize, common: usize) -> Self {
+        let words_where = |keep: &dyn Fn(usize) -> bool| -> Vec<String> {
+            frequencies
+                .iter()
+                .filter(|(_, df)| keep(*df))
+                .map(|(w, _)| w.clone())
+                .collect()
+        };
+        let mut kept = words_where(&|df| df > 0 && df <= ubiquitous);
+        if kept.is_empty() {
+            kept = words_where(&|df| df > 0);
+        }
+        if kept.is_empty() {
+            kept = frequencies.iter().map(|(w, _)| w.clone()).collect();
+        }
+        let mut selective: Vec<String> = frequencies
+            .iter()
+            .filter(|(w, df)| *df <= common && kept.contains(w))
+            .map(|(w, _)| w.clone())
+            .collect();
+        if selective.is_empty() {
+            selective = kept.clone();
+        }
+        Self { kept, selective }
+    }
+}
+
+/// A bounded cache of document frequencies, forgotten as the store grows.
+#[derive(Default)]
+pub(crate) struct TermFrequencyCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (usize, usize)>>,
+}
+
+impl TermFrequencyCache {
+    const CAPACITY: usize = 10_000;
+
+    fn get(&self, word: &str, documents: usize) -> Option<usize> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let (frequency, seen_at) = *entries.get(word)?;
+        // Stale once the store has grown or shrunk by a tenth since.
+        (seen_at.abs_diff(documents) * 10 <= seen_at.max(1)).then_some(frequency)
+    }
+
+    fn put(&self, word: &str, frequency: usize, documents: usize) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= Self::CAPACITY {
+            entries.clear();
+        }
+        entries.insert(word.to_string(), (frequency, documents));
+    }
+}
+
 /// How a search was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SearchMode {
@@ -148,8 +215,10 @@ pub struct SearchHit {
 pub struct SearchResults {
     /// The hits, best first.
     pub hits: Vec<SearchHit>,
-    /// How many memories match in all, across pages.
+    /// How many memories match in all, across pages, counted up to [`MAX_COUNTED`].
     pub total: usize,
+    /// Whether `total` is exact; false when more than [`MAX_COUNTED`] match.
+    pub total_exact: bool,
     /// How the ranking was made.
     pub mode: SearchMode,
     /// Why the mode differs from what was asked, when it does.
@@ -219,10 +288,18 @@ impl Store {
 
     /// Searches live memories. Until an embedding model is loaded, every search is
     /// full-text and the result says so.
+    ///
+    /// Ranking comes in tiers: first memories holding every word of the query, by BM25;
+    /// then those holding all but one, and so on; last those holding one word. Before that, each word's document
+    /// frequency decides its part (see [`crate::full_text`]'s `TermPlan`): a word in a
+    /// quarter of all memories or more is dropped when other words remain, and a word in
+    /// more than one in fifty does not on its own admit a memory to the second tier. Scoring
+    /// costs time per matching memory, so this keeps a query with one common word from
+    /// scoring most of the store, and such words add next to nothing to BM25 anyway.
     pub fn search(&self, query: &SearchQuery) -> Result<SearchResults, StoreError> {
         check_page(query.limit, query.offset)?;
         query.filter.check(self)?;
-        let expression = match_expression(&query.text)
+        let terms = QueryTerms::parse(&query.text)
             .ok_or_else(|| InvalidInput::new("query", "must contain at least one word"))?;
         let note = match (query.semantic, self.embedder.is_some()) {
             (true, false) => Some(
@@ -231,51 +308,156 @@ impl Store {
             ),
             _ => None,
         };
-        let (hits, total) = self.full_text_page(&expression, query)?;
+        let plan = self.plan_terms(&terms)?;
+        let kept: Vec<&str> = plan.kept.iter().map(String::as_str).collect();
+        let selective: Vec<&str> = plan.selective.iter().map(String::as_str).collect();
+        let window = query.offset + query.limit;
+        let mut ranked = self.rank_full_text(&all_of(&kept), &query.filter, window)?;
+        // Then memories holding fewer and fewer of the words, each tier only while the page
+        // is not full: most queries never reach the costly last tier of single words.
+        let mut better = all_of(&kept);
+        let middle_tiers = if kept.len() <= MAX_TIERED_WORDS {
+            kept.len() - 1
+        } else {
+            1
+        };
+        for k in (2..=middle_tiers).rev() {
+            if ranked.len() >= window {
+                break;
+            }
+            let tier = at_least(k, &kept);
+            let found = self.rank_full_text(
+                &but_not(&tier, &better),
+                &query.filter,
+                window - ranked.len(),
+            )?;
+            ranked.extend(found);
+            better = tier;
+        }
+        if ranked.len() < window && kept.len() > 1 {
+            let last = but_not(&any_of(&selective), &better);
+            let found = self.rank_full_text(&last, &query.filter, window - ranked.len())?;
+            ranked.extend(found);
+        }
+        let hits: Vec<SearchHit> = ranked.into_iter().skip(query.offset).collect();
+        let counted = self.count_full_text(&any_of(&selective), &query.filter)?;
         Ok(SearchResults {
             hits,
-            total,
+            total: counted.min(MAX_COUNTED),
+            total_exact: counted <= MAX_COUNTED,
             mode: SearchMode::FullText,
             note,
         })
     }
 
-    fn full_text_page(
+    /// Decides which words take part in which tier, from their document frequencies.
+    fn plan_terms(&self, terms: &QueryTerms) -> Result<TermPlan, StoreError> {
+        let reader = self.reader()?;
+        // The largest rowid approximates the number of memories in O(1); thresholds need
+        // no more precision than that.
+        let documents: i64 =
+            reader.query_row("SELECT coalesce(max(rowid), 0) FROM memories", [], |row| {
+                row.get(0)
+            })?;
+        let documents = documents.max(0) as usize;
+        let ubiquitous = (documents / 4).max(1_000);
+        let common = (documents / 50).max(500);
+        let mut frequencies = Vec::with_capacity(terms.words.len());
+        for word in &terms.words {
+            frequencies.push((
+                word.clone(),
+                self.document_frequency(&reader, word, ubiquitous + 1, documents)?,
+            ));
+        }
+        Ok(TermPlan::new(&frequencies, ubiquitous, common))
+    }
+
+    /// How many memories hold `word`, counted no further than `cap`. Cached, since the
+    /// words people search for repeat, and common words are the costly ones to count.
+    fn document_frequency(
         &self,
-        expression: &str,
-        query: &SearchQuery,
-    ) -> Result<(Vec<SearchHit>, usize), StoreError> {
+        reader: &rusqlite::Connection,
+        word: &str,
+        cap: usize,
+        documents: usize,
+    ) -> Result<usize, StoreError> {
+        if let Some(known) = self.term_frequencies.get(word, documents) {
+            return Ok(known);
+        }
+        let mut statement = reader.prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM memories_fts WHERE memories_fts MATCH ?1 LIMIT ?2)",
+        )?;
+        let frequency: i64 = statement.query_row(
+            params_from_iter([
+                SqlValue::Text(format!("\"{word}\"")),
+                SqlValue::Integer(cap as i64),
+            ]),
+            |row| row.get(0),
+        )?;
+        let frequency = frequency.max(0) as usize;
+        self.term_frequencies.put(word, frequency, documents);
+        Ok(frequency)
+    }
+
+    fn full_text_from(expression: &str, filter: &MemoryFilter) -> (String, Vec<SqlValue>) {
         let mut conditions = String::new();
         let mut params = vec![SqlValue::Text(expression.to_string())];
-        query.filter.to_sql(&mut conditions, &mut params);
-        let from = format!(
-            "FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid
-             WHERE memories_fts MATCH ? AND m.deleted_at IS NULL{conditions}"
-        );
+        filter.to_sql(&mut conditions, &mut params);
+        (
+            format!(
+                // CROSS JOIN keeps the full-text index as the outer loop: with a filter on an
+                // indexed column the planner would otherwise scan, say, every memory of a
+                // user and test each against the index.
+                "FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid
+                 WHERE memories_fts MATCH ? AND m.deleted_at IS NULL{conditions}"
+            ),
+            params,
+        )
+    }
+
+    /// The best `limit` live memories matching `expression` and `filter`, best first.
+    fn rank_full_text(
+        &self,
+        expression: &str,
+        filter: &MemoryFilter,
+        limit: usize,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        let (from, mut params) = Self::full_text_from(expression, filter);
+        params.push(SqlValue::Integer(limit as i64));
         let reader = self.reader()?;
         // Content counts most; context and tags help. bm25() is lower-is-better, so negate.
-        let mut page_params = params.clone();
-        page_params.push(SqlValue::Integer(query.limit as i64));
-        page_params.push(SqlValue::Integer(query.offset as i64));
+        // Only (rowid, score) pairs are sorted; whole rows are read for the winners alone.
         let mut statement = reader.prepare_cached(&format!(
-            "SELECT {MEMORY_COLUMNS}, -bm25(memories_fts, 1.0, 0.5, 0.75) AS score {from}
-             ORDER BY score DESC LIMIT ? OFFSET ?"
+            "SELECT {MEMORY_COLUMNS}, ranked.score FROM (
+                 SELECT m.rowid AS hit, -bm25(memories_fts, 1.0, 0.5, 0.75) AS score {from}
+                 ORDER BY score DESC, m.rowid LIMIT ?
+             ) AS ranked JOIN memories m ON m.rowid = ranked.hit
+             ORDER BY ranked.score DESC, m.rowid"
         ))?;
         let hits = statement
-            .query_map(params_from_iter(page_params), |row| {
+            .query_map(params_from_iter(params), |row| {
                 Ok(SearchHit {
                     memory: memory_from_row(row)?,
                     score: row.get(18)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let total = if hits.len() < query.limit && (query.offset == 0 || !hits.is_empty()) {
-            query.offset + hits.len()
-        } else {
-            let mut count = reader.prepare_cached(&format!("SELECT count(*) {from}"))?;
-            count.query_row(params_from_iter(params), |row| row.get::<_, i64>(0))? as usize
-        };
-        Ok((hits, total))
+        Ok(hits)
+    }
+
+    /// How many live memories match, counting no further than one past [`MAX_COUNTED`].
+    fn count_full_text(
+        &self,
+        expression: &str,
+        filter: &MemoryFilter,
+    ) -> Result<usize, StoreError> {
+        let (from, mut params) = Self::full_text_from(expression, filter);
+        params.push(SqlValue::Integer(MAX_COUNTED as i64 + 1));
+        let reader = self.reader()?;
+        let mut statement =
+            reader.prepare_cached(&format!("SELECT count(*) FROM (SELECT 1 {from} LIMIT ?)"))?;
+        let count: i64 = statement.query_row(params_from_iter(params), |row| row.get(0))?;
+        Ok(count as usize)
     }
 
     /// The newest live memories, newest first.
@@ -338,5 +520,42 @@ impl Store {
         let mut statement = reader.prepare_cached(&sql)?;
         let count: i64 = statement.query_row(params_from_iter(params), |row| row.get(0))?;
         Ok(count as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TermPlan;
+
+    fn plan(frequencies: &[(&str, usize)]) -> TermPlan {
+        let frequencies: Vec<(String, usize)> = frequencies
+            .iter()
+            .map(|(w, df)| (w.to_string(), *df))
+            .collect();
+        TermPlan::new(&frequencies, 250, 20)
+    }
+
+    #[test]
+    fn ubiquitous_and_absent_words_are_dropped_while_others_remain() {
+        let p = plan(&[("the", 900), ("heap", 5), ("typo", 0), ("elastic3", 3)]);
+        assert_eq!(p.kept, ["heap", "elastic3"]);
+        assert_eq!(p.selective, ["heap", "elastic3"]);
+    }
+
+    #[test]
+    fn common_words_must_co_occur_with_a_selective_one() {
+        let p = plan(&[("nginx", 100), ("proxy2", 4)]);
+        assert_eq!(p.kept, ["nginx", "proxy2"]);
+        assert_eq!(p.selective, ["proxy2"]);
+    }
+
+    #[test]
+    fn a_query_of_only_common_or_only_ubiquitous_words_keeps_them_all() {
+        let p = plan(&[("nginx", 100), ("proxy", 90)]);
+        assert_eq!(p.selective, ["nginx", "proxy"]);
+        let p = plan(&[("a", 900), ("b", 800)]);
+        assert_eq!(p.kept, ["a", "b"]);
+        let p = plan(&[("zz", 0)]);
+        assert_eq!(p.kept, ["zz"]);
     }
 }

@@ -48,6 +48,46 @@ fn ranks_the_best_match_first_and_says_it_is_full_text() {
 }
 
 #[test]
+fn memories_holding_every_word_rank_before_those_holding_some() {
+    let s = scratch();
+    // A note that repeats one word scores high on that word alone...
+    s.store
+        .create(memory("heap heap heap heap heap heap"))
+        .unwrap();
+    s.store
+        .create(memory("elastic3 elastic3 elastic3 elastic3"))
+        .unwrap();
+    // ...but the one with both words is what the person asked for.
+    let both = s
+        .store
+        .create(memory(
+            "a long note that mentions elastic3 once and heap once, among many other words",
+        ))
+        .unwrap();
+    let results = s.store.search(&SearchQuery::new("elastic3 heap")).unwrap();
+    assert_eq!(results.hits[0].memory.id, both.id);
+    assert_eq!(
+        results.hits.len(),
+        3,
+        "memories with only some of the words still follow"
+    );
+    assert_eq!((results.total, results.total_exact), (3, true));
+    // Paging across the tier boundary neither repeats nor skips.
+    let mut q = SearchQuery::new("elastic3 heap");
+    q.limit = 1;
+    let ids: Vec<_> = (0..3)
+        .map(|offset| {
+            q.offset = offset;
+            s.store.search(&q).unwrap().hits[0].memory.id
+        })
+        .collect();
+    assert_eq!(ids[0], both.id);
+    assert_ne!(ids[1], ids[2]);
+    q.offset = 3;
+    assert!(s.store.search(&q).unwrap().hits.is_empty());
+}
+
+#[test]
 fn query_syntax_is_never_interpreted() {
     let s = scratch();
     s.store

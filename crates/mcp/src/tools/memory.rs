@@ -580,6 +580,7 @@ fn search_memories(
     let mut out = json!({
         "memories": memories,
         "total": results.total,
+        "total_exact": results.total_exact,
         "limit": args.limit,
         "offset": args.offset,
         "query": args.query,

@@ -1,0 +1,487 @@
+//! `haivemind bench`: measures the engine and the stdio server on this machine, on a
+//! synthetic corpus of DevOps notes, and prints a Markdown table for docs/BENCHMARKS.md.
+//!
+//! Everything runs in a scratch directory that is removed afterwards. Timings are wall
+//! clock on whatever else the machine is doing: run it on an idle machine.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use haivemind_core::NewMemory;
+use haivemind_store::{SearchQuery, Store, StoreOptions};
+use serde_json::{Value, json};
+
+const WORDS: &[&str] = &[
+    "nginx",
+    "proxy",
+    "upstream",
+    "timeout",
+    "elasticsearch",
+    "heap",
+    "jvm",
+    "shard",
+    "replica",
+    "postgres",
+    "vacuum",
+    "index",
+    "redis",
+    "eviction",
+    "memory",
+    "cache",
+    "kafka",
+    "consumer",
+    "lag",
+    "partition",
+    "kubernetes",
+    "pod",
+    "crashloop",
+    "node",
+    "disk",
+    "pressure",
+    "cpu",
+    "throttling",
+    "deploy",
+    "rollback",
+    "canary",
+    "certificate",
+    "expired",
+    "dns",
+    "resolver",
+    "latency",
+    "p99",
+    "grafana",
+    "alert",
+    "prometheus",
+    "scrape",
+    "terraform",
+    "drift",
+    "ansible",
+    "playbook",
+    "backup",
+    "restore",
+    "snapshot",
+    "firewall",
+    "port",
+    "tls",
+    "handshake",
+    "oom",
+    "killer",
+    "swap",
+    "inode",
+    "logrotate",
+    "cron",
+    "systemd",
+    "unit",
+    "restart",
+    "loop",
+    "network",
+    "packet",
+    "loss",
+    "mtu",
+    "vpn",
+    "tailscale",
+    "ssh",
+    "key",
+    "rotation",
+    "secret",
+    "vault",
+    "token",
+    "quota",
+    "rate",
+    "limit",
+    "queue",
+    "backlog",
+    "worker",
+    "thread",
+    "pool",
+    "connection",
+    "leak",
+    "gc",
+    "pause",
+    "compaction",
+    "wal",
+    "fsync",
+    "raid",
+    "degraded",
+];
+const VERBS: &[&str] = &[
+    "fixed by raising",
+    "caused by",
+    "after upgrading",
+    "resolved with",
+    "triggered when",
+    "mitigated by restarting",
+    "traced to",
+    "worsened by",
+    "stopped after tuning",
+];
+
+/// Which corpus to measure on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Corpus {
+    /// Words drawn from a 5,000-word vocabulary with Zipf's law, as in real text: a few
+    /// words are everywhere, most are rare. Queries are drawn the same way.
+    Zipf,
+    /// Every word from a 90-word DevOps vocabulary, uniformly: each query word is in about
+    /// one note in six. A worst case for full-text search, not a typical one.
+    Dense,
+}
+
+const SYLLABLES: &[&str] = &[
+    "ka", "lo", "tri", "ven", "sor", "mu", "pel", "dax", "ri", "zon", "qua", "bel", "tor", "nim",
+    "gra", "fex", "ul", "sha", "vo", "crin",
+];
+
+/// The Zipf corpus's vocabulary: the DevOps words first (the most frequent ranks), then
+/// made-up words, 5,000 in all.
+fn zipf_vocabulary() -> Vec<String> {
+    let mut words: Vec<String> = WORDS.iter().map(|w| w.to_string()).collect();
+    let mut n = 0usize;
+    while words.len() < 5000 {
+        let a = SYLLABLES[n % SYLLABLES.len()];
+        let b = SYLLABLES[(n / SYLLABLES.len()) % SYLLABLES.len()];
+        let c = SYLLABLES[(n / (SYLLABLES.len() * SYLLABLES.len())) % SYLLABLES.len()];
+        words.push(format!("{a}{b}{c}"));
+        n += 1;
+    }
+    words
+}
+
+/// Draws ranks with probability proportional to 1 / rank.
+struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(size: usize) -> Self {
+        let mut total = 0.0;
+        let cumulative = (1..=size)
+            .map(|rank| {
+                total += 1.0 / rank as f64;
+                total
+            })
+            .collect();
+        Self { cumulative }
+    }
+
+    fn draw(&self, rng: &mut Rng) -> usize {
+        let total = self.cumulative.last().copied().unwrap_or(1.0);
+        let target = (rng.next() % 1_000_000_007) as f64 / 1_000_000_007.0 * total;
+        self.cumulative
+            .partition_point(|&c| c < target)
+            .min(self.cumulative.len() - 1)
+    }
+}
+
+/// Makes notes and queries for one corpus.
+struct TextSource {
+    corpus: Corpus,
+    vocabulary: Vec<String>,
+    zipf: Zipf,
+}
+
+impl TextSource {
+    fn new(corpus: Corpus) -> Self {
+        let vocabulary = zipf_vocabulary();
+        let zipf = Zipf::new(vocabulary.len());
+        Self {
+            corpus,
+            vocabulary,
+            zipf,
+        }
+    }
+
+    fn word(&self, rng: &mut Rng) -> String {
+        match self.corpus {
+            Corpus::Dense => rng.pick(WORDS).to_string(),
+            Corpus::Zipf => self.vocabulary[self.zipf.draw(rng)].clone(),
+        }
+    }
+
+    /// A note of about 40 tokens, like the ones agents store.
+    fn note(&self, rng: &mut Rng, i: usize) -> String {
+        let host = format!(
+            "{}{}",
+            rng.pick(&["web", "db", "elastic", "proxy", "cache", "kafka"]),
+            rng.next() % 40
+        );
+        let mut text = format!("{} {} on {host}: ", self.word(rng), self.word(rng));
+        for _ in 0..3 {
+            text.push_str(&format!(
+                "{} {} {} {} {}, ",
+                self.word(rng),
+                rng.pick(VERBS),
+                self.word(rng),
+                self.word(rng),
+                self.word(rng)
+            ));
+        }
+        text.push_str(&format!("ticket OPS-{i}"));
+        text
+    }
+
+    /// A three-word query.
+    fn query(&self, rng: &mut Rng) -> String {
+        format!("{} {} {}", self.word(rng), self.word(rng), self.word(rng))
+    }
+}
+
+/// A deterministic xorshift generator, so every run measures the same corpus.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+struct Timing {
+    p50_ms: f64,
+    p99_ms: f64,
+    count: usize,
+}
+
+fn summarize(mut samples: Vec<Duration>) -> Timing {
+    samples.sort_unstable();
+    Timing {
+        p50_ms: percentile(&samples, 0.50),
+        p99_ms: percentile(&samples, 0.99),
+        count: samples.len(),
+    }
+}
+
+fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".into(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Fills `store` with `count` memories in batches, showing progress.
+fn fill(store: &Store, text: &TextSource, rng: &mut Rng, from: usize, count: usize) -> Result<()> {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(count as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let mut done = 0;
+    while done < count {
+        let batch: Vec<NewMemory> = (0..(count - done).min(2000))
+            .map(|i| {
+                let mut memory = NewMemory::new(text.note(rng, from + done + i));
+                memory.user_id = format!("user{}", (from + done + i) % 10);
+                memory
+            })
+            .collect();
+        let n = batch.len();
+        store.create_batch(batch)?;
+        done += n;
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn time_stores(store: &Store, text: &TextSource, rng: &mut Rng, count: usize) -> Result<Timing> {
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        let memory = NewMemory::new(text.note(rng, 10_000_000 + i));
+        let start = Instant::now();
+        store.create(memory)?;
+        samples.push(start.elapsed());
+    }
+    Ok(summarize(samples))
+}
+
+fn time_searches(
+    store: &Store,
+    text: &TextSource,
+    rng: &mut Rng,
+    count: usize,
+    filtered: bool,
+) -> Result<Timing> {
+    let mut samples = Vec::with_capacity(count);
+    let mut misses = 0;
+    for _ in 0..count {
+        let mut query = SearchQuery::new(text.query(rng));
+        query.semantic = false;
+        if filtered {
+            query.filter.user_id = Some(format!("user{}", rng.next() % 10));
+        }
+        let start = Instant::now();
+        let results = store.search(&query)?;
+        samples.push(start.elapsed());
+        if results.hits.is_empty() {
+            misses += 1;
+        }
+    }
+    if misses * 2 > count {
+        bail!("{misses} of {count} benchmark queries found nothing: the corpus is broken");
+    }
+    Ok(summarize(samples))
+}
+
+/// Times `retrieve_memory` round trips through a real `haivemind mcp` child on `data_dir`.
+fn time_stdio_retrieve(data_dir: &Path, id: &str, count: usize) -> Result<(Timing, Option<u64>)> {
+    let exe = std::env::current_exe().context("cannot find the haivemind binary")?;
+    let mut child = Command::new(exe)
+        .arg("mcp")
+        .env("HAIVEMIND_DATA_DIR", data_dir)
+        .env("HAIVEMIND_MACHINE_ID", "bench")
+        .env("HAIVEMIND_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start haivemind mcp")?;
+    let mut stdin = child.stdin.take().context("no stdin")?;
+    let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+    let mut line = String::new();
+    let mut call =
+        |stdin: &mut std::process::ChildStdin, request: Value, line: &mut String| -> Result<()> {
+            writeln!(stdin, "{request}")?;
+            stdin.flush()?;
+            line.clear();
+            stdout.read_line(line)?;
+            Ok(())
+        };
+    call(
+        &mut stdin,
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}),
+        &mut line,
+    )?;
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    )?;
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        let request = json!({"jsonrpc": "2.0", "id": i + 1, "method": "tools/call",
+            "params": {"name": "retrieve_memory", "arguments": {"memory_id": id}}});
+        let start = Instant::now();
+        call(&mut stdin, request, &mut line)?;
+        samples.push(start.elapsed());
+        if !line.contains("\"isError\":false") {
+            bail!("retrieve_memory failed during the benchmark: {line}");
+        }
+    }
+    let rss = peak_rss_kib(Some(child.id()));
+    drop(stdin);
+    child.wait()?;
+    Ok((summarize(samples), rss))
+}
+
+/// Runs the engine benchmark at each corpus size and prints the results.
+pub fn run(sizes: &[usize], queries: usize, corpus: Corpus, json_output: bool) -> Result<()> {
+    let text = TextSource::new(corpus);
+    let scratch = std::env::temp_dir().join(format!("haivemind-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let store = Store::open(StoreOptions::new(
+        scratch.join("haivemind.sqlite3"),
+        "bench",
+    ))?;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rows = Vec::new();
+    let mut filled = 0;
+    let empty_store = time_stores(&store, &text, &mut rng, 300)?;
+    rows.push(json!({"memories": 0, "metric": "store_memory (no embedding)", "p50_ms": empty_store.p50_ms, "p99_ms": empty_store.p99_ms, "samples": empty_store.count}));
+    for &size in sizes {
+        eprintln!("filling to {size} memories...");
+        fill(
+            &store,
+            &text,
+            &mut rng,
+            filled,
+            size.saturating_sub(filled + 300),
+        )?;
+        filled = store.stats()?.live;
+        let stores = time_stores(&store, &text, &mut rng, 300)?;
+        let searches = time_searches(&store, &text, &mut rng, queries, false)?;
+        let filtered = time_searches(&store, &text, &mut rng, queries, true)?;
+        for (metric, timing) in [
+            ("store_memory (no embedding)", stores),
+            ("full-text search", searches),
+            ("full-text search, user_id filter", filtered),
+        ] {
+            rows.push(json!({"memories": filled, "metric": metric, "p50_ms": timing.p50_ms, "p99_ms": timing.p99_ms, "samples": timing.count}));
+        }
+        filled = store.stats()?.live;
+    }
+    let any_id = store
+        .recent(&haivemind_store::RecentQuery {
+            filter: Default::default(),
+            hours: 24,
+            limit: 1,
+        })?
+        .first()
+        .map(|m| m.id.to_string())
+        .context("no memory to retrieve")?;
+    drop(store);
+    let (retrieve, server_rss) = time_stdio_retrieve(&scratch, &any_id, 2000)?;
+    rows.push(json!({"memories": filled, "metric": "retrieve_memory round trip over stdio", "p50_ms": retrieve.p50_ms, "p99_ms": retrieve.p99_ms, "samples": retrieve.count}));
+    let bench_rss = peak_rss_kib(None);
+    let database_bytes = std::fs::metadata(scratch.join("haivemind.sqlite3"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    let summary = json!({
+        "corpus": format!("{corpus:?}").to_lowercase(),
+        "rows": rows,
+        "peak_rss_kib": {"bench_process": bench_rss, "mcp_server": server_rss},
+        "database_bytes": database_bytes,
+    });
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!("corpus: {}", format!("{corpus:?}").to_lowercase());
+    println!();
+    println!("| memories | operation | p50 ms | p99 ms | samples |");
+    println!("|---:|---|---:|---:|---:|");
+    for row in &rows {
+        println!(
+            "| {} | {} | {:.3} | {:.3} | {} |",
+            row["memories"],
+            row["metric"].as_str().unwrap_or_default(),
+            row["p50_ms"].as_f64().unwrap_or_default(),
+            row["p99_ms"].as_f64().unwrap_or_default(),
+            row["samples"]
+        );
+    }
+    println!();
+    println!(
+        "peak RSS: bench process (engine, {filled} memories) {} MiB; haivemind mcp server {} MiB; database file {:.1} MiB",
+        bench_rss.map(|k| k / 1024).unwrap_or(0),
+        server_rss.map(|k| k / 1024).unwrap_or(0),
+        database_bytes as f64 / (1024.0 * 1024.0)
+    );
+    Ok(())
+}
