@@ -449,6 +449,21 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid_and_all_defaults() {
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/config.example.json");
+        let config = Config::load_from(Some(&example), &[]).unwrap();
+        let defaults = Config::default();
+        assert_eq!(
+            config.memory.max_content_bytes,
+            defaults.memory.max_content_bytes
+        );
+        assert_eq!(config.memory.recover_days, defaults.memory.recover_days);
+        assert_eq!(config.server.max_body_bytes, defaults.server.max_body_bytes);
+        assert_eq!(config.logging.level, defaults.logging.level);
+    }
+
+    #[test]
     fn a_missing_named_file_is_an_error() {
         let err = Config::load_from(Some(Path::new("/nonexistent/config.json")), &[]).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));

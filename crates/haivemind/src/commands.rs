@@ -27,7 +27,6 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     let config = Config::load()?;
     init_logging(&config, matches!(cli.command, Command::Mcp));
-    let printer = Printer { json: cli.json };
     match cli.command {
         Command::Mcp => serve_mcp(&config),
         Command::Store(args) => store(&open(&config)?, &printer, args),
@@ -67,7 +66,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status => status(&config, &printer),
         Command::Export { output } => export(&open(&config)?, &printer, output.as_deref()),
         Command::Import { file } => import(&open(&config)?, &printer, &file),
-        Command::Bench { .. } => unreachable!("handled before the config is loaded"),
+        Command::Bench {
+            sizes,
+            queries,
+            corpus,
+        } => crate::bench::run(&sizes, queries, corpus, printer.json),
         Command::Purge => {
             let purged = open(&config)?.purge_expired()?;
             printer.done(
