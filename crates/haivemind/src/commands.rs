@@ -27,6 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     let config = Config::load()?;
     init_logging(&config, matches!(cli.command, Command::Mcp));
+    let printer = Printer { json: cli.json };
     match cli.command {
         Command::Mcp => serve_mcp(&config),
         Command::Store(args) => store(&open(&config)?, &printer, args),
