@@ -292,7 +292,7 @@ impl Store {
     /// Ranking comes in tiers: first memories holding every word of the query, by BM25;
     /// then those holding all but one, and so on; last those holding one word. Before that, each word's document
     /// frequency decides its part (see [`crate::full_text`]'s `TermPlan`): a word in a
-    /// quarter of all memories or more is dropped when other words remain, and a word in
+    /// eighth of all memories or more is dropped when other words remain, and a word in
     /// more than one in fifty does not on its own admit a memory to the second tier. Scoring
     /// costs time per matching memory, so this keeps a query with one common word from
     /// scoring most of the store, and such words add next to nothing to BM25 anyway.
@@ -360,7 +360,7 @@ impl Store {
                 row.get(0)
             })?;
         let documents = documents.max(0) as usize;
-        let ubiquitous = (documents / 4).max(1_000);
+        let ubiquitous = (documents / 8).max(1_000);
         let common = (documents / 50).max(500);
         let mut frequencies = Vec::with_capacity(terms.words.len());
         for word in &terms.words {
