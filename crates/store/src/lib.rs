@@ -34,6 +34,7 @@ mod full_text;
 mod memories;
 pub mod migrations;
 mod oplog;
+mod ranking;
 mod rows;
 mod search;
 mod stats;

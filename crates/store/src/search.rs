@@ -15,6 +15,9 @@ use crate::{Store, StoreError};
 pub const MAX_LIMIT: usize = 100;
 /// The deepest offset a page may start at.
 pub const MAX_OFFSET: usize = 10_000;
+/// When every word of a query is common, only this many of the newest matching memories
+/// are ranked.
+pub const COMMON_QUERY_CANDIDATES: usize = 5_000;
 /// Matches are counted exactly up to this many; past it `total` is this number and
 /// `total_exact` is false. Counting every match of a common word costs more than the search.
 pub const MAX_COUNTED: usize = 1_000;
@@ -90,6 +93,48 @@ impl MemoryFilter {
     }
 }
 
+/// The arguments of `hv_bm25` for one query: each kept word's document frequency, and
+/// which word each phrase of an expression is.
+struct Scoring {
+    words: Vec<String>,
+    frequencies: String,
+    /// When set, only memories with a rowid at least this large are ranked.
+    rowid_floor: Option<i64>,
+}
+
+impl Scoring {
+    fn new(plan: &TermPlan, rowid_floor: Option<i64>) -> Self {
+        let frequencies = plan
+            .kept
+            .iter()
+            .map(|w| plan.frequency(w).to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Self {
+            words: plan.kept.clone(),
+            frequencies,
+            rowid_floor,
+        }
+    }
+
+    /// For each quoted word of `expression`, in order, its index among the kept words.
+    fn phrase_words(&self, expression: &str) -> String {
+        expression
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .map(|word| {
+                self.words
+                    .iter()
+                    .position(|w| w == word)
+                    .unwrap_or(0)
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 /// Which words of a query take part in which ranking tier.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TermPlan {
@@ -99,6 +144,10 @@ pub(crate) struct TermPlan {
     /// Words of which a second-tier memory must hold at least one: the kept words that are
     /// not common, or all kept words when every one is common.
     pub(crate) selective: Vec<String>,
+    /// Every word's document frequency, as counted (capped for ubiquitous words).
+    frequencies: Vec<(String, usize)>,
+    /// Whether every kept word is common, so that even the first tier may be large.
+    pub(crate) all_common: bool,
 }
 
 impl TermPlan {
@@ -122,10 +171,23 @@ impl TermPlan {
             .filter(|(w, df)| *df <= common && kept.contains(w))
             .map(|(w, _)| w.clone())
             .collect();
-        if selective.is_empty() {
+        let all_common = selective.is_empty();
+        if all_common {
             selective = kept.clone();
         }
-        Self { kept, selective }
+        Self {
+            kept,
+            selective,
+            frequencies: frequencies.to_vec(),
+            all_common,
+        }
+    }
+
+    fn frequency(&self, word: &str) -> usize {
+        self.frequencies
+            .iter()
+            .find(|(w, _)| w == word)
+            .map_or(0, |(_, df)| *df)
     }
 }
 
@@ -311,8 +373,16 @@ impl Store {
         let plan = self.plan_terms(&terms)?;
         let kept: Vec<&str> = plan.kept.iter().map(String::as_str).collect();
         let selective: Vec<&str> = plan.selective.iter().map(String::as_str).collect();
+        // A query made only of common words says little and matches much of the store;
+        // scoring all of it would take tens of milliseconds. Rank the newest matches only.
+        let rowid_floor = if plan.all_common {
+            self.recent_match_floor(&any_of(&kept))?
+        } else {
+            None
+        };
+        let scoring = Scoring::new(&plan, rowid_floor);
         let window = query.offset + query.limit;
-        let mut ranked = self.rank_full_text(&all_of(&kept), &query.filter, window)?;
+        let mut ranked = self.rank_full_text(&all_of(&kept), &scoring, &query.filter, window)?;
         // Then memories holding fewer and fewer of the words, each tier only while the page
         // is not full: most queries never reach the costly last tier of single words.
         let mut better = all_of(&kept);
@@ -328,6 +398,7 @@ impl Store {
             let tier = at_least(k, &kept);
             let found = self.rank_full_text(
                 &but_not(&tier, &better),
+                &scoring,
                 &query.filter,
                 window - ranked.len(),
             )?;
@@ -336,7 +407,8 @@ impl Store {
         }
         if ranked.len() < window && kept.len() > 1 {
             let last = but_not(&any_of(&selective), &better);
-            let found = self.rank_full_text(&last, &query.filter, window - ranked.len())?;
+            let found =
+                self.rank_full_text(&last, &scoring, &query.filter, window - ranked.len())?;
             ranked.extend(found);
         }
         let hits: Vec<SearchHit> = ranked.into_iter().skip(query.offset).collect();
@@ -399,9 +471,17 @@ impl Store {
         Ok(frequency)
     }
 
-    fn full_text_from(expression: &str, filter: &MemoryFilter) -> (String, Vec<SqlValue>) {
+    fn full_text_from(
+        expression: &str,
+        filter: &MemoryFilter,
+        rowid_floor: Option<i64>,
+    ) -> (String, Vec<SqlValue>) {
         let mut conditions = String::new();
         let mut params = vec![SqlValue::Text(expression.to_string())];
+        if let Some(floor) = rowid_floor {
+            conditions.push_str(" AND memories_fts.rowid >= ?");
+            params.push(SqlValue::Integer(floor));
+        }
         filter.to_sql(&mut conditions, &mut params);
         (
             format!(
@@ -419,17 +499,24 @@ impl Store {
     fn rank_full_text(
         &self,
         expression: &str,
+        scoring: &Scoring,
         filter: &MemoryFilter,
         limit: usize,
     ) -> Result<Vec<SearchHit>, StoreError> {
-        let (from, mut params) = Self::full_text_from(expression, filter);
+        let (from, filter_params) = Self::full_text_from(expression, filter, scoring.rowid_floor);
+        let mut params = vec![
+            SqlValue::Text(scoring.frequencies.clone()),
+            SqlValue::Text(scoring.phrase_words(expression)),
+        ];
+        params.extend(filter_params);
         params.push(SqlValue::Integer(limit as i64));
         let reader = self.reader()?;
-        // Content counts most; context and tags help. bm25() is lower-is-better, so negate.
-        // Only (rowid, score) pairs are sorted; whole rows are read for the winners alone.
+        // BM25 with the document frequencies the plan already counted (see ranking.rs);
+        // content counts most, context and tags help. Only (rowid, score) pairs are
+        // sorted; whole rows are read for the winners alone.
         let mut statement = reader.prepare_cached(&format!(
             "SELECT {MEMORY_COLUMNS}, ranked.score FROM (
-                 SELECT m.rowid AS hit, -bm25(memories_fts, 1.0, 0.5, 0.75) AS score {from}
+                 SELECT m.rowid AS hit, hv_bm25(memories_fts, ?, ?) AS score {from}
                  ORDER BY score DESC, m.rowid LIMIT ?
              ) AS ranked JOIN memories m ON m.rowid = ranked.hit
              ORDER BY ranked.score DESC, m.rowid"
@@ -445,13 +532,31 @@ impl Store {
         Ok(hits)
     }
 
+    /// The rowid of the [`COMMON_QUERY_CANDIDATES`]th newest memory matching `expression`, or
+    /// `None` when fewer match.
+    fn recent_match_floor(&self, expression: &str) -> Result<Option<i64>, StoreError> {
+        let reader = self.reader()?;
+        let mut statement = reader.prepare_cached(
+            "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?1 ORDER BY rowid DESC LIMIT 1 OFFSET ?2",
+        )?;
+        Ok(statement
+            .query_row(
+                params_from_iter([
+                    SqlValue::Text(expression.to_string()),
+                    SqlValue::Integer(COMMON_QUERY_CANDIDATES as i64 - 1),
+                ]),
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
     /// How many live memories match, counting no further than one past [`MAX_COUNTED`].
     fn count_full_text(
         &self,
         expression: &str,
         filter: &MemoryFilter,
     ) -> Result<usize, StoreError> {
-        let (from, mut params) = Self::full_text_from(expression, filter);
+        let (from, mut params) = Self::full_text_from(expression, filter, None);
         params.push(SqlValue::Integer(MAX_COUNTED as i64 + 1));
         let reader = self.reader()?;
         let mut statement =
@@ -553,6 +658,8 @@ mod tests {
     fn a_query_of_only_common_or_only_ubiquitous_words_keeps_them_all() {
         let p = plan(&[("nginx", 100), ("proxy", 90)]);
         assert_eq!(p.selective, ["nginx", "proxy"]);
+        assert!(p.all_common);
+        assert!(!plan(&[("nginx", 100), ("proxy2", 4)]).all_common);
         let p = plan(&[("a", 900), ("b", 800)]);
         assert_eq!(p.kept, ["a", "b"]);
         let p = plan(&[("zz", 0)]);

@@ -1,0 +1,371 @@
+//! `hv_bm25`: BM25 for FTS5 with document frequencies given by the caller.
+//!
+//! FTS5's own `bm25()` computes each query phrase's IDF by scanning that phrase's whole
+//! document list, once per statement. The search runs several statements per query (one per
+//! ranking tier), and the words that matter for speed are the common ones, whose lists are
+//! long: that scan was most of a search's time. The search already knows every word's
+//! document frequency (it plans tiers with them), so it passes them in, and this function
+//! does only the per-row work.
+//!
+//! `hv_bm25(memories_fts, frequencies, phrase_words)`:
+//! - `frequencies`: space-separated document frequency of each distinct query word;
+//! - `phrase_words`: space-separated index into `frequencies` for each phrase of the match
+//!   expression, in order (a word appears once per place it occurs in the expression).
+//!
+//! The score is FTS5's BM25 (k1 = 1.2, b = 0.75, whole-row length, column weights 1.0 for
+//! content, 0.5 for context, 0.75 for tags), positive, higher is better. A word occurring
+//! in several phrases counts once per row (FTS5's `bm25()` would count it once per phrase).
+
+use std::ffi::{CStr, c_int, c_void};
+use std::ptr;
+
+use rusqlite::Connection;
+use rusqlite::ffi;
+
+use crate::StoreError;
+
+const K1: f64 = 1.2;
+const B: f64 = 0.75;
+const COLUMN_WEIGHTS: [f64; 3] = [1.0, 0.5, 0.75];
+const FUNCTION_NAME: &CStr = c"hv_bm25";
+
+/// Registers `hv_bm25` on `connection`.
+pub(crate) fn register(connection: &Connection) -> Result<(), StoreError> {
+    // SAFETY: `handle` is the live connection's database; the statement is prepared,
+    // stepped and finalized here, and `api` is only used while the connection lives (FTS5
+    // owns the fts5_api object for the lifetime of the database handle).
+    unsafe {
+        let db = connection.handle();
+        let api = fts5_api(db)?;
+        let create = (*api)
+            .xCreateFunction
+            .ok_or_else(|| missing("xCreateFunction"))?;
+        let rc = create(
+            api,
+            FUNCTION_NAME.as_ptr(),
+            ptr::null_mut(),
+            Some(hv_bm25),
+            None,
+        );
+        if rc != ffi::SQLITE_OK {
+            return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                ffi::Error::new(rc),
+                Some("cannot register hv_bm25".into()),
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn missing(what: &str) -> StoreError {
+    StoreError::Corrupt {
+        record: "fts5 api".into(),
+        detail: format!("{what} is not available"),
+    }
+}
+
+/// The FTS5 API of a database, fetched the documented way: `SELECT fts5(?1)` with a
+/// pointer bound as `fts5_api_ptr`.
+unsafe fn fts5_api(db: *mut ffi::sqlite3) -> Result<*mut ffi::fts5_api, StoreError> {
+    let mut api: *mut ffi::fts5_api = ptr::null_mut();
+    let mut statement: *mut ffi::sqlite3_stmt = ptr::null_mut();
+    let sql = c"SELECT fts5(?1)";
+    // SAFETY: upheld by the caller (a live db handle); every pointer passed lives across
+    // the calls, and the statement is finalized on every path.
+    unsafe {
+        let rc = ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut statement, ptr::null_mut());
+        if rc != ffi::SQLITE_OK {
+            return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                ffi::Error::new(rc),
+                None,
+            )));
+        }
+        ffi::sqlite3_bind_pointer(
+            statement,
+            1,
+            (&mut api as *mut *mut ffi::fts5_api).cast::<c_void>(),
+            c"fts5_api_ptr".as_ptr(),
+            None,
+        );
+        ffi::sqlite3_step(statement);
+        ffi::sqlite3_finalize(statement);
+    }
+    if api.is_null() {
+        return Err(missing("fts5_api"));
+    }
+    Ok(api)
+}
+
+/// What one statement's calls share: parsed arguments and collection statistics.
+struct QueryStats {
+    /// IDF of each distinct word.
+    idf: Vec<f64>,
+    /// For each phrase, the index of its word in `idf`.
+    phrase_words: Vec<usize>,
+    /// Average row length in tokens, over all columns.
+    average_length: f64,
+}
+
+fn parse_list<T: std::str::FromStr>(text: &str) -> Option<Vec<T>> {
+    text.split_ascii_whitespace()
+        .map(|part| part.parse().ok())
+        .collect()
+}
+
+/// FTS5's IDF: ln((N - n + 0.5) / (n + 0.5)), floored just above zero so that a word in
+/// most rows still counts a little.
+fn idf(rows: f64, frequency: f64) -> f64 {
+    ((rows - frequency + 0.5) / (frequency + 0.5))
+        .ln()
+        .max(1e-6)
+}
+
+unsafe fn value_text(value: *mut ffi::sqlite3_value) -> Option<String> {
+    // SAFETY: `value` is an argument SQLite passed to this call, valid for its duration.
+    unsafe {
+        let text = ffi::sqlite3_value_text(value);
+        if text.is_null() {
+            return None;
+        }
+        let length = usize::try_from(ffi::sqlite3_value_bytes(value)).ok()?;
+        let bytes = std::slice::from_raw_parts(text, length);
+        std::str::from_utf8(bytes).ok().map(str::to_string)
+    }
+}
+
+unsafe extern "C" fn drop_stats(stats: *mut c_void) {
+    if !stats.is_null() {
+        // SAFETY: only ever called by SQLite with a pointer made by Box::into_raw below.
+        drop(unsafe { Box::from_raw(stats.cast::<QueryStats>()) });
+    }
+}
+
+/// Reads the arguments and collection statistics on the first row of a statement, and
+/// keeps them as the query's auxiliary data for the rows after it.
+unsafe fn query_stats(
+    api: &ffi::Fts5ExtensionApi,
+    fts: *mut ffi::Fts5Context,
+    values: &[*mut ffi::sqlite3_value],
+) -> Result<*const QueryStats, c_int> {
+    // SAFETY: `fts` is the context of the current call; auxiliary data set here is owned
+    // by FTS5 and freed through `drop_stats`.
+    unsafe {
+        let get = api.xGetAuxdata.ok_or(ffi::SQLITE_MISUSE)?;
+        let existing = get(fts, 0);
+        if !existing.is_null() {
+            return Ok(existing.cast::<QueryStats>());
+        }
+        if values.len() != 2 {
+            return Err(ffi::SQLITE_MISUSE);
+        }
+        let frequencies: Vec<f64> = value_text(values[0])
+            .and_then(|t| parse_list(&t))
+            .ok_or(ffi::SQLITE_MISMATCH)?;
+        let phrase_words: Vec<usize> = value_text(values[1])
+            .and_then(|t| parse_list(&t))
+            .ok_or(ffi::SQLITE_MISMATCH)?;
+        if phrase_words.iter().any(|&w| w >= frequencies.len()) {
+            return Err(ffi::SQLITE_MISMATCH);
+        }
+        let mut rows: ffi::sqlite3_int64 = 0;
+        check(api.xRowCount.ok_or(ffi::SQLITE_MISUSE)?(fts, &mut rows))?;
+        let columns = api.xColumnCount.ok_or(ffi::SQLITE_MISUSE)?(fts);
+        let mut total_tokens: ffi::sqlite3_int64 = 0;
+        for column in 0..columns {
+            let mut tokens: ffi::sqlite3_int64 = 0;
+            check(api.xColumnTotalSize.ok_or(ffi::SQLITE_MISUSE)?(
+                fts,
+                column,
+                &mut tokens,
+            ))?;
+            total_tokens += tokens;
+        }
+        let rows = rows.max(1) as f64;
+        let stats = Box::new(QueryStats {
+            idf: frequencies.iter().map(|&n| idf(rows, n)).collect(),
+            phrase_words,
+            average_length: (total_tokens as f64 / rows).max(1.0),
+        });
+        let raw = Box::into_raw(stats);
+        let set = api.xSetAuxdata.ok_or(ffi::SQLITE_MISUSE)?;
+        let rc = set(fts, raw.cast::<c_void>(), Some(drop_stats));
+        if rc != ffi::SQLITE_OK {
+            // On failure SQLite has already called the destructor.
+            return Err(rc);
+        }
+        Ok(raw)
+    }
+}
+
+fn check(rc: c_int) -> Result<(), c_int> {
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(rc)
+    }
+}
+
+/// The score of the current row.
+unsafe fn score(
+    api: &ffi::Fts5ExtensionApi,
+    fts: *mut ffi::Fts5Context,
+    values: &[*mut ffi::sqlite3_value],
+) -> Result<f64, c_int> {
+    // SAFETY: `query_stats` returns a pointer owned by FTS5 that stays valid for this
+    // statement; the other calls use the current call's context.
+    unsafe {
+        let stats = &*query_stats(api, fts, values)?;
+        let mut frequency = vec![0.0f64; stats.idf.len()];
+        let mut per_phrase = vec![0.0f64; stats.phrase_words.len()];
+        let mut instances: c_int = 0;
+        check(api.xInstCount.ok_or(ffi::SQLITE_MISUSE)?(
+            fts,
+            &mut instances,
+        ))?;
+        let inst = api.xInst.ok_or(ffi::SQLITE_MISUSE)?;
+        for i in 0..instances {
+            let (mut phrase, mut column, mut offset) = (0, 0, 0);
+            check(inst(fts, i, &mut phrase, &mut column, &mut offset))?;
+            let weight = usize::try_from(column)
+                .ok()
+                .and_then(|c| COLUMN_WEIGHTS.get(c))
+                .copied()
+                .unwrap_or(1.0);
+            if let Some(slot) = usize::try_from(phrase)
+                .ok()
+                .and_then(|p| per_phrase.get_mut(p))
+            {
+                *slot += weight;
+            }
+        }
+        // A word occurring in several phrases of the expression counts once.
+        for (phrase, weighted) in per_phrase.iter().enumerate() {
+            let word = stats.phrase_words[phrase];
+            frequency[word] = frequency[word].max(*weighted);
+        }
+        let mut length: f64 = 0.0;
+        let columns = api.xColumnCount.ok_or(ffi::SQLITE_MISUSE)?(fts);
+        let size = api.xColumnSize.ok_or(ffi::SQLITE_MISUSE)?;
+        for column in 0..columns {
+            let mut tokens: c_int = 0;
+            check(size(fts, column, &mut tokens))?;
+            length += f64::from(tokens);
+        }
+        let norm = K1 * (1.0 - B + B * length / stats.average_length);
+        Ok(frequency
+            .iter()
+            .zip(&stats.idf)
+            .filter(|(f, _)| **f > 0.0)
+            .map(|(f, idf)| idf * (f * (K1 + 1.0)) / (f + norm))
+            .sum())
+    }
+}
+
+unsafe extern "C" fn hv_bm25(
+    api: *const ffi::Fts5ExtensionApi,
+    fts: *mut ffi::Fts5Context,
+    context: *mut ffi::sqlite3_context,
+    count: c_int,
+    values: *mut *mut ffi::sqlite3_value,
+) {
+    // A panic must not cross into C; there is none to expect here, but make sure.
+    let outcome = std::panic::catch_unwind(|| {
+        // SAFETY: SQLite passes a valid API, context and `count` argument values.
+        unsafe {
+            let values: &[*mut ffi::sqlite3_value] = match usize::try_from(count) {
+                Ok(n) if n > 0 && !values.is_null() => std::slice::from_raw_parts(values, n),
+                _ => &[],
+            };
+            score(&*api, fts, values)
+        }
+    });
+    // SAFETY: `context` is this call's result context.
+    unsafe {
+        match outcome {
+            Ok(Ok(score)) => ffi::sqlite3_result_double(context, score),
+            Ok(Err(code)) => ffi::sqlite3_result_error_code(context, code),
+            Err(_) => ffi::sqlite3_result_error_code(context, ffi::SQLITE_INTERNAL),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idf_matches_fts5() {
+        assert!((idf(1000.0, 10.0) - (990.5f64 / 10.5).ln()).abs() < 1e-12);
+        assert_eq!(
+            idf(10.0, 10.0),
+            1e-6,
+            "a word in every row still counts a little"
+        );
+    }
+
+    #[test]
+    fn ranks_like_fts5_bm25_when_each_word_is_one_phrase() {
+        let connection = Connection::open_in_memory().unwrap();
+        register(&connection).unwrap();
+        connection
+            .execute_batch(
+                "CREATE VIRTUAL TABLE t USING fts5(content, context, tags);
+                 INSERT INTO t VALUES ('heap heap on elastic3', NULL, 'es');
+                 INSERT INTO t VALUES ('a long note that mentions the heap once among many words', 'x', '[]');
+                 INSERT INTO t VALUES ('elastic3 disk', 'ctx heap', 'heap');
+                 INSERT INTO t VALUES ('nothing relevant', NULL, NULL);",
+            )
+            .unwrap();
+        let df = |word: &str| -> i64 {
+            connection
+                .query_row(
+                    "SELECT count(*) FROM t WHERE t MATCH ?1",
+                    [format!("\"{word}\"")],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        let frequencies = format!("{} {}", df("heap"), df("elastic3"));
+        let ours: Vec<(i64, f64)> = connection
+            .prepare("SELECT rowid, hv_bm25(t, ?1, '0 1') FROM t WHERE t MATCH '\"heap\" OR \"elastic3\"' ORDER BY rowid")
+            .unwrap()
+            .query_map([&frequencies], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let theirs: Vec<(i64, f64)> = connection
+            .prepare("SELECT rowid, -bm25(t, 1.0, 0.5, 0.75) FROM t WHERE t MATCH '\"heap\" OR \"elastic3\"' ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ours.len(), 3);
+        for ((rowid, a), (_, b)) in ours.iter().zip(&theirs) {
+            assert!((a - b).abs() < 1e-9, "row {rowid}: hv_bm25 {a} vs bm25 {b}");
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_an_sql_error_not_a_crash() {
+        let connection = Connection::open_in_memory().unwrap();
+        register(&connection).unwrap();
+        connection
+            .execute_batch(
+                "CREATE VIRTUAL TABLE t USING fts5(content); INSERT INTO t VALUES ('heap');",
+            )
+            .unwrap();
+        for (frequencies, phrases) in [("x", "0"), ("1", "5"), ("1", "")] {
+            let result: rusqlite::Result<f64> = connection.query_row(
+                "SELECT hv_bm25(t, ?1, ?2) FROM t WHERE t MATCH 'heap'",
+                [frequencies, phrases],
+                |r| r.get(0),
+            );
+            if phrases.is_empty() {
+                // No phrase maps to a word: the row simply scores nothing.
+                continue;
+            }
+            assert!(result.is_err(), "{frequencies:?} {phrases:?} should fail");
+        }
+    }
+}
