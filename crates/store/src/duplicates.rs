@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use haivemind_core::{InvalidInput, MemoryId};
 
 use crate::full_text::words;
-use crate::search::MemoryFilter;
+use crate::search::{MemoryFilter, Selection};
 use crate::{Store, StoreError};
 
 /// The most memories one duplicate scan reads.
@@ -51,13 +51,11 @@ impl Store {
             );
         }
         query.filter.check(self)?;
-        let memories = self.list_where(
-            "m.deleted_at IS NULL",
-            &query.filter,
-            MAX_SCANNED,
-            0,
-            "m.created_at, m.rowid",
-        )?;
+        let memories = self.list_where(&Selection {
+            order: "m.created_at, m.rowid",
+            limit: MAX_SCANNED,
+            ..Selection::new("m.deleted_at IS NULL", &query.filter)
+        })?;
         let word_sets: Vec<BTreeSet<String>> = memories
             .iter()
             .map(|m| words(&m.content).into_iter().collect())

@@ -4,7 +4,7 @@ use haivemind_core::memory::check_name;
 use haivemind_core::time_format::ms_to_rfc3339;
 use haivemind_core::{InvalidInput, Memory};
 
-use crate::search::MemoryFilter;
+use crate::search::{MemoryFilter, Selection};
 use crate::{HistoryEntry, Store, StoreError};
 
 /// The formats a GDPR export comes in.
@@ -102,7 +102,12 @@ impl Store {
         let mut memories = Vec::new();
         let mut offset = 0;
         loop {
-            let page = self.list_where("1 = 1", &filter, 1000, offset, "m.created_at, m.rowid")?;
+            let page = self.list_where(&Selection {
+                order: "m.created_at, m.rowid",
+                limit: 1000,
+                offset,
+                ..Selection::new("1 = 1", &filter)
+            })?;
             if page.is_empty() {
                 break;
             }
@@ -118,39 +123,30 @@ impl Store {
         })
     }
 
-    /// Calls `each` with every memory, live and soft-deleted, oldest first, in pages, so an
+    /// Calls `each` with every memory, live and soft-deleted, in id order, in pages, so an
     /// export of any size runs in bounded memory. Returns how many were visited.
     pub fn for_each_memory(
         &self,
         mut each: impl FnMut(&Memory) -> Result<(), StoreError>,
     ) -> Result<usize, StoreError> {
-        let mut after_rowid = 0i64;
+        let everything = MemoryFilter::default();
+        let mut after = String::new();
         let mut visited = 0;
         loop {
-            let page = self.list_where(
-                &format!("m.rowid > {after_rowid}"),
-                &MemoryFilter::default(),
-                1000,
-                0,
-                "m.rowid",
-            )?;
+            let page = self.list_where(&Selection {
+                params: vec![rusqlite::types::Value::Text(after.clone())],
+                order: "m.id",
+                limit: 1000,
+                ..Selection::new("m.id > ?", &everything)
+            })?;
             let Some(last) = page.last() else {
                 return Ok(visited);
             };
-            after_rowid = self.rowid_of(last)?;
+            after = last.id.to_string();
             for memory in &page {
                 each(memory)?;
                 visited += 1;
             }
         }
-    }
-
-    fn rowid_of(&self, memory: &Memory) -> Result<i64, StoreError> {
-        let reader = self.reader()?;
-        Ok(reader.query_row(
-            "SELECT rowid FROM memories WHERE id = ?1",
-            [memory.id.to_string()],
-            |row| row.get(0),
-        )?)
     }
 }

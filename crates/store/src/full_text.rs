@@ -5,8 +5,9 @@
 //! is quoted. Common English words are dropped when other words remain: they match nearly
 //! every document, cost time, and add nothing to the ranking.
 //!
-//! Search ranks in two tiers (see `search.rs`): memories holding every word first, then
-//! memories holding any of them. [`QueryTerms`] gives the expression for each tier.
+//! Search ranks in tiers (see `Store::search`): memories holding every word first, then
+//! those holding all but one, and so on. [`QueryTerms`] holds the words; [`all_of`],
+//! [`at_least`], [`any_of`] and [`but_not`] build each tier's expression.
 
 const STOP_WORDS: &[&str] = &[
     "a", "about", "after", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be",

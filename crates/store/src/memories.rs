@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::oplog::{self, NewOp, OpKind};
 use crate::rows::{insert_memory, replace_memory};
-use crate::search::{MemoryFilter, check_page};
+use crate::search::{MemoryFilter, Selection, check_page};
 use crate::{Store, StoreError};
 
 const DAY_MS: i64 = 86_400_000;
@@ -61,6 +61,43 @@ pub struct MergeOutcome {
     pub kept: Memory,
     /// The duplicates, now soft-deleted.
     pub merged_ids: Vec<MemoryId>,
+}
+
+fn protection(level: haivemind_core::Confidentiality) -> u8 {
+    use haivemind_core::Confidentiality::*;
+    match level {
+        Normal => 0,
+        Internal => 1,
+        Confidential => 2,
+        Pii => 3,
+    }
+}
+
+/// Refuses to fold `duplicate` into `kept` when that would move its tags and metadata to
+/// another user or to a less protected memory (which could then leave the machine, or
+/// outlive the owner's erasure request).
+fn check_mergeable(field: &str, kept: &Memory, duplicate: &Memory) -> Result<(), InvalidInput> {
+    if duplicate.user_id != kept.user_id {
+        return Err(InvalidInput::new(
+            field,
+            format!(
+                "belongs to user \"{}\" but keep_id belongs to \"{}\"; only one user's memories can be merged",
+                duplicate.user_id, kept.user_id
+            ),
+        ));
+    }
+    let less_protected = protection(kept.confidentiality) < protection(duplicate.confidentiality)
+        || (kept.scope.may_leave_machine() && !duplicate.scope.may_leave_machine());
+    if less_protected {
+        return Err(InvalidInput::new(
+            field,
+            format!(
+                "is {} / {} but keep_id is {} / {}; keep the more protected memory instead",
+                duplicate.scope, duplicate.confidentiality, kept.scope, kept.confidentiality
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn shareable(memory: &Memory) -> bool {
@@ -338,7 +375,20 @@ impl Store {
                 None => return Err(self.missing(tx, id)?),
             };
             self.remove_in(tx, clock, &memory, OpKind::HardDelete, reason.as_deref())
-        })
+        })?;
+        self.scrub_write_ahead_log();
+        Ok(())
+    }
+
+    /// After removing content for good: copy the write-ahead log into the database file and
+    /// truncate it, so erased text does not linger in old WAL frames. Best effort: a reader
+    /// still holding an older snapshot keeps the log until the next removal or checkpoint.
+    fn scrub_write_ahead_log(&self) {
+        let connection = self.writer();
+        if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            tracing::warn!(%error, "could not checkpoint the write-ahead log after a removal");
+        }
     }
 
     fn remove_in(
@@ -359,7 +409,9 @@ impl Store {
                 record_id: id.clone(),
                 op,
                 payload: json!({ "reason": reason }),
-                shareable: shareable(memory),
+                // A removal carries no content, and every machine that ever received the
+                // memory must learn of it, even if the memory was restricted later.
+                shareable: true,
             },
         )?;
         tx.execute("DELETE FROM memories WHERE id = ?1", [&id])?;
@@ -381,13 +433,12 @@ impl Store {
     ) -> Result<(Vec<Memory>, usize), StoreError> {
         check_page(limit, offset)?;
         filter.check(self)?;
-        let memories = self.list_where(
-            "m.deleted_at IS NOT NULL",
-            filter,
+        let memories = self.list_where(&Selection {
+            order: "m.deleted_at DESC, m.rowid DESC",
             limit,
             offset,
-            "m.deleted_at DESC, m.rowid DESC",
-        )?;
+            ..Selection::new("m.deleted_at IS NOT NULL", filter)
+        })?;
         let total = self.count_where("m.deleted_at IS NOT NULL", filter)?;
         Ok((memories, total))
     }
@@ -417,27 +468,28 @@ impl Store {
                 hard,
             });
         }
+        // Each batch is read inside the transaction that deletes it, so a memory changed
+        // or recovered meanwhile is judged by its current state.
         let mut deleted = 0;
         loop {
-            let batch = self.list_where("m.deleted_at IS NULL", filter, 500, 0, "m.rowid")?;
-            if batch.is_empty() {
-                break;
-            }
-            deleted += self.write(|tx, clock| {
-                let mut count = 0;
+            let count = self.write(|tx, clock| {
+                let batch = Selection::new("m.deleted_at IS NULL", filter).read(tx)?;
                 for memory in &batch {
                     if hard {
                         self.remove_in(tx, clock, memory, OpKind::HardDelete, reason.as_deref())?;
-                        count += 1;
-                    } else if self
-                        .soft_delete_in(tx, clock, memory.id, reason.clone())
-                        .is_ok()
-                    {
-                        count += 1;
+                    } else {
+                        self.soft_delete_in(tx, clock, memory.id, reason.clone())?;
                     }
                 }
-                Ok(count)
+                Ok(batch.len())
             })?;
+            if count == 0 {
+                break;
+            }
+            deleted += count;
+        }
+        if hard && deleted > 0 {
+            self.scrub_write_ahead_log();
         }
         Ok(BulkDeleteOutcome {
             matched,
@@ -450,24 +502,27 @@ impl Store {
     pub fn purge_expired(&self) -> Result<usize, StoreError> {
         let cutoff = now_ms() - i64::from(self.recover_days) * DAY_MS;
         let reason = format!("purged {} days after deletion", self.recover_days);
+        let everything = MemoryFilter::default();
         let mut purged = 0;
         loop {
-            let batch = self.list_where(
-                &format!("m.deleted_at IS NOT NULL AND m.deleted_at < {cutoff}"),
-                &MemoryFilter::default(),
-                500,
-                0,
-                "m.rowid",
-            )?;
-            if batch.is_empty() {
-                return Ok(purged);
-            }
-            purged += self.write(|tx, clock| {
+            let count = self.write(|tx, clock| {
+                let batch = Selection {
+                    params: vec![rusqlite::types::Value::Integer(cutoff)],
+                    ..Selection::new("m.deleted_at IS NOT NULL AND m.deleted_at < ?", &everything)
+                }
+                .read(tx)?;
                 for memory in &batch {
                     self.remove_in(tx, clock, memory, OpKind::HardDelete, Some(&reason))?;
                 }
                 Ok(batch.len())
             })?;
+            if count == 0 {
+                if purged > 0 {
+                    self.scrub_write_ahead_log();
+                }
+                return Ok(purged);
+            }
+            purged += count;
         }
     }
 
@@ -486,16 +541,20 @@ impl Store {
         };
         let mut erased = 0;
         loop {
-            let batch = self.list_where("1 = 1", &filter, 500, 0, "m.rowid")?;
-            if batch.is_empty() {
-                return Ok(erased);
-            }
-            erased += self.write(|tx, clock| {
+            let count = self.write(|tx, clock| {
+                let batch = Selection::new("1 = 1", &filter).read(tx)?;
                 for memory in &batch {
                     self.remove_in(tx, clock, memory, OpKind::Erase, Some("gdpr erasure"))?;
                 }
                 Ok(batch.len())
             })?;
+            if count == 0 {
+                if erased > 0 {
+                    self.scrub_write_ahead_log();
+                }
+                return Ok(erased);
+            }
+            erased += count;
         }
     }
 
@@ -555,12 +614,40 @@ impl Store {
             )
             .into());
         }
+        for (j, id) in duplicate_ids.iter().enumerate() {
+            if let Some(i) = duplicate_ids[..j].iter().position(|earlier| earlier == id) {
+                return Err(InvalidInput::new(
+                    format!("duplicate_ids[{j}]"),
+                    format!("repeats duplicate_ids[{i}]"),
+                )
+                .into());
+            }
+        }
         self.write(|tx, clock| {
-            let kept = self.current_live(tx, keep_id)?;
+            // Name the argument at fault: merge has two id arguments, not one memory_id.
+            let named = |field: String, error: StoreError| {
+                if matches!(
+                    error,
+                    StoreError::MemoryNotFound { .. }
+                        | StoreError::MemoryDeleted { .. }
+                        | StoreError::Erased { .. }
+                ) {
+                    StoreError::Invalid(InvalidInput::new(field, error.to_string()))
+                } else {
+                    error
+                }
+            };
+            let kept = self
+                .current_live(tx, keep_id)
+                .map_err(|e| named("keep_id".into(), e))?;
             let mut merged = kept.clone();
             let mut duplicates = Vec::new();
-            for id in duplicate_ids {
-                let duplicate = self.current_live(tx, *id)?;
+            for (i, id) in duplicate_ids.iter().enumerate() {
+                let field = format!("duplicate_ids[{i}]");
+                let duplicate = self
+                    .current_live(tx, *id)
+                    .map_err(|e| named(field.clone(), e))?;
+                check_mergeable(&field, &kept, &duplicate)?;
                 for tag in &duplicate.tags {
                     if !merged.tags.contains(tag) {
                         merged.tags.push(tag.clone());

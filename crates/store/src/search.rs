@@ -118,20 +118,22 @@ impl Scoring {
     }
 
     /// For each quoted word of `expression`, in order, its index among the kept words.
-    fn phrase_words(&self, expression: &str) -> String {
-        expression
-            .split('"')
-            .skip(1)
-            .step_by(2)
-            .map(|word| {
+    fn phrase_words(&self, expression: &str) -> Result<String, StoreError> {
+        let mut indices = Vec::new();
+        for word in expression.split('"').skip(1).step_by(2) {
+            let index =
                 self.words
                     .iter()
                     .position(|w| w == word)
-                    .unwrap_or(0)
-                    .to_string()
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+                    .ok_or_else(|| StoreError::Corrupt {
+                        record: "search plan".into(),
+                        detail: format!(
+                            "expression word \"{word}\" is not among the query's words"
+                        ),
+                    })?;
+            indices.push(index.to_string());
+        }
+        Ok(indices.join(" "))
     }
 }
 
@@ -200,19 +202,72 @@ pub(crate) struct TermFrequencyCache {
 impl TermFrequencyCache {
     const CAPACITY: usize = 10_000;
 
+    /// Only words at least this frequent are cached: counting a rare word is cheap, and a
+    /// rare word's count changes most, relative to itself, as memories arrive.
+    const MIN_CACHED: usize = 100;
+
     fn get(&self, word: &str, documents: usize) -> Option<usize> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let (frequency, seen_at) = *entries.get(word)?;
-        // Stale once the store has grown or shrunk by a tenth since.
-        (seen_at.abs_diff(documents) * 10 <= seen_at.max(1)).then_some(frequency)
+        // Each memory added since can change the count by one at most: trust the cached
+        // count while that bound stays within a tenth of it.
+        (seen_at.abs_diff(documents) * 10 <= frequency).then_some(frequency)
     }
 
     fn put(&self, word: &str, frequency: usize, documents: usize) {
+        if frequency < Self::MIN_CACHED {
+            return;
+        }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= Self::CAPACITY {
             entries.clear();
         }
         entries.insert(word.to_string(), (frequency, documents));
+    }
+}
+
+/// Which memories to read: an SQL condition over alias `m` with its parameters, a filter,
+/// an order and a page. Read through a reader, or inside a write transaction so that what
+/// is changed is exactly what was read.
+pub(crate) struct Selection<'a> {
+    pub(crate) condition: &'static str,
+    pub(crate) params: Vec<SqlValue>,
+    pub(crate) filter: &'a MemoryFilter,
+    pub(crate) order: &'static str,
+    pub(crate) limit: usize,
+    pub(crate) offset: usize,
+}
+
+impl<'a> Selection<'a> {
+    pub(crate) fn new(condition: &'static str, filter: &'a MemoryFilter) -> Self {
+        Self {
+            condition,
+            params: Vec::new(),
+            filter,
+            order: "m.rowid",
+            limit: 500,
+            offset: 0,
+        }
+    }
+
+    pub(crate) fn read(
+        &self,
+        connection: &rusqlite::Connection,
+    ) -> Result<Vec<Memory>, StoreError> {
+        let mut sql = format!(
+            "SELECT {MEMORY_COLUMNS} FROM memories m WHERE {}",
+            self.condition
+        );
+        let mut params = self.params.clone();
+        self.filter.to_sql(&mut sql, &mut params);
+        sql.push_str(&format!(" ORDER BY {} LIMIT ? OFFSET ?", self.order));
+        params.push(SqlValue::Integer(self.limit as i64));
+        params.push(SqlValue::Integer(self.offset as i64));
+        let mut statement = connection.prepare_cached(&sql)?;
+        let memories = statement
+            .query_map(params_from_iter(params), memory_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(memories)
     }
 }
 
@@ -351,13 +406,16 @@ impl Store {
     /// Searches live memories. Until an embedding model is loaded, every search is
     /// full-text and the result says so.
     ///
-    /// Ranking comes in tiers: first memories holding every word of the query, by BM25;
-    /// then those holding all but one, and so on; last those holding one word. Before that, each word's document
-    /// frequency decides its part (see [`crate::full_text`]'s `TermPlan`): a word in a
-    /// eighth of all memories or more is dropped when other words remain, and a word in
-    /// more than one in fifty does not on its own admit a memory to the second tier. Scoring
-    /// costs time per matching memory, so this keeps a query with one common word from
-    /// scoring most of the store, and such words add next to nothing to BM25 anyway.
+    /// Ranking comes in tiers, each by BM25 (`hv_bm25`, see `ranking.rs`): memories holding
+    /// every word of the query, then all words but one, and so on (for up to six words;
+    /// past that, straight to the last tier), and last memories holding a single word. A
+    /// tier runs only while the page is not full. Before that, each word's document
+    /// frequency decides its part (`TermPlan`): a word in more than an eighth of all
+    /// memories (and in more than 1,000) is dropped when other words remain, and a word in
+    /// more than one in fifty cannot alone admit a memory to the last tier. When every
+    /// word is that common, only the 5,000 newest matching memories are ranked. Scoring
+    /// costs time per matching memory, and common words add little to BM25, so a query
+    /// with a common word does not score most of the store.
     pub fn search(&self, query: &SearchQuery) -> Result<SearchResults, StoreError> {
         check_page(query.limit, query.offset)?;
         query.filter.check(self)?;
@@ -412,7 +470,16 @@ impl Store {
             ranked.extend(found);
         }
         let hits: Vec<SearchHit> = ranked.into_iter().skip(query.offset).collect();
-        let counted = self.count_full_text(&any_of(&selective), &query.filter)?;
+        // Count what the tiers can return: memories holding two or more of the kept words
+        // (all of them, past the tiered word limit), or any selective word.
+        let countable = match kept.len() {
+            1 => any_of(&kept),
+            n if n <= MAX_TIERED_WORDS => {
+                format!("({}) OR ({})", at_least(2, &kept), any_of(&selective))
+            }
+            _ => format!("({}) OR ({})", all_of(&kept), any_of(&selective)),
+        };
+        let counted = self.count_full_text(&countable, &query.filter)?;
         Ok(SearchResults {
             hits,
             total: counted.min(MAX_COUNTED),
@@ -506,7 +573,7 @@ impl Store {
         let (from, filter_params) = Self::full_text_from(expression, filter, scoring.rowid_floor);
         let mut params = vec![
             SqlValue::Text(scoring.frequencies.clone()),
-            SqlValue::Text(scoring.phrase_words(expression)),
+            SqlValue::Text(scoring.phrase_words(expression)?),
         ];
         params.extend(filter_params);
         params.push(SqlValue::Integer(limit as i64));
@@ -580,36 +647,17 @@ impl Store {
                 .since_ms
                 .map_or(window_start, |s| s.max(window_start)),
         );
-        self.list_where(
-            "m.deleted_at IS NULL",
-            &filter,
-            query.limit,
-            0,
-            "m.created_at DESC, m.rowid DESC",
-        )
+        self.list_where(&Selection {
+            order: "m.created_at DESC, m.rowid DESC",
+            limit: query.limit,
+            ..Selection::new("m.deleted_at IS NULL", &filter)
+        })
     }
 
-    /// Memories matching `condition` (SQL over alias `m`) and `filter`, in `order`.
-    pub(crate) fn list_where(
-        &self,
-        condition: &str,
-        filter: &MemoryFilter,
-        limit: usize,
-        offset: usize,
-        order: &str,
-    ) -> Result<Vec<Memory>, StoreError> {
-        let mut sql = format!("SELECT {MEMORY_COLUMNS} FROM memories m WHERE {condition}");
-        let mut params = Vec::new();
-        filter.to_sql(&mut sql, &mut params);
-        sql.push_str(&format!(" ORDER BY {order} LIMIT ? OFFSET ?"));
-        params.push(SqlValue::Integer(limit as i64));
-        params.push(SqlValue::Integer(offset as i64));
+    /// Memories matching `selection`, read through a pooled reader.
+    pub(crate) fn list_where(&self, selection: &Selection<'_>) -> Result<Vec<Memory>, StoreError> {
         let reader = self.reader()?;
-        let mut statement = reader.prepare_cached(&sql)?;
-        let memories = statement
-            .query_map(params_from_iter(params), memory_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(memories)
+        selection.read(&reader)
     }
 
     /// How many memories match `condition` and `filter`.

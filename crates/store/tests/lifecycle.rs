@@ -207,7 +207,12 @@ fn hard_delete_removes_content_everywhere_and_cannot_be_undone() {
         s.store.recover(m.id),
         Err(StoreError::Erased { .. })
     ));
-    // And the file itself no longer holds the text.
+    // And the files no longer hold the text, even while the store is open.
+    let wal_now = std::fs::read(s.dir.path().join("hv.sqlite3-wal")).unwrap_or_default();
+    assert!(
+        !wal_now.windows(9).any(|w| w == b"bluefinch"),
+        "WAL still holds erased text while open"
+    );
     drop(s.store);
     let bytes = std::fs::read(s.dir.path().join("hv.sqlite3")).unwrap();
     let wal = std::fs::read(s.dir.path().join("hv.sqlite3-wal")).unwrap_or_default();
@@ -421,4 +426,82 @@ fn every_change_lands_in_the_op_log_with_increasing_stamps() {
     let shareable: Vec<bool> = ops.iter().map(|op| op.shareable).collect();
     assert_eq!(shareable, [true, true, true, true, false, false]);
     assert_eq!(s.store.ops_since(ops[3].seq, 100).unwrap().len(), 2);
+}
+
+#[test]
+fn merge_refuses_to_cross_users_or_lower_protection_and_names_the_argument() {
+    let s = scratch();
+    let keep = s.store.create(memory("deploy notes for shop")).unwrap();
+    let mut other_user = memory("deploy notes for shop");
+    other_user.user_id = "bob".into();
+    let other_user = s.store.create(other_user).unwrap();
+    let mut secret = memory("deploy notes for shop");
+    secret.confidentiality = Confidentiality::Pii;
+    let secret = s.store.create(secret).unwrap();
+    let err = s.store.merge(keep.id, &[other_user.id], None).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("duplicate_ids[0]: belongs to user \"bob\""),
+        "{err}"
+    );
+    let err = s.store.merge(keep.id, &[secret.id], None).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("duplicate_ids[0]: is project-shared / pii"),
+        "{err}"
+    );
+    // The other way round is fine: the normal memory folds into the protected one.
+    assert!(s.store.merge(secret.id, &[keep.id], None).is_ok());
+    let err = s
+        .store
+        .merge(MemoryId::generate(), &[secret.id], None)
+        .unwrap_err();
+    assert!(err.to_string().starts_with("keep_id: memory"), "{err}");
+    let fresh = s.store.create(memory("another")).unwrap();
+    let err = s
+        .store
+        .merge(secret.id, &[fresh.id, fresh.id], None)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "duplicate_ids[1]: repeats duplicate_ids[0]"
+    );
+}
+
+#[test]
+fn removals_always_replicate_even_for_memories_restricted_later() {
+    let s = scratch();
+    let m = s
+        .store
+        .create(memory("was shared, then marked pii"))
+        .unwrap();
+    s.store
+        .update(
+            m.id,
+            MemoryPatch {
+                confidentiality: Some(Confidentiality::Pii),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+    s.store.hard_delete(m.id, None).unwrap();
+    let ops = s.store.ops_since(0, 10).unwrap();
+    assert!(ops[0].shareable, "the create was shared");
+    assert!(!ops[1].shareable, "the pii version never leaves");
+    assert!(
+        ops[2].shareable,
+        "so peers holding the old copy must learn of the removal"
+    );
+}
+
+#[test]
+fn a_purge_leaves_recovered_memories_alone() {
+    let s = scratch_with(|o| o.recover_days = 0);
+    let m = s.store.create(memory("deleted then recovered")).unwrap();
+    s.store.soft_delete(m.id, None).unwrap();
+    s.store.recover(m.id).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(s.store.purge_expired().unwrap(), 0);
+    assert!(s.store.get(m.id).is_ok());
 }
