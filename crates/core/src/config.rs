@@ -217,6 +217,12 @@ impl Config {
         if self.memory.max_content_bytes < 1024 {
             return invalid("memory.max_content_bytes", "must be at least 1024");
         }
+        if self.memory.recover_days == 0 {
+            return invalid(
+                "memory.recover_days",
+                "must be at least 1 (0 would turn every soft delete into a hard delete)",
+            );
+        }
         if self.memory.max_content_bytes > 16 * 1024 * 1024 {
             return invalid(
                 "memory.max_content_bytes",
@@ -310,13 +316,10 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Variables read elsewhere that are not config keys.
-const NOT_KEYS: &[&str] = &["HAIVEMIND_CONFIG", "HAIVEMIND_TOKEN", "HAIVEMIND_LOG"];
-
 fn apply_env(tree: &mut Value, env: &[(String, String)]) -> Result<(), ConfigError> {
     let mut entries: Vec<&(String, String)> = env
         .iter()
-        .filter(|(name, _)| name.starts_with("HAIVEMIND_") && !NOT_KEYS.contains(&name.as_str()))
+        .filter(|(name, _)| name.starts_with("HAIVEMIND_"))
         .collect();
     entries.sort();
     for (name, raw) in entries {
@@ -329,8 +332,8 @@ fn apply_env(tree: &mut Value, env: &[(String, String)]) -> Result<(), ConfigErr
                     .map(|part| part.to_ascii_lowercase())
                     .collect()
             } else {
-                // Other HAIVEMIND_* variables (connector tokens and the like) belong to the
-                // features that read them, not to the config tree.
+                // Other HAIVEMIND_* variables (HAIVEMIND_CONFIG, HAIVEMIND_TOKEN,
+                // HAIVEMIND_LOG, connector tokens) belong to the features that read them.
                 continue;
             };
         if path.iter().any(String::is_empty) {
@@ -461,6 +464,29 @@ mod tests {
         assert_eq!(config.memory.recover_days, defaults.memory.recover_days);
         assert_eq!(config.server.max_body_bytes, defaults.server.max_body_bytes);
         assert_eq!(config.logging.level, defaults.logging.level);
+    }
+
+    #[test]
+    fn zero_recover_days_is_refused() {
+        let err = load(r#"{"memory": {"recover_days": 0}}"#, &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("memory.recover_days: must be at least 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_environment_error_without_a_file_names_only_the_key() {
+        let env = vec![(
+            "HAIVEMIND_MEMORY__RECOVER_DAYS".to_string(),
+            "soon".to_string(),
+        )];
+        let err = Config::load_from(None, &env).unwrap_err();
+        assert!(
+            err.to_string().starts_with("memory.recover_days: "),
+            "{err}"
+        );
     }
 
     #[test]

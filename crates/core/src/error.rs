@@ -23,6 +23,16 @@ impl InvalidInput {
     }
 }
 
+/// `config file PATH: ` when the setting came from a file, nothing when from defaults and
+/// environment alone.
+fn source_prefix(path: &std::path::Path) -> String {
+    if path.as_os_str().is_empty() {
+        String::new()
+    } else {
+        format!("config file {}: ", path.display())
+    }
+}
+
 /// A configuration that cannot be used. Every variant names the file or key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -36,7 +46,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file is not valid JSON, or a key is unknown or has the wrong type.
-    #[error("config file {path}: {key}: {message}")]
+    #[error("{}{key}: {message}", source_prefix(path))]
     Parse {
         /// The file at fault.
         path: PathBuf,

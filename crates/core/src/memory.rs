@@ -26,7 +26,7 @@ pub const BUILTIN_CATEGORIES: &[&str] = &[
 pub const MAX_TAG_CHARS: usize = 64;
 /// The most tags one memory may carry.
 pub const MAX_TAGS: usize = 64;
-/// The longest user id, project name, agent id or context line, in bytes.
+/// The longest user id, project name or agent id, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 
 /// A memory's id: a UUIDv7, so ids sort by creation time.
@@ -110,7 +110,7 @@ wire_enum!(
         UserGlobal => "user-global",
         /// Shared with the whole team's fleet.
         TeamGlobal => "team-global",
-        /// Never leaves the machine, never shown to other users.
+        /// Never leaves the machine.
         Private => "private",
     }
 );
@@ -132,7 +132,8 @@ wire_enum!(
         Normal => "normal",
         /// Internal to the team; replicates, shown to any token.
         Internal => "internal",
-        /// Never leaves this machine; never shown to a readonly token.
+        /// Never leaves this machine (and, once HTTP tokens exist, is never shown to a
+        /// readonly token).
         Confidential => "confidential",
         /// Personal data: as `confidential`, and erased by GDPR requests.
         Pii => "pii",
@@ -224,6 +225,21 @@ impl MemoryRules {
                 format!(
                     "is {} bytes, more than the limit of {} (memory.max_content_bytes)",
                     content.len(),
+                    self.max_content_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a memory's context: free text, at most as long as content may be.
+    pub fn check_context(&self, context: &str) -> Result<(), InvalidInput> {
+        if context.len() > self.max_content_bytes {
+            return Err(InvalidInput::new(
+                "context",
+                format!(
+                    "is {} bytes, more than the limit of {} (memory.max_content_bytes)",
+                    context.len(),
                     self.max_content_bytes
                 ),
             ));
@@ -341,13 +357,8 @@ impl NewMemory {
         if let Some(agent) = &self.agent_id {
             check_name("agent_id", agent)?;
         }
-        if let Some(context) = &self.context
-            && context.len() > rules.max_content_bytes
-        {
-            return Err(InvalidInput::new(
-                "context",
-                format!("longer than {} bytes", rules.max_content_bytes),
-            ));
+        if let Some(context) = &self.context {
+            rules.check_context(context)?;
         }
         self.tags = normalize_tags(&self.tags)?;
         Ok(())
@@ -401,6 +412,9 @@ impl MemoryPatch {
         }
         if let Some(category) = &self.category {
             rules.check_category(category)?;
+        }
+        if let Some(Some(context)) = &self.context {
+            rules.check_context(context)?;
         }
         if let Some(Some(project)) = &self.project {
             check_name("project", project)?;

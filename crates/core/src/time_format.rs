@@ -35,6 +35,14 @@ pub fn parse_rfc3339(field: &str, text: &str) -> Result<i64, InvalidInput> {
     ))
 }
 
+/// Like [`parse_rfc3339`], for an optional input.
+pub fn parse_optional_rfc3339(
+    field: &str,
+    text: Option<&str>,
+) -> Result<Option<i64>, InvalidInput> {
+    text.map(|t| parse_rfc3339(field, t)).transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -397,12 +397,30 @@ fn time_stdio_retrieve(data_dir: &Path, id: &str, count: usize) -> Result<(Timin
     Ok((summarize(samples), rss))
 }
 
+/// The benchmark's scratch directory, removed when dropped, on success or error.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn create() -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("haivemind-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Runs the engine benchmark at each corpus size and prints the results.
 pub fn run(sizes: &[usize], queries: usize, corpus: Corpus, json_output: bool) -> Result<()> {
     let text = TextSource::new(corpus);
-    let scratch = std::env::temp_dir().join(format!("haivemind-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch)?;
+    let guard = ScratchDir::create()?;
+    let scratch = guard.0.clone();
     let store = Store::open(StoreOptions::new(
         scratch.join("haivemind.sqlite3"),
         "bench",
@@ -450,7 +468,7 @@ pub fn run(sizes: &[usize], queries: usize, corpus: Corpus, json_output: bool) -
     let database_bytes = std::fs::metadata(scratch.join("haivemind.sqlite3"))
         .map(|m| m.len())
         .unwrap_or(0);
-    let _ = std::fs::remove_dir_all(&scratch);
+    drop(guard);
 
     let summary = json!({
         "corpus": format!("{corpus:?}").to_lowercase(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use haivemind_core::memory::json::{from_json, to_json};
-use haivemind_core::time_format::{now_ms, parse_rfc3339};
+use haivemind_core::time_format::{now_ms, parse_optional_rfc3339};
 use haivemind_core::{Confidentiality, Config, MemoryId, NewMemory, Scope};
 use haivemind_store::{ImportOutcome, MemoryFilter, RecentQuery, SearchQuery, Store, StoreOptions};
 use serde_json::{Value, json};
@@ -26,6 +26,15 @@ pub fn run(cli: Cli) -> Result<()> {
         return crate::bench::run(sizes, *queries, *corpus, cli.json);
     }
     let config = Config::load()?;
+    if tracing_subscriber::EnvFilter::try_new(&config.logging.level).is_err() {
+        bail!(haivemind_core::ConfigError::Invalid {
+            key: "logging.level".into(),
+            rule: format!(
+                "\"{}\" is not a log filter (like info, warn, or haivemind_store=debug)",
+                config.logging.level
+            ),
+        });
+    }
     init_logging(&config, matches!(cli.command, Command::Mcp));
     let printer = Printer { json: cli.json };
     match cli.command {
@@ -61,7 +70,8 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Stats => {
-            printer.stats(&open(&config)?.stats()?);
+            let store = open(&config)?;
+            printer.stats(&store, &store.stats()?);
             Ok(())
         }
         Command::Status => status(&config, &printer),
@@ -181,10 +191,6 @@ fn store(store: &Store, printer: &Printer, args: StoreArgs) -> Result<()> {
     Ok(())
 }
 
-fn time(field: &str, text: Option<&String>) -> Result<Option<i64>> {
-    Ok(text.map(|t| parse_rfc3339(field, t)).transpose()?)
-}
-
 fn search(store: &Store, printer: &Printer, args: SearchArgs) -> Result<()> {
     let query = SearchQuery {
         text: args.query,
@@ -194,14 +200,14 @@ fn search(store: &Store, printer: &Printer, args: SearchArgs) -> Result<()> {
             project: args.project,
             tags: args.tags,
             machine_id: args.machine,
-            since_ms: time("since", args.since.as_ref())?,
-            until_ms: time("until", args.until.as_ref())?,
+            since_ms: parse_optional_rfc3339("since", args.since.as_deref())?,
+            until_ms: parse_optional_rfc3339("until", args.until.as_deref())?,
         },
         limit: args.limit,
         offset: args.offset,
         semantic: !args.full_text,
     };
-    printer.search(&store.search(&query)?);
+    printer.search(&query, &store.search(&query)?);
     Ok(())
 }
 
@@ -342,11 +348,14 @@ fn import(store: &Store, printer: &Printer, file: &Path) -> Result<()> {
         for failure in failures.iter().take(20) {
             eprintln!("{failure}");
         }
-        bail!(
-            "{} of {} lines could not be imported (re-running the import is safe: present memories are skipped)",
-            failures.len(),
-            lines
-        );
+        bail!(haivemind_core::InvalidInput::new(
+            file.display().to_string(),
+            format!(
+                "{} of {} lines could not be imported (fix them and import again: memories already present are skipped)",
+                failures.len(),
+                lines
+            )
+        ));
     }
     Ok(())
 }

@@ -3,8 +3,17 @@
 use haivemind_core::Memory;
 use haivemind_core::memory::json::to_json;
 use haivemind_core::time_format::ms_to_rfc3339;
-use haivemind_store::{MemoryStats, SearchResults};
+use haivemind_store::{MemoryStats, SearchQuery, SearchResults, Store};
 use serde_json::{Value, json};
+
+/// `println!` that ignores a closed stdout (as in `haivemind search x | head -1`) instead of
+/// panicking on it.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 pub struct Printer {
     pub json: bool,
@@ -21,7 +30,7 @@ fn one_line(text: &str, max_chars: usize) -> String {
 
 impl Printer {
     fn emit(&self, value: &Value) {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(value).unwrap_or_default()
         );
@@ -32,7 +41,7 @@ impl Printer {
         if self.json {
             self.emit(&value);
         } else {
-            println!("{text}");
+            out!("{text}");
         }
     }
 
@@ -40,33 +49,34 @@ impl Printer {
         if self.json {
             return self.emit(&to_json(memory));
         }
-        println!("id:           {}", memory.id);
-        println!("category:     {}", memory.category);
+        out!("id:           {}", memory.id);
+        out!("category:     {}", memory.category);
         if !memory.tags.is_empty() {
-            println!("tags:         {}", memory.tags.join(", "));
+            out!("tags:         {}", memory.tags.join(", "));
         }
-        println!("user:         {}", memory.user_id);
+        out!("user:         {}", memory.user_id);
         if let Some(project) = &memory.project {
-            println!("project:      {project}");
+            out!("project:      {project}");
         }
-        println!("machine:      {}", memory.machine_id);
-        println!(
+        out!("machine:      {}", memory.machine_id);
+        out!(
             "scope:        {} / {}",
-            memory.scope, memory.confidentiality
+            memory.scope,
+            memory.confidentiality
         );
-        println!("created:      {}", ms_to_rfc3339(memory.created_at_ms));
-        println!(
+        out!("created:      {}", ms_to_rfc3339(memory.created_at_ms));
+        out!(
             "updated:      {} (version {})",
             ms_to_rfc3339(memory.updated_at_ms),
             memory.version
         );
         if let Some(context) = &memory.context {
-            println!("context:      {context}");
+            out!("context:      {context}");
         }
         if !memory.metadata.is_empty() {
-            println!("metadata:     {}", Value::Object(memory.metadata.clone()));
+            out!("metadata:     {}", Value::Object(memory.metadata.clone()));
         }
-        println!("\n{}", memory.content);
+        out!("\n{}", memory.content);
     }
 
     pub fn memories(&self, memories: &[Memory]) {
@@ -75,10 +85,10 @@ impl Printer {
             return self.emit(&json!({"memories": list, "total": memories.len()}));
         }
         if memories.is_empty() {
-            println!("no memories");
+            out!("no memories");
         }
         for m in memories {
-            println!(
+            out!(
                 "{}  {}  [{}]  {}",
                 ms_to_rfc3339(m.created_at_ms),
                 m.id,
@@ -88,28 +98,14 @@ impl Printer {
         }
     }
 
-    pub fn search(&self, results: &SearchResults) {
+    pub fn search(&self, query: &SearchQuery, results: &SearchResults) {
         if self.json {
-            let list: Vec<Value> = results
-                .hits
-                .iter()
-                .map(|hit| {
-                    let mut value = to_json(&hit.memory);
-                    if let Value::Object(map) = &mut value {
-                        map.insert("score".into(), json!(hit.score));
-                    }
-                    value
-                })
-                .collect();
-            return self.emit(&json!({
-                "memories": list, "total": results.total, "total_exact": results.total_exact,
-                "search_mode": results.mode.as_str(), "note": results.note,
-            }));
+            return self.emit(&haivemind_mcp::render::search_results(query, results));
         }
         if let Some(note) = &results.note {
             eprintln!("note: {note}");
         }
-        println!(
+        out!(
             "{} of {}{} matches ({})",
             results.hits.len(),
             results.total,
@@ -117,7 +113,7 @@ impl Printer {
             results.mode.as_str()
         );
         for hit in &results.hits {
-            println!(
+            out!(
                 "{:>7.3}  {}  [{}]  {}",
                 hit.score,
                 hit.memory.id,
@@ -127,21 +123,11 @@ impl Printer {
         }
     }
 
-    pub fn stats(&self, stats: &MemoryStats) {
-        let value = json!({
-            "total_memories": stats.live, "deleted_memories": stats.deleted,
-            "by_category": stats.by_category, "by_scope": stats.by_scope,
-            "by_confidentiality_level": stats.by_confidentiality,
-            "by_machine": stats.by_machine, "by_user": stats.by_user,
-            "oldest_memory_at": stats.oldest_ms.map(ms_to_rfc3339),
-            "newest_memory_at": stats.newest_ms.map(ms_to_rfc3339),
-            "op_log_entries": stats.op_log_entries, "tombstones": stats.tombstones,
-            "database_bytes": stats.database_bytes,
-        });
+    pub fn stats(&self, store: &Store, stats: &MemoryStats) {
         if self.json {
-            return self.emit(&value);
+            return self.emit(&haivemind_mcp::render::memory_stats(store, stats));
         }
-        println!("memories: {} live, {} deleted", stats.live, stats.deleted);
+        out!("memories: {} live, {} deleted", stats.live, stats.deleted);
         for (title, map) in [
             ("by category", &stats.by_category),
             ("by scope", &stats.by_scope),
@@ -153,11 +139,13 @@ impl Printer {
                 continue;
             }
             let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            println!("{title}: {}", parts.join(", "));
+            out!("{title}: {}", parts.join(", "));
         }
-        println!(
+        out!(
             "op log: {} entries; tombstones: {}; file: {} bytes",
-            stats.op_log_entries, stats.tombstones, stats.database_bytes
+            stats.op_log_entries,
+            stats.tombstones,
+            stats.database_bytes
         );
     }
 }

@@ -130,6 +130,9 @@ fn a_bad_config_stops_start_up_naming_the_key() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("memory.recover_days"));
+    scratch.write_config(r#"{"logging": {"level": "very=loud=please"}}"#);
+    let stderr = String::from_utf8_lossy(&scratch.run(&["stats"]).stderr).to_string();
+    assert!(stderr.contains("logging.level"), "{stderr}");
     scratch.write_config(r#"{"memory": {"max_content_bytes": 2048, "categories": ["ml"]}}"#);
     assert!(
         scratch

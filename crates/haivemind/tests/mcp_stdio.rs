@@ -113,6 +113,20 @@ fn a_memory_lives_through_store_search_update_delete_and_recover() {
         json!({"memory_id": id, "content": "nginx 502 on proxy2: raise keepalive_requests"}),
     );
     assert_eq!(updated["version"], 2);
+    let cleared = mcp.ok(
+        "update_memory",
+        json!({"memory_id": id, "context": null, "project": null}),
+    );
+    assert_eq!(
+        (cleared["context"].clone(), cleared["project"].clone()),
+        (json!(null), json!(null)),
+        "null clears"
+    );
+    let kept = mcp.ok("update_memory", json!({"memory_id": id, "tags": ["nginx"]}));
+    assert_eq!(
+        kept["content"], updated["content"],
+        "fields left out stay as they are"
+    );
     let history = mcp.ok("get_memory_history", json!({"memory_id": id}));
     assert_eq!(
         history["history"][1]["changes"]["content"]["from"],

@@ -25,9 +25,6 @@ pub enum ToolError {
     /// The engine refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A result could not be produced for a reason that is ours.
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 impl From<haivemind_core::InvalidInput> for ToolError {
@@ -85,13 +82,6 @@ impl ToolError {
                     ))
                 }
             },
-            ToolError::Internal(detail) => {
-                tracing::error!(tool, detail, "tool failed");
-                Err(ErrorData::internal_error(
-                    format!("{tool} failed on the server; see its log"),
-                    None,
-                ))
-            }
         }
     }
 }

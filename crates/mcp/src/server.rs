@@ -56,6 +56,21 @@ impl HaivemindServer {
     }
 }
 
+/// The agent id recorded on memories: the client's self-declared name, trimmed and cut to
+/// the longest id the engine accepts. A name the client got wrong is not the caller's
+/// argument, so it must never make a tool call fail.
+fn agent_id_from_client_name(name: &str) -> Option<String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return None;
+    }
+    let mut end = name.len().min(haivemind_core::memory::MAX_NAME_BYTES);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(name[..end].to_string())
+}
+
 fn internal(detail: impl std::fmt::Display) -> ErrorData {
     tracing::error!(%detail, "request failed");
     ErrorData::internal_error("the server failed; see its log", None)
@@ -94,7 +109,8 @@ impl ServerHandler for HaivemindServer {
             .peer
             .peer_info()
             .map(|info| info.client_info.name.clone())
-            .or_else(|| context.meta.client_info().map(|info| info.name));
+            .or_else(|| context.meta.client_info().map(|info| info.name))
+            .and_then(|name| agent_id_from_client_name(&name));
         let name = request.name.to_string();
         let arguments = request.arguments;
         let tool_context = self.tool_context(agent_id);
@@ -222,4 +238,21 @@ pub async fn serve_lines(
         Err(e) => tracing::warn!(error = %e, "stdout writer stopped"),
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agent_id_from_client_name;
+
+    #[test]
+    fn client_names_become_valid_agent_ids() {
+        assert_eq!(
+            agent_id_from_client_name("  claude-code "),
+            Some("claude-code".into())
+        );
+        assert_eq!(agent_id_from_client_name("   "), None);
+        let long = "é".repeat(200);
+        let id = agent_id_from_client_name(&long).unwrap();
+        assert!(id.len() <= 256 && id.chars().all(|c| c == 'é'));
+    }
 }

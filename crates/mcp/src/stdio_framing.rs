@@ -32,16 +32,22 @@ fn invalid_request(value: &serde_json::Value) -> Option<String> {
         .get("id")
         .filter(|id| id.is_string() || id.is_number())?;
     let method = value.get("method")?;
-    let problem = tool_call_problem(method, value.get("params")).or_else(|| {
-        serde_json::from_value::<rmcp::model::ClientJsonRpcMessage>(value.clone())
-            .err()
-            .map(|error| error.to_string())
-    })?;
+    // Bad tools/call params are invalid params (-32602); any other request that does not
+    // parse is an invalid request (-32600).
+    let (code, problem) = match tool_call_problem(method, value.get("params")) {
+        Some(problem) => (-32602, problem),
+        None => (
+            -32600,
+            serde_json::from_value::<rmcp::model::ClientJsonRpcMessage>(value.clone())
+                .err()?
+                .to_string(),
+        ),
+    };
     Some(
         json!({
             "jsonrpc": "2.0",
             "id": id,
-            "error": { "code": -32602, "message": format!("invalid request: {problem}") }
+            "error": { "code": code, "message": format!("invalid request: {problem}") }
         })
         .to_string(),
     )

@@ -128,6 +128,9 @@ impl Store {
         if import.text.trim().is_empty() {
             return Err(InvalidInput::new("conversation_text", "must not be empty").into());
         }
+        if let Some(title) = &import.title {
+            haivemind_core::memory::check_name("title", title)?;
+        }
         if import.text.len() > MAX_TRANSCRIPT_BYTES {
             return Err(InvalidInput::new(
                 "conversation_text",

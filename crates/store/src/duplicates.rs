@@ -1,8 +1,10 @@
 //! Finding memories that say the same thing.
 //!
 //! Until vectors are available, similarity is the Jaccard index of the two memories' word
-//! sets. Candidate pairs come from an inverted index over each memory's rarest words, so the
-//! work grows with the number of memories, not with its square.
+//! sets. Candidate pairs come from an inverted index over each memory's rarest words; a
+//! word shared by more than [`MAX_BUCKET`] memories is not rare and proposes no pairs, and a
+//! pair is compared once, under its first shared key word. So the work is bounded by
+//! memories x key words x bucket size, not by the square of the memories.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -16,6 +18,8 @@ use crate::{Store, StoreError};
 const MAX_SCANNED: usize = 20_000;
 /// How many of a memory's rarest words are used to find its candidates.
 const KEY_WORDS: usize = 4;
+/// A key word held by more memories than this proposes no candidate pairs.
+const MAX_BUCKET: usize = 200;
 
 /// A request to find duplicates.
 #[derive(Debug, Clone)]
@@ -67,12 +71,15 @@ impl Store {
             }
         }
         let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut keys_of: Vec<Vec<&str>> = Vec::with_capacity(word_sets.len());
         for (i, set) in word_sets.iter().enumerate() {
             let mut rarest: Vec<&str> = set.iter().map(String::as_str).collect();
             rarest.sort_by_key(|w| (frequency[w], *w));
-            for word in rarest.into_iter().take(KEY_WORDS) {
+            rarest.truncate(KEY_WORDS);
+            for word in &rarest {
                 by_key.entry(word).or_default().push(i);
             }
+            keys_of.push(rarest);
         }
         // Union-find over indices, joining pairs at or above the threshold.
         let mut parent: Vec<usize> = (0..memories.len()).collect();
@@ -84,11 +91,18 @@ impl Store {
             }
             i
         }
-        let mut compared = std::collections::HashSet::new();
-        for members in by_key.values() {
+        for (key, members) in &by_key {
+            if members.len() > MAX_BUCKET {
+                continue;
+            }
             for (a_pos, &a) in members.iter().enumerate() {
                 for &b in &members[a_pos + 1..] {
-                    if !compared.insert((a, b)) {
+                    // Compare each pair once: under the first key word the two share.
+                    let first_shared = keys_of[a].iter().find(|k| {
+                        keys_of[b].contains(k)
+                            && by_key.get(**k).is_some_and(|m| m.len() <= MAX_BUCKET)
+                    });
+                    if first_shared != Some(key) {
                         continue;
                     }
                     let similarity = jaccard(&word_sets[a], &word_sets[b]);

@@ -5,11 +5,11 @@
 use haivemind_core::memory::{Deletion, json};
 use haivemind_core::time_format::now_ms;
 use haivemind_core::{HybridClock, InvalidInput, Memory, MemoryId, MemoryPatch, NewMemory};
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Transaction, TransactionBehavior, params};
 use serde_json::{Map, Value, json};
 
 use crate::oplog::{self, NewOp, OpKind};
-use crate::rows::{insert_memory, replace_memory};
+use crate::rows::{absence, insert_memory, memory_by_id, replace_memory};
 use crate::search::{MemoryFilter, Selection, check_page};
 use crate::{Store, StoreError};
 
@@ -205,37 +205,12 @@ impl Store {
         Ok(memory)
     }
 
-    /// Reads a memory inside a write transaction, so the change is based on the newest state.
-    fn current(&self, tx: &Transaction<'_>, id: MemoryId) -> Result<Option<Memory>, StoreError> {
-        let mut statement = tx.prepare_cached(&format!(
-            "SELECT {} FROM memories m WHERE m.id = ?1",
-            crate::rows::MEMORY_COLUMNS
-        ))?;
-        Ok(statement
-            .query_row([id.to_string()], crate::rows::memory_from_row)
-            .optional()?)
-    }
-
     fn current_live(&self, tx: &Transaction<'_>, id: MemoryId) -> Result<Memory, StoreError> {
-        match self.current(tx, id)? {
+        match memory_by_id(tx, id)? {
             Some(memory) if memory.deletion.is_none() => Ok(memory),
             Some(_) => Err(StoreError::MemoryDeleted { id }),
-            None => Err(self.missing(tx, id)?),
+            None => Err(absence(tx, id)?),
         }
-    }
-
-    fn missing(&self, tx: &Transaction<'_>, id: MemoryId) -> Result<StoreError, StoreError> {
-        let erased: Option<i64> = tx
-            .query_row(
-                "SELECT 1 FROM tombstones WHERE record_kind = 'memory' AND record_id = ?1",
-                [id.to_string()],
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(match erased {
-            Some(_) => StoreError::Erased { id },
-            None => StoreError::MemoryNotFound { id },
-        })
     }
 
     /// Changes the given fields of a live memory; the old values go to its history.
@@ -348,9 +323,9 @@ impl Store {
     /// Undoes a soft delete.
     pub fn recover(&self, id: MemoryId) -> Result<Memory, StoreError> {
         self.write(|tx, clock| {
-            let mut memory = match self.current(tx, id)? {
+            let mut memory = match memory_by_id(tx, id)? {
                 Some(memory) => memory,
-                None => return Err(self.missing(tx, id)?),
+                None => return Err(absence(tx, id)?),
             };
             if memory.deletion.is_none() {
                 return Err(StoreError::NotDeleted { id });
@@ -370,9 +345,9 @@ impl Store {
     /// bringing it back.
     pub fn hard_delete(&self, id: MemoryId, reason: Option<String>) -> Result<(), StoreError> {
         self.write(|tx, clock| {
-            let memory = match self.current(tx, id)? {
+            let memory = match memory_by_id(tx, id)? {
                 Some(memory) => memory,
-                None => return Err(self.missing(tx, id)?),
+                None => return Err(absence(tx, id)?),
             };
             self.remove_in(tx, clock, &memory, OpKind::HardDelete, reason.as_deref())
         })?;
@@ -576,10 +551,10 @@ impl Store {
         check.validate(&self.rules)?;
         memory.tags = check.tags;
         self.write(|tx, clock| {
-            if self.current(tx, memory.id)?.is_some() {
+            if memory_by_id(tx, memory.id)?.is_some() {
                 return Ok(ImportOutcome::AlreadyPresent);
             }
-            if matches!(self.missing(tx, memory.id)?, StoreError::Erased { .. }) {
+            if matches!(absence(tx, memory.id)?, StoreError::Erased { .. }) {
                 return Ok(ImportOutcome::Erased);
             }
             let stamp = self.log(tx, clock, &memory, OpKind::Create)?;
@@ -694,9 +669,12 @@ impl Store {
         })
     }
 
-    /// The update history of a memory, oldest first.
+    /// The update history of a memory (live or soft-deleted), oldest first.
     pub fn history(&self, id: MemoryId) -> Result<Vec<HistoryEntry>, StoreError> {
         let reader = self.reader()?;
+        if memory_by_id(&reader, id)?.is_none() {
+            return Err(absence(&reader, id)?);
+        }
         let mut statement = reader.prepare_cached(
             "SELECT version, action, changed_at, machine_id, agent_id, changes
              FROM memory_history WHERE memory_id = ?1 ORDER BY seq",

@@ -3,7 +3,7 @@
 use haivemind_core::memory::Deletion;
 use haivemind_core::{Confidentiality, HlcStamp, Memory, MemoryId, Scope};
 use rusqlite::types::Type;
-use rusqlite::{Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::{Map, Value};
 
 use crate::StoreError;
@@ -157,4 +157,33 @@ fn write_tags(tx: &Transaction<'_>, rowid: i64, tags: &[String]) -> Result<(), S
         insert.execute(params![tag, rowid])?;
     }
     Ok(())
+}
+
+/// The memory with this id, live or soft-deleted, read on `connection` (a reader, or a write
+/// transaction when the answer must not change before the write).
+pub(crate) fn memory_by_id(
+    connection: &Connection,
+    id: MemoryId,
+) -> Result<Option<Memory>, StoreError> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {MEMORY_COLUMNS} FROM memories m WHERE m.id = ?1"
+    ))?;
+    Ok(statement
+        .query_row([id.to_string()], memory_from_row)
+        .optional()?)
+}
+
+/// Why no memory has this id: it was removed for good (a tombstone says so), or it never
+/// existed here.
+pub(crate) fn absence(connection: &Connection, id: MemoryId) -> Result<StoreError, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT 1 FROM tombstones WHERE record_kind = 'memory' AND record_id = ?1",
+    )?;
+    let erased: Option<i64> = statement
+        .query_row([id.to_string()], |row| row.get(0))
+        .optional()?;
+    Ok(match erased {
+        Some(_) => StoreError::Erased { id },
+        None => StoreError::MemoryNotFound { id },
+    })
 }

@@ -372,35 +372,12 @@ pub(crate) fn check_page(limit: usize, offset: usize) -> Result<(), InvalidInput
 impl Store {
     /// The live memory with this id.
     pub fn get(&self, id: MemoryId) -> Result<Memory, StoreError> {
-        match self.get_any(id)? {
+        let reader = self.reader()?;
+        match crate::rows::memory_by_id(&reader, id)? {
             Some(memory) if memory.deletion.is_none() => Ok(memory),
             Some(_) => Err(StoreError::MemoryDeleted { id }),
-            None if self.is_erased(id)? => Err(StoreError::Erased { id }),
-            None => Err(StoreError::MemoryNotFound { id }),
+            None => Err(crate::rows::absence(&reader, id)?),
         }
-    }
-
-    /// The memory with this id, live or soft-deleted.
-    pub(crate) fn get_any(&self, id: MemoryId) -> Result<Option<Memory>, StoreError> {
-        let reader = self.reader()?;
-        let mut statement = reader.prepare_cached(&format!(
-            "SELECT {MEMORY_COLUMNS} FROM memories m WHERE m.id = ?1"
-        ))?;
-        Ok(statement
-            .query_row([id.to_string()], memory_from_row)
-            .optional()?)
-    }
-
-    pub(crate) fn is_erased(&self, id: MemoryId) -> Result<bool, StoreError> {
-        let reader = self.reader()?;
-        let found: Option<i64> = reader
-            .query_row(
-                "SELECT 1 FROM tombstones WHERE record_kind = 'memory' AND record_id = ?1",
-                [id.to_string()],
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(found.is_some())
     }
 
     /// Searches live memories. Until an embedding model is loaded, every search is

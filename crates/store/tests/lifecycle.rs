@@ -176,6 +176,8 @@ fn hard_delete_removes_content_everywhere_and_cannot_be_undone() {
         .update(
             m.id,
             MemoryPatch {
+                // The history now holds the old text as "from": it must go too.
+                content: Some("the hint was bluefinch-ish".into()),
                 tags: Some(vec!["x".into()]),
                 ..Default::default()
             },
@@ -191,7 +193,10 @@ fn hard_delete_removes_content_everywhere_and_cannot_be_undone() {
             .total,
         0
     );
-    assert!(s.store.history(m.id).unwrap().is_empty());
+    assert!(
+        matches!(s.store.history(m.id), Err(StoreError::Erased { .. })),
+        "no history is left to read"
+    );
     let ops = s.store.ops_since(0, 100).unwrap();
     assert_eq!(ops.last().unwrap().op, OpKind::HardDelete);
     for op in &ops {

@@ -1,7 +1,7 @@
 //! The memory tools of the seed's API reference.
 
 use haivemind_core::memory::json::to_json;
-use haivemind_core::time_format::{ms_to_rfc3339, parse_rfc3339};
+use haivemind_core::time_format::{ms_to_rfc3339, parse_optional_rfc3339};
 use haivemind_core::{Confidentiality, Memory, MemoryId, MemoryPatch, NewMemory, Scope};
 use haivemind_store::{
     ConversationImport, DuplicateQuery, ExportFormat, HistoryEntry, MemoryFilter, RecentQuery,
@@ -19,7 +19,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
     ToolEntry {
         name: "store_memory",
         description: "Store a memory in the collective: a fix, an incident, a fact about a system, a preference. \
-                      Other agents on every machine can then find it by meaning or keyword. \
+                      Other agents can then find it by keyword (and by meaning once a model is loaded). \
                       Returns the stored memory with its id.",
         read_only: false,
         destructive: false,
@@ -69,9 +69,9 @@ pub(super) static TOOLS: &[ToolEntry] = &[
     },
     ToolEntry {
         name: "delete_memory",
-        description: "Delete a memory. By default a soft delete: hidden everywhere, recoverable with \
-                      recover_deleted_memory for memory.recover_days (30). hard_delete=true removes it for good, on every \
-                      machine, and cannot be undone.",
+        description: "Delete a memory. By default a soft delete: hidden from every read and search, recoverable with \
+                      recover_deleted_memory for memory.recover_days (30 by default). hard_delete=true removes its content \
+                      for good and leaves a tombstone so no old copy can bring it back; it cannot be undone.",
         read_only: false,
         destructive: true,
         idempotent: false,
@@ -156,7 +156,8 @@ pub(super) static TOOLS: &[ToolEntry] = &[
     },
     ToolEntry {
         name: "gdpr_delete_user_data",
-        description: "Erase every memory of a user for good, on every machine (GDPR erasure). Requires confirm=true.",
+        description: "Erase every memory of a user for good, leaving tombstones so no old copy can bring them back \
+                      (GDPR erasure). Requires confirm=true.",
         read_only: false,
         destructive: true,
         idempotent: true,
@@ -308,18 +309,18 @@ struct UpdateArgs {
     /// New category.
     #[serde(default)]
     category: Option<String>,
-    /// New context.
-    #[serde(default)]
-    context: Option<String>,
+    /// New context; null clears it.
+    #[serde(default, deserialize_with = "present")]
+    context: Option<Option<String>>,
     /// New tags, replacing the old ones.
     #[serde(default)]
     tags: Option<Vec<String>>,
     /// New metadata, replacing the old object.
     #[serde(default)]
     metadata: Option<Map<String, Value>>,
-    /// New project.
-    #[serde(default)]
-    project: Option<String>,
+    /// New project; null clears it.
+    #[serde(default, deserialize_with = "present")]
+    project: Option<Option<String>>,
     /// New scope.
     #[serde(default)]
     #[schemars(extend("enum" = ["machine-local", "project-local", "project-shared", "user-global", "team-global", "private", null]))]
@@ -335,7 +336,7 @@ struct UpdateArgs {
 struct DeleteArgs {
     /// The memory's id.
     memory_id: String,
-    /// Remove for good, on every machine (default false: soft delete).
+    /// Remove the content for good, leaving a tombstone (default false: soft delete).
     #[serde(default)]
     hard_delete: bool,
     /// Why it is deleted; kept with the deletion.
@@ -479,12 +480,22 @@ struct ImportConversationArgs {
     project: Option<String>,
 }
 
+/// Tells an argument given as null (`Some(None)`: clear it) from one left out (`None`:
+/// keep it).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
 fn memory_id(field: &str, text: &str) -> Result<MemoryId, ToolError> {
     Ok(MemoryId::parse(field, text)?)
 }
 
 fn time(field: &str, text: Option<&String>) -> Result<Option<i64>, ToolError> {
-    Ok(text.map(|t| parse_rfc3339(field, t)).transpose()?)
+    Ok(parse_optional_rfc3339(field, text.map(String::as_str))?)
 }
 
 fn memories_json(memories: &[Memory]) -> Value {
@@ -551,7 +562,7 @@ fn search_memories(
 ) -> Result<Value, ToolError> {
     let args: SearchArgs = parse(arguments)?;
     let query = SearchQuery {
-        text: args.query.clone(),
+        text: args.query,
         filter: MemoryFilter {
             category: args.category,
             user_id: args.user_id,
@@ -566,30 +577,7 @@ fn search_memories(
         semantic: args.semantic,
     };
     let results = cx.store.search(&query)?;
-    let memories: Vec<Value> = results
-        .hits
-        .iter()
-        .map(|hit| {
-            let mut value = to_json(&hit.memory);
-            if let Value::Object(map) = &mut value {
-                map.insert("score".into(), json!(hit.score));
-            }
-            value
-        })
-        .collect();
-    let mut out = json!({
-        "memories": memories,
-        "total": results.total,
-        "total_exact": results.total_exact,
-        "limit": args.limit,
-        "offset": args.offset,
-        "query": args.query,
-        "search_mode": results.mode.as_str(),
-    });
-    if let (Some(note), Value::Object(map)) = (results.note, &mut out) {
-        map.insert("note".into(), json!(note));
-    }
-    Ok(out)
+    Ok(crate::render::search_results(&query, &results))
 }
 
 fn get_recent_memories(
@@ -622,10 +610,10 @@ fn update_memory(
     let patch = MemoryPatch {
         content: args.content,
         category: args.category,
-        context: args.context.map(Some),
+        context: args.context,
         tags: args.tags,
         metadata: args.metadata,
-        project: args.project.map(Some),
+        project: args.project,
         scope: args.scope.map(|s| Scope::parse("scope", &s)).transpose()?,
         confidentiality: args
             .confidentiality_level
@@ -726,30 +714,7 @@ fn get_memory_stats(
 ) -> Result<Value, ToolError> {
     let _: NoArgs = parse(arguments)?;
     let stats = cx.store.stats()?;
-    Ok(json!({
-        "total_memories": stats.live,
-        "deleted_memories": stats.deleted,
-        "by_category": stats.by_category,
-        "by_scope": stats.by_scope,
-        "by_confidentiality_level": stats.by_confidentiality,
-        "by_machine": stats.by_machine,
-        "by_user": stats.by_user,
-        "oldest_memory_at": stats.oldest_ms.map(ms_to_rfc3339),
-        "newest_memory_at": stats.newest_ms.map(ms_to_rfc3339),
-        "op_log_entries": stats.op_log_entries,
-        "tombstones": stats.tombstones,
-        "schema_version": stats.schema_version,
-        "database_bytes": stats.database_bytes,
-        "machine_id": cx.store.machine_id(),
-        "search_modes": search_modes(cx),
-    }))
-}
-
-fn search_modes(cx: &ToolContext) -> Value {
-    match cx.store.embedder_model() {
-        Some(model) => json!({ "full_text": true, "semantic": true, "model": model }),
-        None => json!({ "full_text": true, "semantic": false, "model": null }),
-    }
+    Ok(crate::render::memory_stats(&cx.store, &stats))
 }
 
 fn get_memory_history(

@@ -1,0 +1,60 @@
+//! Result shapes shared by the MCP tools and the CLI's `--json`, so the two never drift.
+
+use haivemind_core::memory::json::to_json;
+use haivemind_core::time_format::ms_to_rfc3339;
+use haivemind_store::{MemoryStats, SearchQuery, SearchResults, Store};
+use serde_json::{Value, json};
+
+/// `{memories: [...memory, score], total, total_exact, limit, offset, query, search_mode,
+/// note?}`.
+pub fn search_results(query: &SearchQuery, results: &SearchResults) -> Value {
+    let memories: Vec<Value> = results
+        .hits
+        .iter()
+        .map(|hit| {
+            let mut value = to_json(&hit.memory);
+            if let Value::Object(map) = &mut value {
+                map.insert("score".into(), json!(hit.score));
+            }
+            value
+        })
+        .collect();
+    let mut out = json!({
+        "memories": memories,
+        "total": results.total,
+        "total_exact": results.total_exact,
+        "limit": query.limit,
+        "offset": query.offset,
+        "query": query.text,
+        "search_mode": results.mode.as_str(),
+    });
+    if let (Some(note), Value::Object(map)) = (&results.note, &mut out) {
+        map.insert("note".into(), json!(note));
+    }
+    out
+}
+
+/// Counts of what `store` holds, with how it can search.
+pub fn memory_stats(store: &Store, stats: &MemoryStats) -> Value {
+    let search_modes = match store.embedder_model() {
+        Some(model) => json!({ "full_text": true, "semantic": true, "model": model }),
+        None => json!({ "full_text": true, "semantic": false, "model": null }),
+    };
+    json!({
+        "total_memories": stats.live,
+        "deleted_memories": stats.deleted,
+        "by_category": stats.by_category,
+        "by_scope": stats.by_scope,
+        "by_confidentiality_level": stats.by_confidentiality,
+        "by_machine": stats.by_machine,
+        "by_user": stats.by_user,
+        "oldest_memory_at": stats.oldest_ms.map(ms_to_rfc3339),
+        "newest_memory_at": stats.newest_ms.map(ms_to_rfc3339),
+        "op_log_entries": stats.op_log_entries,
+        "tombstones": stats.tombstones,
+        "schema_version": stats.schema_version,
+        "database_bytes": stats.database_bytes,
+        "machine_id": store.machine_id(),
+        "search_modes": search_modes,
+    })
+}
