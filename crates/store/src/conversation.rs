@@ -5,12 +5,9 @@
 //! piece is stored in the `conversation` category, with the conversation's id, title, turn
 //! number and speaker in its metadata, all in one transaction.
 
-use haivemind_core::time_format::now_ms;
 use haivemind_core::{InvalidInput, Memory, MemoryId, NewMemory};
 use serde_json::{Map, Value, json};
 
-use crate::oplog::OpKind;
-use crate::rows::insert_memory;
 use crate::{Store, StoreError};
 
 /// The largest transcript accepted, in bytes.
@@ -171,59 +168,14 @@ impl Store {
                 new.user_id = import.user_id.clone();
                 new.project = import.project.clone();
                 new.agent_id = import.agent_id.clone();
-                new.validate(&self.rules)?;
                 news.push(new);
             }
         }
-        let memories = self.create_many(news)?;
+        let memories = self.create_batch(news)?;
         Ok(ImportedConversation {
             conversation_id,
             memories,
         })
-    }
-
-    /// Stores several memories in one transaction: all or none. Much faster than one
-    /// [`Store::create`] per memory for imports and bulk writes.
-    pub fn create_batch(&self, mut news: Vec<NewMemory>) -> Result<Vec<Memory>, StoreError> {
-        for new in &mut news {
-            new.validate(&self.rules)?;
-        }
-        self.create_many(news)
-    }
-
-    /// Stores several already-validated memories in one transaction.
-    fn create_many(&self, news: Vec<NewMemory>) -> Result<Vec<Memory>, StoreError> {
-        let now = now_ms();
-        let memories: Vec<Memory> = news
-            .into_iter()
-            .map(|new| Memory {
-                id: MemoryId::generate(),
-                content: new.content,
-                category: new.category,
-                context: new.context,
-                tags: new.tags,
-                metadata: new.metadata,
-                user_id: new.user_id,
-                project: new.project,
-                machine_id: self.machine_id.clone(),
-                agent_id: new.agent_id,
-                scope: new.scope,
-                confidentiality: new.confidentiality,
-                created_at_ms: now,
-                updated_at_ms: now,
-                version: 1,
-                deletion: None,
-            })
-            .collect();
-        self.write(|tx, clock| {
-            for memory in &memories {
-                let stamp = self.log(tx, clock, memory, OpKind::Create)?;
-                insert_memory(tx, memory, &stamp)?;
-                self.record_history(tx, memory, "create", memory.agent_id.as_deref(), Map::new())?;
-            }
-            Ok(())
-        })?;
-        Ok(memories)
     }
 }
 

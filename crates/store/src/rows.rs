@@ -70,40 +70,49 @@ fn json_text<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }
 
+/// The 20 column values of a memory row, in the order of `INSERT` and `UPDATE` below.
+fn row_values(memory: &Memory, stamp: &HlcStamp) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    let text = |s: &str| Value::Text(s.to_string());
+    let optional = |s: Option<&str>| s.map_or(Value::Null, text);
+    let deletion = memory.deletion.as_ref();
+    vec![
+        text(&memory.id.to_string()),
+        text(&memory.content),
+        text(&memory.category),
+        optional(memory.context.as_deref()),
+        Value::Text(json_text(&memory.tags)),
+        Value::Text(json_text(&memory.metadata)),
+        text(&memory.user_id),
+        optional(memory.project.as_deref()),
+        text(&memory.machine_id),
+        optional(memory.agent_id.as_deref()),
+        text(memory.scope.as_str()),
+        text(memory.confidentiality.as_str()),
+        Value::Integer(memory.created_at_ms),
+        Value::Integer(memory.updated_at_ms),
+        Value::Integer(i64::try_from(memory.version).unwrap_or(i64::MAX)),
+        deletion.map_or(Value::Null, |d| Value::Integer(d.at_ms)),
+        optional(deletion.and_then(|d| d.reason.as_deref())),
+        optional(deletion.map(|d| d.by_machine.as_str())),
+        Value::Integer(i64::try_from(stamp.time).unwrap_or(i64::MAX)),
+        text(&stamp.origin),
+    ]
+}
+
 /// Inserts a new memory row with its tags; returns its rowid.
 pub(crate) fn insert_memory(
     tx: &Transaction<'_>,
     memory: &Memory,
     stamp: &HlcStamp,
 ) -> Result<i64, StoreError> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO memories (id, content, category, context, tags, metadata, user_id, project,
              machine_id, agent_id, scope, confidentiality, created_at, updated_at, version,
              deleted_at, deleted_reason, deleted_by, hlc, hlc_origin)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-        params![
-            memory.id.to_string(),
-            memory.content,
-            memory.category,
-            memory.context,
-            json_text(&memory.tags),
-            json_text(&memory.metadata),
-            memory.user_id,
-            memory.project,
-            memory.machine_id,
-            memory.agent_id,
-            memory.scope.as_str(),
-            memory.confidentiality.as_str(),
-            memory.created_at_ms,
-            memory.updated_at_ms,
-            memory.version as i64,
-            memory.deletion.as_ref().map(|d| d.at_ms),
-            memory.deletion.as_ref().and_then(|d| d.reason.clone()),
-            memory.deletion.as_ref().map(|d| d.by_machine.clone()),
-            stamp.time as i64,
-            stamp.origin,
-        ],
-    )?;
+    )?
+    .execute(rusqlite::params_from_iter(row_values(memory, stamp)))?;
     let rowid = tx.last_insert_rowid();
     write_tags(tx, rowid, &memory.tags)?;
     Ok(rowid)
@@ -115,36 +124,15 @@ pub(crate) fn replace_memory(
     memory: &Memory,
     stamp: &HlcStamp,
 ) -> Result<(), StoreError> {
-    let rowid: i64 = tx.query_row(
-        "UPDATE memories SET content = ?2, category = ?3, context = ?4, tags = ?5, metadata = ?6,
-             user_id = ?7, project = ?8, machine_id = ?9, agent_id = ?10, scope = ?11,
-             confidentiality = ?12, created_at = ?13, updated_at = ?14, version = ?15,
-             deleted_at = ?16, deleted_reason = ?17, deleted_by = ?18, hlc = ?19, hlc_origin = ?20
-         WHERE id = ?1 RETURNING rowid",
-        params![
-            memory.id.to_string(),
-            memory.content,
-            memory.category,
-            memory.context,
-            json_text(&memory.tags),
-            json_text(&memory.metadata),
-            memory.user_id,
-            memory.project,
-            memory.machine_id,
-            memory.agent_id,
-            memory.scope.as_str(),
-            memory.confidentiality.as_str(),
-            memory.created_at_ms,
-            memory.updated_at_ms,
-            memory.version as i64,
-            memory.deletion.as_ref().map(|d| d.at_ms),
-            memory.deletion.as_ref().and_then(|d| d.reason.clone()),
-            memory.deletion.as_ref().map(|d| d.by_machine.clone()),
-            stamp.time as i64,
-            stamp.origin,
-        ],
-        |row| row.get(0),
-    )?;
+    let rowid: i64 = tx
+        .prepare_cached(
+            "UPDATE memories SET content = ?2, category = ?3, context = ?4, tags = ?5, metadata = ?6,
+                 user_id = ?7, project = ?8, machine_id = ?9, agent_id = ?10, scope = ?11,
+                 confidentiality = ?12, created_at = ?13, updated_at = ?14, version = ?15,
+                 deleted_at = ?16, deleted_reason = ?17, deleted_by = ?18, hlc = ?19, hlc_origin = ?20
+             WHERE id = ?1 RETURNING rowid",
+        )?
+        .query_row(rusqlite::params_from_iter(row_values(memory, stamp)), |row| row.get(0))?;
     tx.execute("DELETE FROM memory_tags WHERE memory_rowid = ?1", [rowid])?;
     write_tags(tx, rowid, &memory.tags)?;
     Ok(())
