@@ -281,6 +281,16 @@ impl Config {
         self.data_dir().join("haivemind.sqlite3")
     }
 
+    /// The embedding model's folder: configured (`embedding.model_dir`,
+    /// `HAIVEMIND_MODEL_DIR`), else `~/.local/share/haivemind/models/all-MiniLM-L6-v2`, where
+    /// `scripts/fetch-model` puts it.
+    pub fn model_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.embedding.model_dir {
+            return dir.clone();
+        }
+        home_dir().join(".local/share/haivemind/models/all-MiniLM-L6-v2")
+    }
+
     /// This machine's id: configured, else the host name.
     pub fn machine_id(&self) -> String {
         if let Some(id) = &self.machine_id {

@@ -503,3 +503,93 @@ pub fn run(sizes: &[usize], queries: usize, corpus: Corpus, json_output: bool) -
     );
     Ok(())
 }
+
+fn current_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Measures the embedding model: load time, resident memory, and latency per text alone
+/// and in batches.
+pub fn run_embedder(model_dir: &Path, json_output: bool) -> Result<()> {
+    use haivemind_core::Embedder;
+    let before = current_rss_kib().unwrap_or(0);
+    let start = Instant::now();
+    let model = haivemind_embed::MiniLm::load(model_dir)
+        .with_context(|| format!("cannot load the model from {}", model_dir.display()))?;
+    let load_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let loaded_rss = current_rss_kib().unwrap_or(0);
+    let text = TextSource::new(Corpus::Zipf);
+    let mut rng = Rng(0x5EED);
+    let notes: Vec<String> = (0..256).map(|i| text.note(&mut rng, i)).collect();
+    let queries: Vec<String> = (0..256).map(|_| text.query(&mut rng)).collect();
+    // Warm up: the first calls size candle's buffers and thread pool.
+    model
+        .embed(&[notes[0].as_str()])
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let time_each = |texts: &[String]| -> Result<Timing> {
+        let mut samples = Vec::with_capacity(texts.len());
+        for t in texts {
+            let start = Instant::now();
+            model.embed(&[t.as_str()]).map_err(|e| anyhow::anyhow!(e))?;
+            samples.push(start.elapsed());
+        }
+        Ok(summarize(samples))
+    };
+    let single_note = time_each(&notes)?;
+    let single_query = time_each(&queries)?;
+    let mut per_text_in_batch = Vec::new();
+    for batch in notes.chunks(32) {
+        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+        let start = Instant::now();
+        model.embed(&refs).map_err(|e| anyhow::anyhow!(e))?;
+        per_text_in_batch.push(start.elapsed() / refs.len() as u32);
+    }
+    let batched = summarize(per_text_in_batch);
+    let peak = peak_rss_kib(None).unwrap_or(0);
+    let summary = json!({
+        "model": haivemind_embed::MODEL_ID,
+        "load_ms": load_ms,
+        "rss_kib": {"before_load": before, "after_load": loaded_rss, "peak": peak},
+        "note_alone_ms": {"p50": single_note.p50_ms, "p99": single_note.p99_ms},
+        "query_alone_ms": {"p50": single_query.p50_ms, "p99": single_query.p99_ms},
+        "note_in_batch_of_32_ms": {"p50": batched.p50_ms, "p99": batched.p99_ms},
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    });
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!(
+        "model {} loaded in {load_ms:.0} ms",
+        haivemind_embed::MODEL_ID
+    );
+    println!(
+        "resident memory: {} MiB before load, {} MiB after, peak {} MiB",
+        before / 1024,
+        loaded_rss / 1024,
+        peak / 1024
+    );
+    println!();
+    println!("| what | p50 ms | p99 ms |");
+    println!("|---|---:|---:|");
+    println!(
+        "| one note (~40 tokens) alone | {:.2} | {:.2} |",
+        single_note.p50_ms, single_note.p99_ms
+    );
+    println!(
+        "| one 3-word query alone | {:.2} | {:.2} |",
+        single_query.p50_ms, single_query.p99_ms
+    );
+    println!(
+        "| per note, batches of 32 | {:.2} | {:.2} |",
+        batched.p50_ms, batched.p99_ms
+    );
+    Ok(())
+}

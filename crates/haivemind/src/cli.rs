@@ -79,6 +79,9 @@ pub enum Command {
         /// Which synthetic corpus: zipf (realistic word frequencies) or dense (worst case).
         #[arg(long, value_enum, default_value = "zipf")]
         corpus: crate::bench::Corpus,
+        /// Measure the embedding model instead (load time, memory, latency per text).
+        #[arg(long)]
+        embedder: bool,
     },
 }
 

@@ -15,16 +15,6 @@ use crate::cli::{Cli, Command, RecentArgs, SearchArgs, StoreArgs};
 use crate::output::Printer;
 
 pub fn run(cli: Cli) -> Result<()> {
-    if let Command::Bench {
-        sizes,
-        queries,
-        corpus,
-    } = &cli.command
-    {
-        // The benchmark makes its own scratch store and needs no config.
-        init_logging(&Config::default(), false);
-        return crate::bench::run(sizes, *queries, *corpus, cli.json);
-    }
     let config = Config::load()?;
     if tracing_subscriber::EnvFilter::try_new(&config.logging.level).is_err() {
         bail!(haivemind_core::ConfigError::Invalid {
@@ -81,7 +71,14 @@ pub fn run(cli: Cli) -> Result<()> {
             sizes,
             queries,
             corpus,
-        } => crate::bench::run(&sizes, queries, corpus, printer.json),
+            embedder,
+        } => {
+            if embedder {
+                crate::bench::run_embedder(&config.model_dir(), printer.json)
+            } else {
+                crate::bench::run(&sizes, queries, corpus, printer.json)
+            }
+        }
         Command::Purge => {
             let purged = open(&config)?.purge_expired()?;
             printer.done(
