@@ -4,15 +4,15 @@
 //! Everything runs in a scratch directory that is removed afterwards. Timings are wall
 //! clock on whatever else the machine is doing: run it on an idle machine.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+use crate::stdio_client::StdioClient;
 use haivemind_core::NewMemory;
 use haivemind_store::{SearchQuery, Store, StoreOptions};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WORDS: &[&str] = &[
     "nginx",
@@ -347,62 +347,24 @@ fn time_searches(
 
 /// Times `retrieve_memory` round trips through a real `haivemind mcp` child on `data_dir`.
 fn time_stdio_retrieve(data_dir: &Path, id: &str, count: usize) -> Result<(Timing, Option<u64>)> {
-    let exe = std::env::current_exe().context("cannot find the haivemind binary")?;
-    let mut child = Command::new(exe)
-        .arg("mcp")
-        .env("HAIVEMIND_DATA_DIR", data_dir)
-        .env("HAIVEMIND_MACHINE_ID", "bench")
-        .env("HAIVEMIND_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start haivemind mcp")?;
-    let mut stdin = child.stdin.take().context("no stdin")?;
-    let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?);
-    let mut line = String::new();
-    let mut call =
-        |stdin: &mut std::process::ChildStdin, request: Value, line: &mut String| -> Result<()> {
-            writeln!(stdin, "{request}")?;
-            stdin.flush()?;
-            line.clear();
-            stdout.read_line(line)?;
-            Ok(())
-        };
-    call(
-        &mut stdin,
-        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}),
-        &mut line,
-    )?;
-    writeln!(
-        stdin,
-        "{}",
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
-    )?;
+    let mut client = StdioClient::start(data_dir)?;
     let mut samples = Vec::with_capacity(count);
-    for i in 0..count {
-        let request = json!({"jsonrpc": "2.0", "id": i + 1, "method": "tools/call",
-            "params": {"name": "retrieve_memory", "arguments": {"memory_id": id}}});
+    for _ in 0..count {
         let start = Instant::now();
-        call(&mut stdin, request, &mut line)?;
+        client.call("retrieve_memory", json!({"memory_id": id}))?;
         samples.push(start.elapsed());
-        if !line.contains("\"isError\":false") {
-            bail!("retrieve_memory failed during the benchmark: {line}");
-        }
     }
-    let rss = peak_rss_kib(Some(child.id()));
-    drop(stdin);
-    child.wait()?;
+    let rss = peak_rss_kib(Some(client.pid()));
+    client.finish()?;
     Ok((summarize(samples), rss))
 }
 
-/// The benchmark's scratch directory, removed when dropped, on success or error.
-struct ScratchDir(std::path::PathBuf);
+/// A benchmark's scratch directory, removed when dropped, on success or error.
+pub(crate) struct ScratchDir(pub(crate) std::path::PathBuf);
 
 impl ScratchDir {
-    fn create() -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("haivemind-bench-{}", std::process::id()));
+    pub(crate) fn create(purpose: &str) -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("haivemind-{purpose}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
@@ -419,7 +381,7 @@ impl Drop for ScratchDir {
 /// Runs the engine benchmark at each corpus size and prints the results.
 pub fn run(sizes: &[usize], queries: usize, corpus: Corpus, json_output: bool) -> Result<()> {
     let text = TextSource::new(corpus);
-    let guard = ScratchDir::create()?;
+    let guard = ScratchDir::create("bench")?;
     let scratch = guard.0.clone();
     let store = Store::open(StoreOptions::new(
         scratch.join("haivemind.sqlite3"),

@@ -82,6 +82,13 @@ pub enum Command {
         /// Measure the embedding model instead (load time, memory, latency per text).
         #[arg(long)]
         embedder: bool,
+        /// Run the LoCoMo retrieval benchmark (SPEC section 10) on this LoCoMo-format file
+        /// instead, through a real `haivemind mcp`.
+        #[arg(long, value_name = "FILE")]
+        locomo: Option<PathBuf>,
+        /// With --locomo: ask for keyword-only search (semantic=false).
+        #[arg(long)]
+        full_text: bool,
     },
 }
 

@@ -72,8 +72,12 @@ pub fn run(cli: Cli) -> Result<()> {
             queries,
             corpus,
             embedder,
+            locomo,
+            full_text,
         } => {
-            if embedder {
+            if let Some(data) = locomo {
+                crate::locomo::run(&data, !full_text, printer.json)
+            } else if embedder {
                 crate::bench::run_embedder(&config.model_dir(), printer.json)
             } else {
                 crate::bench::run(&sizes, queries, corpus, printer.json)

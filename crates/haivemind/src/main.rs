@@ -4,7 +4,9 @@
 mod bench;
 mod cli;
 mod commands;
+mod locomo;
 mod output;
+mod stdio_client;
 
 use std::process::ExitCode;
 

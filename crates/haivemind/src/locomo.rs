@@ -1,0 +1,301 @@
+//! `haivemind bench locomo`: the retrieval benchmark of SPEC section 10, through the public
+//! interface (a real `haivemind mcp` over stdio), on any LoCoMo-format file.
+//!
+//! One memory per dialog turn, content `"<speaker>: <text>"`, `user_id` the conversation's
+//! `sample_id`, `metadata.dia_id` the turn's id. Every question of categories 1-4 with
+//! evidence is a query with its `user_id`; the gold answers are its evidence turn ids
+//! (forms like `D:11:26`, `D30:05` and `D8:6; D9:17` are normalised). Reported: recall@5,
+//! recall@10, hit@10, MRR and nDCG@10, overall and per category, with store and search
+//! latency.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::stdio_client::StdioClient;
+
+const CATEGORY_NAMES: [&str; 5] = [
+    "multi-hop",
+    "temporal",
+    "open-domain",
+    "single-hop",
+    "adversarial",
+];
+
+/// `D<session>:<turn>` with leading zeros and stray colons removed, or `None` when `raw`
+/// names no turn.
+fn normalize_dia_id(raw: &str) -> Option<String> {
+    let digits: Vec<u32> = raw
+        .trim()
+        .trim_start_matches('D')
+        .split(':')
+        .filter(|part| !part.is_empty())
+        .map(|part| part.trim().parse().ok())
+        .collect::<Option<Vec<u32>>>()?;
+    match digits.as_slice() {
+        [session, turn] => Some(format!("D{session}:{turn}")),
+        _ => None,
+    }
+}
+
+fn gold_ids(evidence: &Value) -> HashSet<String> {
+    evidence
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .flat_map(|entry| {
+            entry
+                .split([';', ','])
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|id| normalize_dia_id(&id))
+        .collect()
+}
+
+#[derive(Default, Clone)]
+struct Scores {
+    questions: usize,
+    recall_at_5: f64,
+    recall_at_10: f64,
+    hit_at_10: f64,
+    reciprocal_rank: f64,
+    ndcg_at_10: f64,
+}
+
+impl Scores {
+    fn add(&mut self, ranked: &[String], gold: &HashSet<String>) {
+        let found_within = |k: usize| {
+            ranked
+                .iter()
+                .take(k)
+                .filter(|id| gold.contains(*id))
+                .count()
+        };
+        let total = gold.len() as f64;
+        self.questions += 1;
+        self.recall_at_5 += found_within(5) as f64 / total;
+        self.recall_at_10 += found_within(10) as f64 / total;
+        self.hit_at_10 += f64::from(u8::from(found_within(10) > 0));
+        if let Some(rank) = ranked.iter().position(|id| gold.contains(id)) {
+            self.reciprocal_rank += 1.0 / (rank + 1) as f64;
+        }
+        let dcg: f64 = ranked
+            .iter()
+            .take(10)
+            .enumerate()
+            .filter(|(_, id)| gold.contains(*id))
+            .map(|(i, _)| 1.0 / ((i + 2) as f64).log2())
+            .sum();
+        let ideal: f64 = (0..gold.len().min(10))
+            .map(|i| 1.0 / ((i + 2) as f64).log2())
+            .sum();
+        self.ndcg_at_10 += if ideal > 0.0 { dcg / ideal } else { 0.0 };
+    }
+
+    fn mean(&self) -> Value {
+        let n = self.questions.max(1) as f64;
+        json!({
+            "questions": self.questions,
+            "recall@5": self.recall_at_5 / n,
+            "recall@10": self.recall_at_10 / n,
+            "hit@10": self.hit_at_10 / n,
+            "mrr": self.reciprocal_rank / n,
+            "ndcg@10": self.ndcg_at_10 / n,
+        })
+    }
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> Value {
+    samples.sort_unstable();
+    let at = |p: f64| {
+        samples
+            .get(((samples.len().saturating_sub(1)) as f64 * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    json!({"p50_ms": at(0.5), "p99_ms": at(0.99), "samples": samples.len()})
+}
+
+/// Runs the benchmark on `data` in a scratch data directory and prints the results.
+pub fn run(data: &Path, semantic: bool, json_output: bool) -> Result<()> {
+    let text =
+        std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
+    let samples: Vec<Value> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a LoCoMo JSON list", data.display()))?;
+    let scratch = crate::bench::ScratchDir::create("locomo")?;
+    let mut client = StdioClient::start(&scratch.0)?;
+
+    let mut store_times = Vec::new();
+    for sample in &samples {
+        let user = sample["sample_id"]
+            .as_str()
+            .context("a sample has no sample_id")?;
+        let Some(conversation) = sample["conversation"].as_object() else {
+            bail!("sample {user} has no conversation");
+        };
+        for (key, turns) in conversation {
+            let Some(turns) = turns.as_array().filter(|_| key.starts_with("session_")) else {
+                continue;
+            };
+            for turn in turns {
+                let (Some(speaker), Some(said), Some(dia_id)) = (
+                    turn["speaker"].as_str(),
+                    turn["text"].as_str(),
+                    turn["dia_id"].as_str(),
+                ) else {
+                    continue;
+                };
+                let Some(dia_id) = normalize_dia_id(dia_id) else {
+                    continue;
+                };
+                let start = Instant::now();
+                client.call(
+                    "store_memory",
+                    json!({"content": format!("{speaker}: {said}"), "category": "conversation",
+                           "user_id": user, "metadata": {"dia_id": dia_id}}),
+                )?;
+                store_times.push(start.elapsed());
+            }
+        }
+    }
+
+    let mut overall = Scores::default();
+    let mut by_category: BTreeMap<u64, Scores> = BTreeMap::new();
+    let mut search_times = Vec::new();
+    let mut search_mode = String::new();
+    for sample in &samples {
+        let user = sample["sample_id"].as_str().unwrap_or_default();
+        for qa in sample["qa"].as_array().into_iter().flatten() {
+            let category = qa["category"].as_u64().unwrap_or(0);
+            let gold = gold_ids(&qa["evidence"]);
+            let Some(question) = qa["question"].as_str() else {
+                continue;
+            };
+            if !(1..=4).contains(&category) || gold.is_empty() {
+                continue;
+            }
+            let start = Instant::now();
+            let found = client.call(
+                "search_memories",
+                json!({"query": question, "user_id": user, "limit": 10, "semantic": semantic}),
+            );
+            search_times.push(start.elapsed());
+            let found = match found {
+                Ok(found) => found,
+                // A question with no searchable word is a miss, not a failed benchmark.
+                Err(error) if error.to_string().contains("must contain at least one word") => {
+                    json!({"memories": []})
+                }
+                Err(error) => return Err(error),
+            };
+            if let Some(mode) = found["search_mode"].as_str() {
+                search_mode = mode.to_string();
+            }
+            let ranked: Vec<String> = found["memories"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["metadata"]["dia_id"].as_str().map(str::to_string))
+                .collect();
+            overall.add(&ranked, &gold);
+            by_category.entry(category).or_default().add(&ranked, &gold);
+        }
+    }
+    client.finish()?;
+
+    let categories: BTreeMap<String, Value> = by_category
+        .iter()
+        .map(|(c, s)| {
+            let name = CATEGORY_NAMES
+                .get((*c as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or("other");
+            (format!("{c} {name}"), s.mean())
+        })
+        .collect();
+    let summary = json!({
+        "data": data.display().to_string(),
+        "memories": store_times.len(),
+        "search_mode": search_mode,
+        "overall": overall.mean(),
+        "by_category": categories,
+        "store_memory": percentiles(store_times),
+        "search_memories": percentiles(search_times),
+    });
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!(
+        "{} memories, {} questions, search_mode {}",
+        summary["memories"], overall.questions, search_mode
+    );
+    println!();
+    println!("| set | questions | recall@5 | recall@10 | hit@10 | MRR | nDCG@10 |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let row = |name: &str, v: &Value| {
+        println!(
+            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            v["questions"],
+            v["recall@5"].as_f64().unwrap_or(0.0),
+            v["recall@10"].as_f64().unwrap_or(0.0),
+            v["hit@10"].as_f64().unwrap_or(0.0),
+            v["mrr"].as_f64().unwrap_or(0.0),
+            v["ndcg@10"].as_f64().unwrap_or(0.0)
+        );
+    };
+    row("all", &summary["overall"]);
+    for (name, value) in &categories {
+        row(name, value);
+    }
+    println!();
+    println!(
+        "store_memory p50 {:.2} ms, p99 {:.2} ms; search_memories p50 {:.2} ms, p99 {:.2} ms (stdio round trips)",
+        summary["store_memory"]["p50_ms"].as_f64().unwrap_or(0.0),
+        summary["store_memory"]["p99_ms"].as_f64().unwrap_or(0.0),
+        summary["search_memories"]["p50_ms"].as_f64().unwrap_or(0.0),
+        summary["search_memories"]["p99_ms"].as_f64().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_ids_are_normalised() {
+        assert_eq!(normalize_dia_id("D1:3").as_deref(), Some("D1:3"));
+        assert_eq!(normalize_dia_id("D:11:26").as_deref(), Some("D11:26"));
+        assert_eq!(normalize_dia_id("D30:05").as_deref(), Some("D30:5"));
+        assert_eq!(normalize_dia_id("D"), None);
+        let gold = gold_ids(&json!(["D8:6; D9:17", "D", "D1:3"]));
+        assert_eq!(
+            gold,
+            HashSet::from(["D8:6".to_string(), "D9:17".into(), "D1:3".into()])
+        );
+    }
+
+    #[test]
+    fn metrics_follow_their_definitions() {
+        let gold: HashSet<String> = ["a".to_string(), "b".into()].into();
+        let ranked: Vec<String> = ["x", "a", "y", "z", "w", "v", "b"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut scores = Scores::default();
+        scores.add(&ranked, &gold);
+        let mean = scores.mean();
+        assert_eq!(mean["recall@5"], 0.5);
+        assert_eq!(mean["recall@10"], 1.0);
+        assert_eq!(mean["hit@10"], 1.0);
+        assert_eq!(mean["mrr"], 0.5);
+        let dcg = 1.0 / 3f64.log2() + 1.0 / 8f64.log2();
+        let ideal = 1.0 + 1.0 / 3f64.log2();
+        assert!((mean["ndcg@10"].as_f64().unwrap() - dcg / ideal).abs() < 1e-12);
+    }
+}
