@@ -180,11 +180,16 @@ impl Config {
                     path: path.to_path_buf(),
                     source,
                 })?;
-                serde_json::from_str::<Value>(&text).map_err(|e| ConfigError::Parse {
-                    path: path.to_path_buf(),
-                    key: ".".into(),
-                    message: format!("not valid JSON: {e}"),
-                })?
+                if text.trim().is_empty() {
+                    // An empty file is a config with no settings, not a syntax error.
+                    Value::Object(Map::new())
+                } else {
+                    serde_json::from_str::<Value>(&text).map_err(|e| ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        key: ".".into(),
+                        message: format!("not valid JSON: {e}"),
+                    })?
+                }
             }
             None => Value::Object(Map::new()),
         };
@@ -474,6 +479,14 @@ mod tests {
         assert_eq!(config.memory.recover_days, defaults.memory.recover_days);
         assert_eq!(config.server.max_body_bytes, defaults.server.max_body_bytes);
         assert_eq!(config.logging.level, defaults.logging.level);
+    }
+
+    #[test]
+    fn an_empty_file_means_no_settings() {
+        let config = load(" \n", &[]).unwrap();
+        assert_eq!(config.memory.recover_days, 30);
+        let err = load("{", &[]).unwrap_err();
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
     }
 
     #[test]
