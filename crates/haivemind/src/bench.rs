@@ -252,13 +252,13 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
-struct Timing {
-    p50_ms: f64,
-    p99_ms: f64,
-    count: usize,
+pub(crate) struct Timing {
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) count: usize,
 }
 
-fn summarize(mut samples: Vec<Duration>) -> Timing {
+pub(crate) fn summarize(mut samples: Vec<Duration>) -> Timing {
     samples.sort_unstable();
     Timing {
         p50_ms: percentile(&samples, 0.50),
@@ -267,7 +267,9 @@ fn summarize(mut samples: Vec<Duration>) -> Timing {
     }
 }
 
-fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+/// A kibibyte figure from `/proc/<pid>/status` (this process when `pid` is `None`), such
+/// as `VmHWM` (peak resident) or `VmRSS` (resident now).
+fn status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/status"),
         None => "/proc/self/status".into(),
@@ -275,11 +277,18 @@ fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
     let status = std::fs::read_to_string(path).ok()?;
     status
         .lines()
-        .find(|line| line.starts_with("VmHWM:"))?
+        .find(|line| {
+            line.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })?
         .split_whitespace()
         .nth(1)?
         .parse()
         .ok()
+}
+
+fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+    status_kib(pid, "VmHWM")
 }
 
 /// Fills `store` with `count` memories in batches, showing progress.
@@ -467,14 +476,7 @@ pub fn run(sizes: &[usize], queries: usize, corpus: Corpus, json_output: bool) -
 }
 
 fn current_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    status_kib(None, "VmRSS")
 }
 
 /// Measures the embedding model: load time, resident memory, and latency per text alone

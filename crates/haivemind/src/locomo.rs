@@ -110,14 +110,9 @@ impl Scores {
     }
 }
 
-fn percentiles(mut samples: Vec<Duration>) -> Value {
-    samples.sort_unstable();
-    let at = |p: f64| {
-        samples
-            .get(((samples.len().saturating_sub(1)) as f64 * p).round() as usize)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    json!({"p50_ms": at(0.5), "p99_ms": at(0.99), "samples": samples.len()})
+fn percentiles(samples: Vec<Duration>) -> Value {
+    let timing = crate::bench::summarize(samples);
+    json!({"p50_ms": timing.p50_ms, "p99_ms": timing.p99_ms, "samples": timing.count})
 }
 
 /// Runs the benchmark on `data` in a scratch data directory and prints the results.

@@ -24,33 +24,50 @@ fn parse_error(detail: &str) -> String {
     .to_string()
 }
 
-/// The answer to a request that is JSON but not a request this server can read, naming
-/// what is wrong, with the request's id. Notifications and responses are left to rmcp,
-/// since nothing may answer them.
-fn invalid_request(value: &serde_json::Value) -> Option<String> {
-    let id = value
+fn invalid(id: &serde_json::Value, code: i32, problem: &str) -> String {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": { "code": code, "message": format!("invalid request: {problem}") }
+    })
+    .to_string()
+}
+
+/// What to answer for one JSON line instead of passing it on, if anything. The line is
+/// parsed once, as the message type rmcp reads; only a line that fails that is looked at as
+/// plain JSON, to find its id. Notifications and responses are left to rmcp, since nothing
+/// may answer them.
+fn refusal(line: &[u8]) -> Result<Option<String>, serde_json::Error> {
+    use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcRequest};
+    let parse_failure = match serde_json::from_slice::<ClientJsonRpcMessage>(line) {
+        // rmcp reads a tools/call it cannot parse as an unknown method; name the field.
+        Ok(ClientJsonRpcMessage::Request(JsonRpcRequest {
+            id,
+            request: ClientRequest::CustomRequest(custom),
+            ..
+        })) => {
+            let problem = tool_call_problem(&json!(custom.method), custom.params.as_ref());
+            return Ok(problem.map(|p| invalid(&json!(id), -32602, &p)));
+        }
+        Ok(_) => return Ok(None),
+        Err(error) => error,
+    };
+    let value: serde_json::Value = serde_json::from_slice(line)?;
+    let Some(id) = value
         .get("id")
-        .filter(|id| id.is_string() || id.is_number())?;
-    let method = value.get("method")?;
+        .filter(|id| id.is_string() || id.is_number())
+    else {
+        return Ok(None);
+    };
+    let Some(method) = value.get("method") else {
+        return Ok(None);
+    };
     // Bad tools/call params are invalid params (-32602); any other request that does not
     // parse is an invalid request (-32600).
-    let (code, problem) = match tool_call_problem(method, value.get("params")) {
-        Some(problem) => (-32602, problem),
-        None => (
-            -32600,
-            serde_json::from_value::<rmcp::model::ClientJsonRpcMessage>(value.clone())
-                .err()?
-                .to_string(),
-        ),
-    };
-    Some(
-        json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": { "code": code, "message": format!("invalid request: {problem}") }
-        })
-        .to_string(),
-    )
+    Ok(Some(match tool_call_problem(method, value.get("params")) {
+        Some(problem) => invalid(id, -32602, &problem),
+        None => invalid(id, -32600, &parse_failure.to_string()),
+    }))
 }
 
 /// What is wrong with the params of a `tools/call`, the request agents send most, named
@@ -92,11 +109,11 @@ pub(crate) async fn read_frames(
         if body.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<serde_json::Value>(body) {
-            Ok(value) if let Some(frame) = invalid_request(&value) => {
+        match refusal(body) {
+            Ok(Some(frame)) => {
                 let _ = errors.send(frame);
             }
-            Ok(_) => {
+            Ok(None) => {
                 to_protocol.write_all(body).await?;
                 to_protocol.write_all(b"\n").await?;
                 to_protocol.flush().await?;
