@@ -32,6 +32,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The embedding model.
     pub embedding: EmbeddingConfig,
+    /// How hybrid search fuses its rankings.
+    pub search: SearchConfig,
     /// Memory model rules and lifecycle.
     pub memory: MemoryConfig,
     /// Logging and audit.
@@ -87,11 +89,50 @@ pub struct StorageConfig {
 }
 
 /// `embedding.*`: the local sentence-embedding model.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddingConfig {
+    /// Whether to load the model at all; false runs full-text only, without a warning.
+    pub enabled: bool,
     /// The model's folder; `$HAIVEMIND_MODEL_DIR` overrides it.
     pub model_dir: Option<PathBuf>,
+}
+
+impl Default for EmbeddingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            model_dir: None,
+        }
+    }
+}
+
+/// `search.*`: how `semantic=true` (hybrid) search fuses the full-text and the vector
+/// ranking. Each ranking goes `fusion_depth` deep; a memory at rank `r` earns
+/// `weight / (rank_constant + r)` from it. The defaults were tuned on the LoCoMo dev split
+/// (docs/BENCHMARKS.md); a weight of 0 turns one side off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Weight of the full-text (BM25) ranking.
+    pub full_text_weight: f64,
+    /// Weight of the vector ranking.
+    pub vector_weight: f64,
+    /// The reciprocal-rank constant `k`.
+    pub rank_constant: f64,
+    /// How many results of each ranking are fused.
+    pub fusion_depth: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            full_text_weight: 1.0,
+            vector_weight: 1.0,
+            rank_constant: 60.0,
+            fusion_depth: 50,
+        }
+    }
 }
 
 /// `memory.*`: rules of the memory model and its lifecycle.
@@ -254,6 +295,27 @@ impl Config {
         }
         if self.server.host.trim().is_empty() {
             return invalid("server.host", "must not be empty");
+        }
+        let search = &self.search;
+        for (key, weight) in [
+            ("search.full_text_weight", search.full_text_weight),
+            ("search.vector_weight", search.vector_weight),
+        ] {
+            if !(0.0..=100.0).contains(&weight) {
+                return invalid(key, "must be between 0 and 100");
+            }
+        }
+        if search.full_text_weight == 0.0 && search.vector_weight == 0.0 {
+            return invalid(
+                "search.vector_weight",
+                "and search.full_text_weight must not both be 0",
+            );
+        }
+        if !(0.0..=10_000.0).contains(&search.rank_constant) {
+            return invalid("search.rank_constant", "must be between 0 and 10000");
+        }
+        if !(1..=1_000).contains(&search.fusion_depth) {
+            return invalid("search.fusion_depth", "must be between 1 and 1000");
         }
         Ok(())
     }

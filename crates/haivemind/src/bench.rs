@@ -177,14 +177,14 @@ impl Zipf {
 }
 
 /// Makes notes and queries for one corpus.
-struct TextSource {
+pub(crate) struct TextSource {
     corpus: Corpus,
     vocabulary: Vec<String>,
     zipf: Zipf,
 }
 
 impl TextSource {
-    fn new(corpus: Corpus) -> Self {
+    pub(crate) fn new(corpus: Corpus) -> Self {
         let vocabulary = zipf_vocabulary();
         let zipf = Zipf::new(vocabulary.len());
         Self {
@@ -202,7 +202,7 @@ impl TextSource {
     }
 
     /// A note of about 40 tokens, like the ones agents store.
-    fn note(&self, rng: &mut Rng, i: usize) -> String {
+    pub(crate) fn note(&self, rng: &mut Rng, i: usize) -> String {
         let host = format!(
             "{}{}",
             rng.pick(&["web", "db", "elastic", "proxy", "cache", "kafka"]),
@@ -224,16 +224,16 @@ impl TextSource {
     }
 
     /// A three-word query.
-    fn query(&self, rng: &mut Rng) -> String {
+    pub(crate) fn query(&self, rng: &mut Rng) -> String {
         format!("{} {} {}", self.word(rng), self.word(rng), self.word(rng))
     }
 }
 
 /// A deterministic xorshift generator, so every run measures the same corpus.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -287,7 +287,7 @@ fn status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
         .ok()
 }
 
-fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+pub(crate) fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
     status_kib(pid, "VmHWM")
 }
 
@@ -356,7 +356,8 @@ fn time_searches(
 
 /// Times `retrieve_memory` round trips through a real `haivemind mcp` child on `data_dir`.
 fn time_stdio_retrieve(data_dir: &Path, id: &str, count: usize) -> Result<(Timing, Option<u64>)> {
-    let mut client = StdioClient::start(data_dir)?;
+    // This benchmark measures the engine without a model; `bench hybrid` measures with one.
+    let mut client = StdioClient::start(data_dir, &json!({"embedding": {"enabled": false}}))?;
     let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
         let start = Instant::now();

@@ -68,8 +68,22 @@ pub enum Command {
     },
     /// Hard-delete soft-deleted memories older than memory.recover_days.
     Purge,
-    /// Measure store, search and stdio round-trip latency on a synthetic corpus.
+    /// Embed every memory that lacks a vector of the loaded model (after an import, a
+    /// model change, or writes made without the model), with a progress bar. Safe to stop
+    /// and run again; the server also does this in the background at start-up.
+    Reindex,
+    /// Measure this machine: `store` (engine), `embedder`, `hybrid` or `locomo`.
     Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+/// What `haivemind bench` measures.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Store, full-text search and stdio round-trip latency on a synthetic corpus (no model).
+    Store {
         /// Corpus sizes to measure at, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
         sizes: Vec<usize>,
@@ -79,16 +93,34 @@ pub enum Command {
         /// Which synthetic corpus: zipf (realistic word frequencies) or dense (worst case).
         #[arg(long, value_enum, default_value = "zipf")]
         corpus: crate::bench::Corpus,
-        /// Measure the embedding model instead (load time, memory, latency per text).
-        #[arg(long)]
-        embedder: bool,
-        /// Run the LoCoMo retrieval benchmark (SPEC section 10) on this LoCoMo-format file
-        /// instead, through a real `haivemind mcp`.
+    },
+    /// The embedding model: load time, memory, latency per text.
+    Embedder,
+    /// Store with embedding, and hybrid search with query embedding, at each size; and the
+    /// vector index's recall@10 against exact search.
+    Hybrid {
+        /// Corpus sizes to measure at, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        sizes: Vec<usize>,
+        /// Search queries per size.
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+    },
+    /// Retrieval quality (SPEC section 10) on a LoCoMo-format file, through a real
+    /// `haivemind mcp`.
+    Locomo {
+        /// The LoCoMo-format JSON file.
         #[arg(long, value_name = "FILE")]
-        locomo: Option<PathBuf>,
-        /// With --locomo: ask for keyword-only search (semantic=false).
+        data: PathBuf,
+        /// What to rank by: hybrid (semantic=true), full-text (semantic=false), or vectors
+        /// alone (semantic=true with search.full_text_weight=0).
+        #[arg(long, value_enum, default_value = "hybrid")]
+        mode: crate::locomo::Mode,
+        /// Store once, then ask every question under each fusion setting of a grid
+        /// ($HAIVEMIND_SWEEP as "full_text_weight,vector_weight,rank_constant,depth;..."
+        /// or a built-in grid) and print a row per setting.
         #[arg(long)]
-        full_text: bool,
+        sweep: bool,
     },
 }
 

@@ -8,10 +8,13 @@ use anyhow::{Context, Result, bail};
 use haivemind_core::memory::json::{from_json, to_json};
 use haivemind_core::time_format::{now_ms, parse_optional_rfc3339};
 use haivemind_core::{Confidentiality, Config, MemoryId, NewMemory, Scope};
-use haivemind_store::{ImportOutcome, MemoryFilter, RecentQuery, SearchQuery, Store, StoreOptions};
+use haivemind_core::Embedder;
+use haivemind_store::{
+    Fusion, ImportOutcome, MemoryFilter, RecentQuery, SearchQuery, Store, StoreOptions,
+};
 use serde_json::{Value, json};
 
-use crate::cli::{Cli, Command, RecentArgs, SearchArgs, StoreArgs};
+use crate::cli::{BenchCommand, Cli, Command, RecentArgs, SearchArgs, StoreArgs};
 use crate::output::Printer;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -29,8 +32,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let printer = Printer { json: cli.json };
     match cli.command {
         Command::Mcp => serve_mcp(&config),
-        Command::Store(args) => store(&open(&config)?, &printer, args),
-        Command::Search(args) => search(&open(&config)?, &printer, args),
+        Command::Store(args) => store(&open_with_model(&config)?, &printer, args),
+        Command::Search(args) => search(&open_with_model(&config)?, &printer, args),
         Command::Get { id } => {
             let memory = open(&config)?.get(MemoryId::parse("id", &id)?)?;
             printer.memory(&memory);
@@ -66,23 +69,22 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Status => status(&config, &printer),
         Command::Export { output } => export(&open(&config)?, &printer, output.as_deref()),
-        Command::Import { file } => import(&open(&config)?, &printer, &file),
-        Command::Bench {
-            sizes,
-            queries,
-            corpus,
-            embedder,
-            locomo,
-            full_text,
-        } => {
-            if let Some(data) = locomo {
-                crate::locomo::run(&data, !full_text, printer.json)
-            } else if embedder {
-                crate::bench::run_embedder(&config.model_dir(), printer.json)
-            } else {
-                crate::bench::run(&sizes, queries, corpus, printer.json)
+        Command::Import { file } => import(&open_with_model(&config)?, &printer, &file),
+        Command::Reindex => reindex(&config, &printer),
+        Command::Bench { what } => match what {
+            BenchCommand::Store {
+                sizes,
+                queries,
+                corpus,
+            } => crate::bench::run(&sizes, queries, corpus, printer.json),
+            BenchCommand::Embedder => crate::bench::run_embedder(&config.model_dir(), printer.json),
+            BenchCommand::Hybrid { sizes, queries } => {
+                crate::bench_hybrid::run(&config.model_dir(), &sizes, queries, printer.json)
             }
-        }
+            BenchCommand::Locomo { data, mode, sweep } => {
+                crate::locomo::run(&data, mode, sweep, printer.json)
+            }
+        },
         Command::Purge => {
             let purged = open(&config)?.purge_expired()?;
             printer.done(
@@ -115,27 +117,112 @@ fn init_logging(config: &Config, stdio_protocol: bool) {
         .try_init();
 }
 
+/// Opens the engine without the embedding model, for commands that never embed.
 fn open(config: &Config) -> Result<Store> {
+    open_store(config, None)
+}
+
+/// Opens the engine with the embedding model when it can be loaded (see [`load_model`]).
+fn open_with_model(config: &Config) -> Result<Store> {
+    open_store(config, load_model(config)?)
+}
+
+fn open_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<Store> {
     let path = config.database_path();
     Store::open(StoreOptions {
         path: path.clone(),
         machine_id: config.machine_id(),
         rules: config.memory_rules(),
         recover_days: config.memory.recover_days,
-        embedder: None,
+        embedder,
+        fusion: Fusion {
+            full_text_weight: config.search.full_text_weight,
+            vector_weight: config.search.vector_weight,
+            rank_constant: config.search.rank_constant,
+            depth: config.search.fusion_depth,
+        },
     })
     .with_context(|| format!("cannot open the memory database at {}", path.display()))
 }
 
+/// Why semantic search is off, when it is; `None` when the model loads.
+fn model_problem(config: &Config) -> Option<String> {
+    if !config.embedding.enabled {
+        return Some("embedding.enabled is false".into());
+    }
+    let dir = config.model_dir();
+    (!dir.join("model.safetensors").is_file()).then(|| {
+        format!(
+            "no embedding model in {} (run scripts/fetch-model, or set HAIVEMIND_MODEL_DIR)",
+            dir.display()
+        )
+    })
+}
+
+/// Loads the embedding model. A missing model leaves search full-text only, with a
+/// warning; a model that is there but wrong or damaged is an error, since running on
+/// would either hide the problem or make vectors no other node can compare with.
+fn load_model(config: &Config) -> Result<Option<Arc<dyn Embedder>>> {
+    if let Some(problem) = model_problem(config) {
+        if config.embedding.enabled {
+            tracing::warn!("semantic search is off, searches are full-text only: {problem}");
+        }
+        return Ok(None);
+    }
+    let dir = config.model_dir();
+    match haivemind_embed::MiniLm::load(&dir) {
+        Ok(model) => Ok(Some(Arc::new(model))),
+        Err(error) => Err(error).with_context(|| {
+            format!(
+                "cannot load the embedding model from {}; fetch it again with scripts/fetch-model, or set embedding.enabled to false for full-text search only",
+                dir.display()
+            )
+        }),
+    }
+}
+
+fn reindex(config: &Config, printer: &Printer) -> Result<()> {
+    if let Some(problem) = model_problem(config) {
+        bail!("cannot reindex: {problem}");
+    }
+    let store = open_with_model(config)?;
+    let model = store.embedder_model().unwrap_or_default().to_string();
+    let bar = progress_bar(0, "embedding");
+    let outcome = store.embed_missing(|progress| {
+        bar.set_length(progress.total as u64);
+        bar.set_position(progress.done as u64);
+    })?;
+    bar.finish_and_clear();
+    printer.done(
+        json!({"model": model, "embedded": outcome.done - outcome.failed, "failed": outcome.failed}),
+        &format!(
+            "embedded {} memories with {model}{}",
+            outcome.done - outcome.failed,
+            if outcome.failed > 0 {
+                format!("; {} could not be embedded (see the log)", outcome.failed)
+            } else {
+                String::new()
+            }
+        ),
+    );
+    Ok(())
+}
+
 fn serve_mcp(config: &Config) -> Result<()> {
-    let store = Arc::new(open(config)?);
+    let store = Arc::new(open_with_model(config)?);
     let purged = store.purge_expired()?;
     tracing::info!(
         machine_id = store.machine_id(),
         database = %store.path().display(),
         purged,
-        "hAIveMind MCP server on stdio; semantic search unavailable until an embedding model is configured, searches are full-text"
+        search = match store.embedder_model() {
+            Some(_) => "hybrid (full-text + vectors)",
+            None => "full-text only",
+        },
+        model = store.embedder_model().unwrap_or("none"),
+        "hAIveMind MCP server on stdio"
     );
+    spawn_background_embedding(&store);
     let server = haivemind_mcp::HaivemindServer::new(
         Arc::clone(&store),
         haivemind_mcp::ServerContext {
@@ -167,6 +254,37 @@ fn serve_mcp(config: &Config) -> Result<()> {
     })?;
     tracing::info!("client closed stdin; stopping");
     Ok(())
+}
+
+/// Embeds, on a thread of its own, the memories that lack a vector of the loaded model,
+/// then loads the vector index, so the first search does not pay for either.
+fn spawn_background_embedding(store: &Arc<Store>) {
+    if store.embedder_model().is_none() {
+        return;
+    }
+    let store = Arc::clone(store);
+    let spawned = std::thread::Builder::new()
+        .name("embed-missing".into())
+        .spawn(move || {
+            let mut reported = 0;
+            let outcome = store.embed_missing(|p| {
+                if p.total > 0 && (p.done == 0 || p.done >= reported + p.total / 10 || p.done >= p.total) {
+                    reported = p.done;
+                    tracing::info!(done = p.done, total = p.total, "embedding memories that lack a vector");
+                }
+            });
+            match outcome {
+                Ok(p) if p.failed > 0 => tracing::warn!(failed = p.failed, "some memories could not be embedded"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "background embedding stopped"),
+            }
+            if let Err(error) = store.warm_vector_index() {
+                tracing::warn!(%error, "could not load the vector index");
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "could not start background embedding; run `haivemind reindex`");
+    }
 }
 
 fn store(store: &Store, printer: &Printer, args: StoreArgs) -> Result<()> {
@@ -227,8 +345,10 @@ fn recent(store: &Store, printer: &Printer, args: RecentArgs) -> Result<()> {
 }
 
 fn status(config: &Config, printer: &Printer) -> Result<()> {
-    let store = open(config)?;
+    let store = open_with_model(config)?;
     let stats = store.stats()?;
+    let coverage = store.vector_coverage()?;
+    let problem = model_problem(config);
     let value = json!({
         "machine_id": store.machine_id(),
         "version": haivemind_core::VERSION,
@@ -241,6 +361,8 @@ fn status(config: &Config, printer: &Printer) -> Result<()> {
         "semantic_search": store.embedder_model().is_some(),
         "search_mode": if store.embedder_model().is_some() { "hybrid" } else { "full_text" },
         "embedding_model": store.embedder_model(),
+        "semantic_search_unavailable_because": problem,
+        "vectors": coverage.map(|c| json!({"embedded": c.embedded, "missing": c.missing})),
     });
     let text = format!(
         "machine:     {}\nversion:     {}\ndatabase:    {} (schema {})\nmemories:    {} live, {} deleted\nop log:      {} entries\nsearch:      {}",
@@ -251,9 +373,15 @@ fn status(config: &Config, printer: &Printer) -> Result<()> {
         stats.live,
         stats.deleted,
         stats.op_log_entries,
-        match store.embedder_model() {
-            Some(model) => format!("hybrid (full-text + {model})"),
-            None => "full-text only (no embedding model loaded)".into(),
+        match (store.embedder_model(), coverage, &problem) {
+            (Some(model), Some(c), _) => format!(
+                "hybrid (full-text + {model}); {} memories embedded, {} not yet{}",
+                c.embedded,
+                c.missing,
+                if c.missing > 0 { " (run `haivemind reindex`)" } else { "" }
+            ),
+            (_, _, Some(problem)) => format!("full-text only: {problem}"),
+            _ => "full-text only".into(),
         }
     );
     printer.done(value, &text);
@@ -335,6 +463,15 @@ fn import(store: &Store, printer: &Printer, file: &Path) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    if created > 0 && store.embedder_model().is_some() {
+        // Embedding in batches after the import is several times faster than one by one.
+        let bar = progress_bar(0, "embedding");
+        store.embed_missing(|progress| {
+            bar.set_length(progress.total as u64);
+            bar.set_position(progress.done as u64);
+        })?;
+        bar.finish_and_clear();
+    }
     printer.done(
         json!({
             "imported": created, "already_present": present, "erased_here": erased,

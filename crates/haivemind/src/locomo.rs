@@ -115,17 +115,10 @@ fn percentiles(samples: Vec<Duration>) -> Value {
     json!({"p50_ms": timing.p50_ms, "p99_ms": timing.p99_ms, "samples": timing.count})
 }
 
-/// Runs the benchmark on `data` in a scratch data directory and prints the results.
-pub fn run(data: &Path, semantic: bool, json_output: bool) -> Result<()> {
-    let text =
-        std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
-    let samples: Vec<Value> = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a LoCoMo JSON list", data.display()))?;
-    let scratch = crate::bench::ScratchDir::create("locomo")?;
-    let mut client = StdioClient::start(&scratch.0)?;
-
+/// Stores every dialog turn of every sample as a memory; returns each store's latency.
+fn store_turns(client: &mut StdioClient, samples: &[Value]) -> Result<Vec<Duration>> {
     let mut store_times = Vec::new();
-    for sample in &samples {
+    for sample in samples {
         let user = sample["sample_id"]
             .as_str()
             .context("a sample has no sample_id")?;
@@ -158,11 +151,23 @@ pub fn run(data: &Path, semantic: bool, json_output: bool) -> Result<()> {
         }
     }
 
+    Ok(store_times)
+}
+
+struct Evaluation {
+    overall: Scores,
+    by_category: BTreeMap<u64, Scores>,
+    search_times: Vec<Duration>,
+    search_mode: String,
+}
+
+/// Asks every question of categories 1-4 that has evidence, and scores the answers.
+fn evaluate(client: &mut StdioClient, samples: &[Value], semantic: bool) -> Result<Evaluation> {
     let mut overall = Scores::default();
     let mut by_category: BTreeMap<u64, Scores> = BTreeMap::new();
     let mut search_times = Vec::new();
     let mut search_mode = String::new();
-    for sample in &samples {
+    for sample in samples {
         let user = sample["sample_id"].as_str().unwrap_or_default();
         for qa in sample["qa"].as_array().into_iter().flatten() {
             let category = qa["category"].as_u64().unwrap_or(0);
@@ -200,6 +205,111 @@ pub fn run(data: &Path, semantic: bool, json_output: bool) -> Result<()> {
             by_category.entry(category).or_default().add(&ranked, &gold);
         }
     }
+    Ok(Evaluation {
+        overall,
+        by_category,
+        search_times,
+        search_mode,
+    })
+}
+
+/// Runs the questions once per fusion setting against the same stored turns, and prints
+/// how each setting scores: how the defaults of `search.*` were chosen.
+fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result<()> {
+    let mut rows = Vec::new();
+    if !json_output {
+        println!("| full_text_weight | vector_weight | rank_constant | fusion_depth | recall@5 | recall@10 | hit@10 | MRR | nDCG@10 |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    }
+    let settings: Vec<(f64, f64, f64, usize)> = std::env::var("HAIVEMIND_SWEEP")
+        .ok()
+        .map(|grid| {
+            grid.split(';')
+                .filter_map(|row| {
+                    let v: Vec<&str> = row.split(',').map(str::trim).collect();
+                    Some((
+                        v.first()?.parse().ok()?,
+                        v.get(1)?.parse().ok()?,
+                        v.get(2)?.parse().ok()?,
+                        v.get(3)?.parse().ok()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| {
+            let mut grid = vec![(1.0, 0.0, 60.0, 50), (0.0, 1.0, 60.0, 50)];
+            for k in [5.0, 20.0, 60.0] {
+                for vector_weight in [0.3, 0.5, 0.7, 1.0] {
+                    grid.push((1.0, vector_weight, k, 50));
+                }
+            }
+            grid
+        });
+    for (full_text_weight, vector_weight, rank_constant, depth) in settings {
+        let mut client = StdioClient::start(
+            data_dir,
+            &json!({"search": {"full_text_weight": full_text_weight, "vector_weight": vector_weight,
+                               "rank_constant": rank_constant, "fusion_depth": depth}}),
+        )?;
+        let evaluation = evaluate(&mut client, samples, true)?;
+        client.finish()?;
+        let m = evaluation.overall.mean();
+        let f = |key: &str| m[key].as_f64().unwrap_or(0.0);
+        if !json_output {
+            println!(
+                "| {full_text_weight} | {vector_weight} | {rank_constant} | {depth} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                f("recall@5"),
+                f("recall@10"),
+                f("hit@10"),
+                f("mrr"),
+                f("ndcg@10")
+            );
+        }
+        rows.push(json!({"full_text_weight": full_text_weight, "vector_weight": vector_weight,
+                         "rank_constant": rank_constant, "fusion_depth": depth, "overall": m}));
+    }
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
+}
+
+/// Runs the benchmark on `data` in a scratch data directory and prints the results.
+/// What the benchmark ranks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// `semantic=true`: full-text and vectors fused.
+    Hybrid,
+    /// `semantic=false`: BM25 tiers only.
+    FullText,
+    /// `semantic=true` with the full-text weight at 0: vector similarity alone.
+    Vectors,
+}
+
+pub fn run(data: &Path, mode: Mode, sweep: bool, json_output: bool) -> Result<()> {
+    let semantic = mode != Mode::FullText;
+    // Settings from the environment (HAIVEMIND_SEARCH__*) still apply on top of these.
+    let settings = match mode {
+        Mode::Vectors => json!({"search": {"full_text_weight": 0.0, "vector_weight": 1.0}}),
+        Mode::Hybrid | Mode::FullText => json!({}),
+    };
+    let text =
+        std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
+    let samples: Vec<Value> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a LoCoMo JSON list", data.display()))?;
+    let scratch = crate::bench::ScratchDir::create("locomo")?;
+    let mut client = StdioClient::start(&scratch.0, &settings)?;
+    let store_times = store_turns(&mut client, &samples)?;
+    if sweep {
+        client.finish()?;
+        return sweep_fusion(&scratch.0, &samples, json_output);
+    }
+    let Evaluation {
+        overall,
+        by_category,
+        search_times,
+        search_mode,
+    } = evaluate(&mut client, &samples, semantic)?;
     client.finish()?;
 
     let categories: BTreeMap<String, Value> = by_category
@@ -214,6 +324,7 @@ pub fn run(data: &Path, semantic: bool, json_output: bool) -> Result<()> {
         .collect();
     let summary = json!({
         "data": data.display().to_string(),
+        "mode": format!("{mode:?}").to_lowercase(),
         "memories": store_times.len(),
         "search_mode": search_mode,
         "overall": overall.mean(),
@@ -226,8 +337,8 @@ pub fn run(data: &Path, semantic: bool, json_output: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{} memories, {} questions, search_mode {}",
-        summary["memories"], overall.questions, search_mode
+        "{} memories, {} questions, ranking {:?}, search_mode {}",
+        summary["memories"], overall.questions, mode, search_mode
     );
     println!();
     println!("| set | questions | recall@5 | recall@10 | hit@10 | MRR | nDCG@10 |");

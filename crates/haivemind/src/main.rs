@@ -2,6 +2,7 @@
 //! command is a call into `haivemind-store` or `haivemind-mcp`.
 
 mod bench;
+mod bench_hybrid;
 mod cli;
 mod commands;
 mod locomo;

@@ -18,11 +18,12 @@ pub struct StdioClient {
 impl StdioClient {
     /// Starts this binary's `haivemind mcp` on `data_dir` (with an empty config, so no
     /// config file around the caller changes what is measured) and initializes a session.
-    pub fn start(data_dir: &Path) -> Result<Self> {
+    pub fn start(data_dir: &Path, settings: &serde_json::Value) -> Result<Self> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create {}", data_dir.display()))?;
         let config = data_dir.join("bench-config.json");
-        std::fs::write(&config, "{}").context("cannot write the benchmark config")?;
+        std::fs::write(&config, settings.to_string())
+            .context("cannot write the benchmark config")?;
         let exe = std::env::current_exe().context("cannot find the haivemind binary")?;
         let mut child = Command::new(exe)
             .arg("mcp")

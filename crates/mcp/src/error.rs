@@ -74,6 +74,7 @@ impl ToolError {
                 StoreError::Io { .. }
                 | StoreError::SchemaTooNew { .. }
                 | StoreError::Sqlite(_)
+                | StoreError::Embedding(_)
                 | StoreError::Corrupt { .. } => {
                     tracing::error!(tool, error = %error, "tool failed");
                     Err(ErrorData::internal_error(

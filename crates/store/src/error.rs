@@ -64,6 +64,9 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The embedding model failed on a query.
+    #[error("the embedding model failed: {0}")]
+    Embedding(String),
     /// A stored value could not be read back (a bug or a damaged file).
     #[error("corrupt record {record}: {detail}")]
     Corrupt {
@@ -87,6 +90,7 @@ impl StoreError {
             StoreError::Io { .. }
             | StoreError::SchemaTooNew { .. }
             | StoreError::Sqlite(_)
+            | StoreError::Embedding(_)
             | StoreError::Corrupt { .. } => false,
         }
     }

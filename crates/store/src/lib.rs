@@ -7,8 +7,12 @@
 //! either the whole change or none of it. Reads use a small pool of read connections, so they
 //! never wait for a writer.
 //!
-//! The engine takes an optional [`haivemind_core::Embedder`]; with none, search answers from
-//! the full-text index and reports [`SearchMode::FullText`].
+//! The engine takes an optional [`haivemind_core::Embedder`]. With one, every memory written
+//! here is embedded before its write transaction starts (never while holding the write lock),
+//! its vector is stored with the model's id, and search fuses full-text and vector rankings
+//! ([`SearchMode::Hybrid`]); memories not yet embedded by this model (written elsewhere, or
+//! before a model change) are found by full-text until [`Store::embed_missing`] reaches them.
+//! With none, search answers from the full-text index and reports [`SearchMode::FullText`].
 //!
 //! Nothing here knows about MCP, HTTP or peers: results are engine types, errors are
 //! [`StoreError`], and the edges translate both.
@@ -31,6 +35,7 @@ mod duplicates;
 mod error;
 mod export;
 mod full_text;
+mod hybrid;
 mod memories;
 pub mod migrations;
 mod oplog;
@@ -38,6 +43,8 @@ mod ranking;
 mod rows;
 mod search;
 mod stats;
+mod vectors;
+mod embedding;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,7 +59,11 @@ pub use error::StoreError;
 pub use export::{ExportFormat, UserExport, csv_of_memories};
 pub use memories::{BulkDeleteOutcome, HistoryEntry, ImportOutcome, MergeOutcome};
 pub use oplog::{OpKind, OpLogEntry};
-pub use search::{MemoryFilter, RecentQuery, SearchHit, SearchMode, SearchQuery, SearchResults};
+pub use embedding::{EmbeddingProgress, VectorCoverage};
+pub use hybrid::Fusion;
+pub use search::{
+    MemoryFilter, RecentQuery, SearchHit, SearchMode, SearchQuery, SearchResults,
+};
 pub use stats::MemoryStats;
 
 use connection_pool::ReaderPool;
@@ -70,6 +81,8 @@ pub struct StoreOptions {
     pub recover_days: u32,
     /// The embedding model, when one is loaded.
     pub embedder: Option<Arc<dyn Embedder>>,
+    /// How hybrid search weighs full-text against vector ranks.
+    pub fusion: Fusion,
 }
 
 impl StoreOptions {
@@ -81,6 +94,7 @@ impl StoreOptions {
             rules: MemoryRules::default(),
             recover_days: 30,
             embedder: None,
+            fusion: Fusion::default(),
         }
     }
 }
@@ -94,6 +108,10 @@ pub struct Store {
     rules: MemoryRules,
     recover_days: u32,
     embedder: Option<Arc<dyn Embedder>>,
+    /// The loaded model's vectors, when a model is loaded.
+    vectors: Option<vectors::VectorIndex>,
+    query_vectors: embedding::QueryVectorCache,
+    fusion: Fusion,
     writer: Mutex<Connection>,
     readers: ReaderPool,
     clock: Mutex<HybridClock>,
@@ -119,7 +137,13 @@ impl Store {
             machine_id: options.machine_id,
             rules: options.rules,
             recover_days: options.recover_days,
+            vectors: options
+                .embedder
+                .as_deref()
+                .map(|e| vectors::VectorIndex::new(e.model_id(), e.dimensions())),
             embedder: options.embedder,
+            query_vectors: Default::default(),
+            fusion: options.fusion,
             writer: Mutex::new(writer),
             clock: Mutex::new(HybridClock::new()),
             term_frequencies: Default::default(),

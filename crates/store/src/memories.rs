@@ -5,7 +5,7 @@
 use haivemind_core::memory::{Deletion, json};
 use haivemind_core::time_format::now_ms;
 use haivemind_core::{HybridClock, InvalidInput, Memory, MemoryId, MemoryPatch, NewMemory};
-use rusqlite::{Transaction, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::{Map, Value, json};
 
 use crate::oplog::{self, NewOp, OpKind};
@@ -205,10 +205,16 @@ impl Store {
                 deletion: None,
             });
         }
+        // Embedding takes milliseconds per text: do it before taking the write lock.
+        let contents: Vec<&str> = memories.iter().map(|m| m.content.as_str()).collect();
+        let embedded = self.embed_for_write(&contents);
         self.write(|tx, clock| {
-            for memory in &memories {
+            for (i, memory) in memories.iter().enumerate() {
                 let stamp = self.log(tx, clock, memory, OpKind::Create)?;
-                insert_memory(tx, memory, &stamp)?;
+                let rowid = insert_memory(tx, memory, &stamp)?;
+                if let (Some(vectors), Some(model)) = (&embedded, self.embedder_model()) {
+                    crate::vectors::put(tx, rowid, model, &vectors[i])?;
+                }
                 self.record_history(tx, memory, "create", memory.agent_id.as_deref(), Map::new())?;
             }
             Ok(())
@@ -232,6 +238,11 @@ impl Store {
         agent_id: Option<&str>,
     ) -> Result<Memory, StoreError> {
         patch.validate(&self.rules)?;
+        let new_vector = patch
+            .content
+            .as_deref()
+            .and_then(|content| self.embed_for_write(&[content]))
+            .and_then(|mut v| v.pop());
         self.write(|tx, clock| {
             let old = self.current_live(tx, id)?;
             let mut new = old.clone();
@@ -295,7 +306,17 @@ impl Store {
             new.version = old.version + 1;
             new.updated_at_ms = now_ms().max(old.updated_at_ms);
             let stamp = self.log(tx, clock, &new, OpKind::Update)?;
-            replace_memory(tx, &new, &stamp)?;
+            let rowid = replace_memory(tx, &new, &stamp)?;
+            if new.content != old.content {
+                match (&new_vector, self.embedder_model()) {
+                    (Some(vector), Some(model)) => crate::vectors::put(tx, rowid, model, vector)?,
+                    // The old text's vector would find the memory by what it no longer says;
+                    // without a new one, full-text finds it until it is embedded again.
+                    _ => {
+                        tx.execute("DELETE FROM memory_vectors WHERE memory_rowid = ?1", [rowid])?;
+                    }
+                }
+            }
             self.record_history(tx, &new, "update", agent_id, changes)?;
             Ok(new)
         })
@@ -400,7 +421,15 @@ impl Store {
                 shareable: true,
             },
         )?;
-        tx.execute("DELETE FROM memories WHERE id = ?1", [&id])?;
+        let rowid: Option<i64> = tx
+            .query_row("DELETE FROM memories WHERE id = ?1 RETURNING rowid", [&id], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        // The row's vector went with it (ON DELETE CASCADE); the index's copy goes now.
+        if let (Some(rowid), Some(index)) = (rowid, &self.vectors) {
+            index.forget(&[rowid]);
+        }
         tx.execute("DELETE FROM memory_history WHERE memory_id = ?1", [&id])?;
         tx.execute(
             "INSERT OR REPLACE INTO tombstones (record_kind, record_id, hlc, hlc_origin, erased_at, reason)

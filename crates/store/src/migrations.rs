@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// The migrations, in order. Index `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1_MEMORIES_FTS_OPLOG];
+const MIGRATIONS: &[&str] = &[MIGRATION_1_MEMORIES_FTS_OPLOG, MIGRATION_2_VECTORS];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -109,6 +109,20 @@ CREATE TRIGGER memories_fts_update AFTER UPDATE OF content, context, tags ON mem
     INSERT INTO memories_fts (rowid, content, context, tags)
     VALUES (new.rowid, new.content, new.context, new.tags);
 END;
+"#;
+
+/// One vector per memory, with the model that made it. `seq` grows with every write, so an
+/// in-memory index (this process's or another's) catches up by reading rows past the last
+/// `seq` it saw, and names a vector unambiguously even if a memory rowid is reused.
+/// Vectors go with their memory (`ON DELETE CASCADE`): they are derived from its content.
+const MIGRATION_2_VECTORS: &str = r#"
+CREATE TABLE memory_vectors (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    memory_rowid INTEGER NOT NULL UNIQUE REFERENCES memories (rowid) ON DELETE CASCADE,
+    model_id     TEXT NOT NULL,
+    vector       BLOB NOT NULL
+);
+CREATE INDEX memory_vectors_model_seq ON memory_vectors (model_id, seq);
 "#;
 
 /// Brings the schema of `connection`'s file up to [`SCHEMA_VERSION`].

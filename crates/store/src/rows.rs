@@ -118,12 +118,13 @@ pub(crate) fn insert_memory(
     Ok(rowid)
 }
 
-/// Overwrites every field of an existing memory row (found by id) and its tags.
+/// Overwrites every field of an existing memory row (found by id) and its tags; returns
+/// its rowid.
 pub(crate) fn replace_memory(
     tx: &Transaction<'_>,
     memory: &Memory,
     stamp: &HlcStamp,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let rowid: i64 = tx
         .prepare_cached(
             "UPDATE memories SET content = ?2, category = ?3, context = ?4, tags = ?5, metadata = ?6,
@@ -135,7 +136,7 @@ pub(crate) fn replace_memory(
         .query_row(rusqlite::params_from_iter(row_values(memory, stamp)), |row| row.get(0))?;
     tx.execute("DELETE FROM memory_tags WHERE memory_rowid = ?1", [rowid])?;
     write_tags(tx, rowid, &memory.tags)?;
-    Ok(())
+    Ok(rowid)
 }
 
 fn write_tags(tx: &Transaction<'_>, rowid: i64, tags: &[String]) -> Result<(), StoreError> {

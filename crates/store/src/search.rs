@@ -7,7 +7,8 @@ use haivemind_core::{InvalidInput, Memory, MemoryId};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension, params_from_iter};
 
-use crate::full_text::{MAX_TIERED_WORDS, QueryTerms, all_of, any_of, at_least, but_not};
+pub(crate) use crate::full_text::QueryTerms;
+use crate::full_text::{MAX_TIERED_WORDS, all_of, any_of, at_least, but_not};
 use crate::rows::{MEMORY_COLUMNS, memory_from_row};
 use crate::{Store, StoreError};
 
@@ -398,14 +399,33 @@ impl Store {
         query.filter.check(self)?;
         let terms = QueryTerms::parse(&query.text)
             .ok_or_else(|| InvalidInput::new("query", "must contain at least one word"))?;
-        let note = match (query.semantic, self.embedder.is_some()) {
-            (true, false) => Some(
-                "semantic search is unavailable: no embedding model is loaded, so results are full-text only"
-                    .to_string(),
-            ),
-            _ => None,
-        };
-        let plan = self.plan_terms(&terms)?;
+        let window = query.offset + query.limit;
+        if query.semantic && self.vectors.is_some() {
+            return self.hybrid_search(query, &terms, window);
+        }
+        let note = (query.semantic && self.embedder.is_none()).then(|| {
+            "semantic search is unavailable: no embedding model is loaded, so results are full-text only"
+                .to_string()
+        });
+        let (ranked, counted) = self.full_text_ranking(&terms, &query.filter, window)?;
+        Ok(SearchResults {
+            hits: ranked.into_iter().skip(query.offset).collect(),
+            total: counted.min(MAX_COUNTED),
+            total_exact: counted <= MAX_COUNTED,
+            mode: SearchMode::FullText,
+            note,
+        })
+    }
+
+    /// The best `window` memories by full-text rank, best first, and how many match in all
+    /// (counted up to one past [`MAX_COUNTED`]).
+    pub(crate) fn full_text_ranking(
+        &self,
+        terms: &QueryTerms,
+        filter: &MemoryFilter,
+        window: usize,
+    ) -> Result<(Vec<SearchHit>, usize), StoreError> {
+        let plan = self.plan_terms(terms)?;
         let kept: Vec<&str> = plan.kept.iter().map(String::as_str).collect();
         let selective: Vec<&str> = plan.selective.iter().map(String::as_str).collect();
         // A query made only of common words says little and matches much of the store;
@@ -416,8 +436,7 @@ impl Store {
             None
         };
         let scoring = Scoring::new(&plan, rowid_floor);
-        let window = query.offset + query.limit;
-        let mut ranked = self.rank_full_text(&all_of(&kept), &scoring, &query.filter, window)?;
+        let mut ranked = self.rank_full_text(&all_of(&kept), &scoring, filter, window)?;
         // Then memories holding fewer and fewer of the words, each tier only while the page
         // is not full: most queries never reach the costly last tier of single words.
         let mut better = all_of(&kept);
@@ -434,7 +453,7 @@ impl Store {
             let found = self.rank_full_text(
                 &but_not(&tier, &better),
                 &scoring,
-                &query.filter,
+                filter,
                 window - ranked.len(),
             )?;
             ranked.extend(found);
@@ -442,11 +461,9 @@ impl Store {
         }
         if ranked.len() < window && kept.len() > 1 {
             let last = but_not(&any_of(&selective), &better);
-            let found =
-                self.rank_full_text(&last, &scoring, &query.filter, window - ranked.len())?;
+            let found = self.rank_full_text(&last, &scoring, filter, window - ranked.len())?;
             ranked.extend(found);
         }
-        let hits: Vec<SearchHit> = ranked.into_iter().skip(query.offset).collect();
         // Count what the tiers can return: memories holding two or more of the kept words
         // (all of them, past the tiered word limit), or any selective word.
         let countable = match kept.len() {
@@ -456,14 +473,8 @@ impl Store {
             }
             _ => format!("({}) OR ({})", all_of(&kept), any_of(&selective)),
         };
-        let counted = self.count_full_text(&countable, &query.filter)?;
-        Ok(SearchResults {
-            hits,
-            total: counted.min(MAX_COUNTED),
-            total_exact: counted <= MAX_COUNTED,
-            mode: SearchMode::FullText,
-            note,
-        })
+        let counted = self.count_full_text(&countable, filter)?;
+        Ok((ranked, counted))
     }
 
     /// Decides which words take part in which tier, from their document frequencies.

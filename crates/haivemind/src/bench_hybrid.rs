@@ -1,0 +1,256 @@
+//! `haivemind bench hybrid`: store with embedding, hybrid search with query embedding, and
+//! the vector index's recall@10 against an exact scan, at each corpus size.
+//!
+//! Embedding 100,000 notes with the real model would take the better part of an hour on two
+//! cores, so the corpus's vectors are made from a pool of 1,000 real note vectors: each
+//! memory gets a pool vector mixed with a second one and noise, then normalised. That keeps
+//! the geometry of real vectors (clusters, not uniform noise), which is what the scan's cost
+//! and the quantised index's recall depend on. Everything that is timed uses the real model:
+//! `store_memory` embeds its note, and every search embeds its (never repeated) query.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use haivemind_core::embedder::EmbedError;
+use haivemind_core::{Embedder, NewMemory};
+use haivemind_store::{Fusion, SearchQuery, Store, StoreOptions};
+use serde_json::json;
+
+use crate::bench::{Corpus, Rng, ScratchDir, TextSource, Timing, summarize};
+
+const POOL: usize = 1_000;
+
+/// The real model, or (while the corpus is filled) vectors made from a pool of real ones.
+struct BenchEmbedder {
+    real: haivemind_embed::MiniLm,
+    pool: Vec<Vec<f32>>,
+    synthesise: AtomicBool,
+    state: AtomicU64,
+}
+
+impl BenchEmbedder {
+    fn synthetic(&self) -> Vec<f32> {
+        let next = || {
+            let mut x = self.state.load(Ordering::Relaxed);
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.state.store(x, Ordering::Relaxed);
+            x
+        };
+        let a = &self.pool[(next() % POOL as u64) as usize];
+        let b = &self.pool[(next() % POOL as u64) as usize];
+        let mut v: Vec<f32> = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| {
+                let noise = ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.05;
+                0.7 * x + 0.3 * y + noise
+            })
+            .collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= norm);
+        v
+    }
+}
+
+impl Embedder for BenchEmbedder {
+    fn model_id(&self) -> &str {
+        self.real.model_id()
+    }
+    fn dimensions(&self) -> usize {
+        self.real.dimensions()
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if !self.synthesise.load(Ordering::Relaxed) {
+            return self.real.embed(texts);
+        }
+        Ok(texts.iter().map(|_| self.synthetic()).collect())
+    }
+}
+
+/// Runs the hybrid benchmark and prints its table.
+pub fn run(model_dir: &Path, sizes: &[usize], queries: usize, json_output: bool) -> Result<()> {
+    let real = haivemind_embed::MiniLm::load(model_dir)
+        .with_context(|| format!("cannot load the model from {}", model_dir.display()))?;
+    let text = TextSource::new(Corpus::Zipf);
+    let mut rng = Rng(0xC0FF_EE00_D15E_A5E5);
+    eprintln!("embedding a pool of {POOL} real notes...");
+    let pool_notes: Vec<String> = (0..POOL).map(|i| text.note(&mut rng, i)).collect();
+    let refs: Vec<&str> = pool_notes.iter().map(String::as_str).collect();
+    let pool = real.embed(&refs).map_err(|e| anyhow::anyhow!(e))?;
+    let embedder = Arc::new(BenchEmbedder {
+        real,
+        pool,
+        synthesise: AtomicBool::new(false),
+        state: AtomicU64::new(0x2545_F491_4F6C_DD1D),
+    });
+
+    let guard = ScratchDir::create("bench-hybrid")?;
+    let path = guard.0.join("haivemind.sqlite3");
+    let open = |fusion: Fusion| {
+        Store::open(StoreOptions {
+            embedder: Some(Arc::clone(&embedder) as Arc<dyn Embedder>),
+            fusion,
+            ..StoreOptions::new(&path, "bench")
+        })
+    };
+    let store = open(Fusion::default())?;
+    // Vector ranking alone, for recall: the full-text side weighs nothing.
+    let vectors_only = open(Fusion {
+        full_text_weight: 0.0,
+        ..Fusion::default()
+    })?;
+
+    let mut rows = Vec::new();
+    let mut recalls = Vec::new();
+    let mut seen_queries = HashSet::new();
+    let mut filled = 0usize;
+    for &size in sizes {
+        let count = size.saturating_sub(filled);
+        eprintln!("filling to {size} memories...");
+        embedder.synthesise.store(true, Ordering::Relaxed);
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(count as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        let mut done = 0;
+        while done < count {
+            let batch: Vec<NewMemory> = (0..(count - done).min(2_000))
+                .map(|i| {
+                    let mut memory = NewMemory::new(text.note(&mut rng, filled + done + i));
+                    memory.user_id = format!("user{}", (filled + done + i) % 10);
+                    memory
+                })
+                .collect();
+            done += batch.len();
+            bar.inc(batch.len() as u64);
+            store.create_batch(batch)?;
+        }
+        bar.finish_and_clear();
+        embedder.synthesise.store(false, Ordering::Relaxed);
+        filled = store.stats()?.live;
+        store.warm_vector_index()?;
+        vectors_only.warm_vector_index()?;
+
+        let mut stores = Vec::new();
+        for i in 0..100 {
+            let memory = NewMemory::new(text.note(&mut rng, 20_000_000 + i));
+            let start = Instant::now();
+            store.create(memory)?;
+            stores.push(start.elapsed());
+        }
+        // The memories just stored carry real vectors; the exact scan must know them too.
+        let mut fresh_queries = || loop {
+            let q = text.query(&mut rng);
+            if seen_queries.insert(q.clone()) {
+                return q;
+            }
+        };
+        let mut plain = Vec::new();
+        let mut filtered = Vec::new();
+        for i in 0..queries {
+            let mut query = SearchQuery::new(fresh_queries());
+            if i % 2 == 1 {
+                query.filter.user_id = Some(format!("user{}", i % 10));
+            }
+            let start = Instant::now();
+            let results = store.search(&query)?;
+            let took = start.elapsed();
+            if results.mode != haivemind_store::SearchMode::Hybrid {
+                bail!("the benchmark store is not searching in hybrid mode");
+            }
+            if i % 2 == 1 { &mut filtered } else { &mut plain }.push(took);
+        }
+        let recall = measure_recall(&vectors_only, &embedder, &mut fresh_queries, 50)?;
+        recalls.push(json!({"memories": filled, "recall_at_10": recall}));
+        for (metric, timing) in [
+            ("store_memory incl. embedding", summarize(stores)),
+            ("hybrid search incl. query embedding", summarize(plain)),
+            (
+                "hybrid search incl. query embedding, user_id filter",
+                summarize(filtered),
+            ),
+        ] {
+            rows.push(row(filled, metric, &timing));
+        }
+    }
+    let rss = crate::bench::peak_rss_kib(None);
+    drop((store, vectors_only));
+    drop(guard);
+
+    let summary = json!({"rows": rows, "vector_recall": recalls, "peak_rss_kib": rss});
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!("| memories | operation | p50 ms | p99 ms | samples |");
+    println!("|---:|---|---:|---:|---:|");
+    for row in &rows {
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {} |",
+            row["memories"],
+            row["metric"].as_str().unwrap_or_default(),
+            row["p50_ms"].as_f64().unwrap_or_default(),
+            row["p99_ms"].as_f64().unwrap_or_default(),
+            row["samples"]
+        );
+    }
+    println!();
+    for r in &recalls {
+        println!(
+            "vector index recall@10 against an exact scan at {} memories: {:.4}",
+            r["memories"],
+            r["recall_at_10"].as_f64().unwrap_or_default()
+        );
+    }
+    println!(
+        "peak RSS of the bench process: {} MiB",
+        rss.map(|k| k / 1024).unwrap_or(0)
+    );
+    Ok(())
+}
+
+fn row(memories: usize, metric: &str, timing: &Timing) -> serde_json::Value {
+    json!({"memories": memories, "metric": metric, "p50_ms": timing.p50_ms,
+           "p99_ms": timing.p99_ms, "samples": timing.count})
+}
+
+/// Mean overlap of the store's vector top 10 with an exact `f32` scan over every stored
+/// vector, over `count` queries.
+fn measure_recall(
+    store: &Store,
+    embedder: &BenchEmbedder,
+    fresh_query: &mut impl FnMut() -> String,
+    count: usize,
+) -> Result<f64> {
+    let all = store.vector_snapshot()?;
+    let mut total = 0.0;
+    for _ in 0..count {
+        let text = fresh_query();
+        let query_vector = embedder
+            .real
+            .embed(&[text.as_str()])
+            .map_err(|e| anyhow::anyhow!(e))?
+            .remove(0);
+        let mut exact: Vec<(f32, haivemind_core::MemoryId)> = all
+            .iter()
+            .map(|(id, v)| (v.iter().zip(&query_vector).map(|(a, b)| a * b).sum(), *id))
+            .collect();
+        exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let truth: HashSet<_> = exact.iter().take(10).map(|(_, id)| *id).collect();
+        let found = store.search(&SearchQuery::new(text))?;
+        let hits = found
+            .hits
+            .iter()
+            .take(10)
+            .filter(|h| truth.contains(&h.memory.id))
+            .count();
+        total += hits as f64 / 10.0;
+    }
+    Ok(total / count as f64)
+}

@@ -1,0 +1,203 @@
+//! Hybrid search: the full-text ranking and the vector ranking of one query, each taken
+//! to a fixed depth under the same filters, fused by weighted reciprocal rank.
+//!
+//! Filters are applied inside each ranking, before its cut-off: the vector scan proposes
+//! candidates, the database keeps those that pass the filters, and when too few pass (a
+//! selective filter) the memories that pass are ranked directly instead. So a filter never
+//! starves the page, in either ranking.
+
+use std::collections::HashMap;
+
+use haivemind_core::MemoryId;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, params_from_iter};
+
+use crate::rows::memory_by_id;
+use crate::search::{MAX_COUNTED, QueryTerms, SearchHit, SearchMode, SearchQuery, SearchResults};
+use crate::vectors::{self, VectorIndex};
+use crate::{MemoryFilter, Store, StoreError};
+
+/// How hybrid search fuses its two rankings: a memory at rank `r` (from 1) of a ranking
+/// earns `weight / (k + r)` from it, and memories are ordered by the sum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fusion {
+    /// The weight of the full-text ranking.
+    pub full_text_weight: f64,
+    /// The weight of the vector ranking.
+    pub vector_weight: f64,
+    /// The rank offset `k`: larger values flatten the difference between top ranks.
+    pub rank_constant: f64,
+    /// How deep each ranking goes before fusion (at least the requested page's end).
+    pub depth: usize,
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Self {
+            full_text_weight: 1.0,
+            vector_weight: 1.0,
+            rank_constant: 60.0,
+            depth: 50,
+        }
+    }
+}
+
+/// How many candidates the quantised scan proposes per wanted result: enough that exact
+/// rescoring restores the exact order, and that an ordinary filter leaves enough standing.
+const OVERSCAN: usize = 8;
+const MIN_CANDIDATES: usize = 400;
+
+impl Store {
+    pub(crate) fn hybrid_search(
+        &self,
+        query: &SearchQuery,
+        terms: &QueryTerms,
+        window: usize,
+    ) -> Result<SearchResults, StoreError> {
+        let (Some(index), Some(query_vector)) = (&self.vectors, self.query_vector(&query.text)?)
+        else {
+            return Err(StoreError::Embedding("no embedding model is loaded".into()));
+        };
+        let depth = window.max(self.fusion.depth);
+        let (text_hits, counted) = self.full_text_ranking(terms, &query.filter, depth)?;
+        let vector_hits = self.vector_ranking(index, &query_vector, &query.filter, depth)?;
+
+        let fusion = self.fusion;
+        let mut fused: HashMap<MemoryId, f64> = HashMap::new();
+        for (rank, hit) in text_hits.iter().enumerate() {
+            *fused.entry(hit.memory.id).or_default() +=
+                fusion.full_text_weight / (fusion.rank_constant + rank as f64 + 1.0);
+        }
+        for (rank, (id, _)) in vector_hits.iter().enumerate() {
+            *fused.entry(*id).or_default() +=
+                fusion.vector_weight / (fusion.rank_constant + rank as f64 + 1.0);
+        }
+        let candidates = fused.len();
+        let mut order: Vec<(MemoryId, f64)> = fused.into_iter().collect();
+        // Ties (rare with two rankings) go to the newer memory: ids are UUIDv7.
+        order.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+
+        let mut known: HashMap<MemoryId, haivemind_core::Memory> = text_hits
+            .into_iter()
+            .map(|hit| (hit.memory.id, hit.memory))
+            .collect();
+        let reader = self.reader()?;
+        let mut hits = Vec::with_capacity(query.limit);
+        for (id, score) in order.into_iter().skip(query.offset).take(query.limit) {
+            let memory = match known.remove(&id) {
+                Some(memory) => memory,
+                None => match memory_by_id(&reader, id)? {
+                    Some(memory) if memory.deletion.is_none() => memory,
+                    // Deleted between the ranking and now.
+                    _ => continue,
+                },
+            };
+            hits.push(SearchHit { memory, score });
+        }
+        let not_embedded = index.len() == 0;
+        Ok(SearchResults {
+            hits,
+            // Every memory has some similarity to any query, so the vector side "matches"
+            // everything; the total is what was ranked: both lists, merged.
+            total: candidates.max(counted.min(MAX_COUNTED)),
+            total_exact: candidates < depth && counted <= MAX_COUNTED,
+            mode: SearchMode::Hybrid,
+            note: not_embedded.then(|| {
+                "no memory has been embedded by the loaded model yet, so the ranking is full-text only; run `haivemind reindex`".to_string()
+            }),
+        })
+    }
+
+    /// The `depth` live memories passing `filter` whose vectors are most similar to `query`,
+    /// most similar first, with their cosine similarity.
+    fn vector_ranking(
+        &self,
+        index: &VectorIndex,
+        query: &[f32],
+        filter: &MemoryFilter,
+        depth: usize,
+    ) -> Result<Vec<(MemoryId, f32)>, StoreError> {
+        let reader = self.reader()?;
+        index.catch_up(&reader)?;
+        let held = index.len();
+        let candidates = index.nearest(query, (depth * OVERSCAN).max(MIN_CANDIDATES));
+        let mut ranked = verify(&reader, index, &candidates, filter, query)?;
+        if ranked.len() < depth && candidates.len() < held {
+            // The filter (or vectors removed by another process) left too few standing:
+            // rank every memory that passes the filter instead. A filter that strict
+            // passes few memories, so this is cheap.
+            ranked = rank_eligible(&reader, index, filter, query)?;
+        }
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+        ranked.truncate(depth);
+        Ok(ranked)
+    }
+}
+
+fn memory_id(text: &str) -> Result<MemoryId, StoreError> {
+    MemoryId::parse("id", text).map_err(|e| StoreError::Corrupt {
+        record: format!("memory {text}"),
+        detail: e.to_string(),
+    })
+}
+
+/// Exact similarities of the candidates that are still current, live and pass `filter`.
+fn verify(
+    reader: &Connection,
+    index: &VectorIndex,
+    candidates: &[i64],
+    filter: &MemoryFilter,
+    query: &[f32],
+) -> Result<Vec<(MemoryId, f32)>, StoreError> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The seqs come from our own index, integers: safe to inline, and one statement is
+    // far cheaper than hundreds of lookups.
+    let seqs: Vec<String> = candidates.iter().map(|seq| seq.to_string()).collect();
+    let mut sql = format!(
+        "SELECT m.id, v.vector FROM memory_vectors v JOIN memories m ON m.rowid = v.memory_rowid
+         WHERE v.seq IN ({}) AND m.deleted_at IS NULL",
+        seqs.join(",")
+    );
+    let mut params: Vec<SqlValue> = Vec::new();
+    filter.to_sql(&mut sql, &mut params);
+    scored_rows(reader, &sql, params, index.dims(), query)
+}
+
+/// Exact similarities of every live memory passing `filter` that has a vector of the model.
+fn rank_eligible(
+    reader: &Connection,
+    index: &VectorIndex,
+    filter: &MemoryFilter,
+    query: &[f32],
+) -> Result<Vec<(MemoryId, f32)>, StoreError> {
+    let mut sql = "SELECT m.id, v.vector FROM memories m
+         JOIN memory_vectors v ON v.memory_rowid = m.rowid AND v.model_id = ?
+         WHERE m.deleted_at IS NULL"
+        .to_string();
+    let mut params = vec![SqlValue::Text(index.model_id().to_string())];
+    filter.to_sql(&mut sql, &mut params);
+    scored_rows(reader, &sql, params, index.dims(), query)
+}
+
+fn scored_rows(
+    reader: &Connection,
+    sql: &str,
+    params: Vec<SqlValue>,
+    dims: usize,
+    query: &[f32],
+) -> Result<Vec<(MemoryId, f32)>, StoreError> {
+    let mut statement = reader.prepare(sql)?;
+    let mut rows = statement.query(params_from_iter(params))?;
+    let mut scored = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let blob = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+        let Some(vector) = vectors::from_blob(blob, dims) else {
+            continue;
+        };
+        scored.push((memory_id(&id)?, vectors::dot(&vector, query)));
+    }
+    Ok(scored)
+}
