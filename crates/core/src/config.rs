@@ -114,6 +114,8 @@ impl Default for EmbeddingConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchConfig {
+    /// `rrf` (weighted reciprocal rank) or `convex` (weighted sum of normalised scores).
+    pub fusion: String,
     /// Weight of the full-text (BM25) ranking.
     pub full_text_weight: f64,
     /// Weight of the vector ranking.
@@ -127,6 +129,7 @@ pub struct SearchConfig {
 impl Default for SearchConfig {
     fn default() -> Self {
         Self {
+            fusion: "rrf".into(),
             full_text_weight: 1.0,
             vector_weight: 1.0,
             rank_constant: 60.0,
@@ -297,6 +300,9 @@ impl Config {
             return invalid("server.host", "must not be empty");
         }
         let search = &self.search;
+        if !["rrf", "convex"].contains(&search.fusion.as_str()) {
+            return invalid("search.fusion", "must be \"rrf\" or \"convex\"");
+        }
         for (key, weight) in [
             ("search.full_text_weight", search.full_text_weight),
             ("search.vector_weight", search.vector_weight),

@@ -10,7 +10,7 @@ use haivemind_core::time_format::{now_ms, parse_optional_rfc3339};
 use haivemind_core::{Confidentiality, Config, MemoryId, NewMemory, Scope};
 use haivemind_core::Embedder;
 use haivemind_store::{
-    Fusion, ImportOutcome, MemoryFilter, RecentQuery, SearchQuery, Store, StoreOptions,
+    Fusion, FusionMethod, ImportOutcome, MemoryFilter, RecentQuery, SearchQuery, Store, StoreOptions,
 };
 use serde_json::{Value, json};
 
@@ -136,6 +136,10 @@ fn open_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<St
         recover_days: config.memory.recover_days,
         embedder,
         fusion: Fusion {
+            method: match config.search.fusion.as_str() {
+                "convex" => FusionMethod::Convex,
+                _ => FusionMethod::ReciprocalRank,
+            },
             full_text_weight: config.search.full_text_weight,
             vector_weight: config.search.vector_weight,
             rank_constant: config.search.rank_constant,

@@ -218,38 +218,44 @@ fn evaluate(client: &mut StdioClient, samples: &[Value], semantic: bool) -> Resu
 fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result<()> {
     let mut rows = Vec::new();
     if !json_output {
-        println!("| full_text_weight | vector_weight | rank_constant | fusion_depth | recall@5 | recall@10 | hit@10 | MRR | nDCG@10 |");
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("| fusion | full_text_weight | vector_weight | rank_constant | fusion_depth | recall@5 | recall@10 | hit@10 | MRR | nDCG@10 |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     }
-    let settings: Vec<(f64, f64, f64, usize)> = std::env::var("HAIVEMIND_SWEEP")
+    let settings: Vec<(String, f64, f64, f64, usize)> = std::env::var("HAIVEMIND_SWEEP")
         .ok()
         .map(|grid| {
             grid.split(';')
                 .filter_map(|row| {
                     let v: Vec<&str> = row.split(',').map(str::trim).collect();
                     Some((
-                        v.first()?.parse().ok()?,
+                        v.first()?.to_string(),
                         v.get(1)?.parse().ok()?,
                         v.get(2)?.parse().ok()?,
                         v.get(3)?.parse().ok()?,
+                        v.get(4)?.parse().ok()?,
                     ))
                 })
                 .collect()
         })
         .unwrap_or_else(|| {
-            let mut grid = vec![(1.0, 0.0, 60.0, 50), (0.0, 1.0, 60.0, 50)];
-            for k in [5.0, 20.0, 60.0] {
-                for vector_weight in [0.3, 0.5, 0.7, 1.0] {
-                    grid.push((1.0, vector_weight, k, 50));
+            let rrf = |w: f64, v: f64, k: f64| ("rrf".to_string(), w, v, k, 50);
+            let mut grid = vec![rrf(1.0, 0.0, 60.0), rrf(0.0, 1.0, 60.0)];
+            for k in [2.0, 5.0, 20.0, 60.0] {
+                for vector_weight in [0.5, 0.7, 1.0] {
+                    grid.push(rrf(1.0, vector_weight, k));
                 }
+            }
+            for vector_weight in [0.5, 1.0, 2.0, 4.0] {
+                grid.push(("convex".to_string(), 1.0, vector_weight, 0.0, 50));
             }
             grid
         });
-    for (full_text_weight, vector_weight, rank_constant, depth) in settings {
+    for (fusion, full_text_weight, vector_weight, rank_constant, depth) in settings {
         let mut client = StdioClient::start(
             data_dir,
-            &json!({"search": {"full_text_weight": full_text_weight, "vector_weight": vector_weight,
-                               "rank_constant": rank_constant, "fusion_depth": depth}}),
+            &json!({"search": {"fusion": fusion, "full_text_weight": full_text_weight,
+                               "vector_weight": vector_weight, "rank_constant": rank_constant,
+                               "fusion_depth": depth}}),
         )?;
         let evaluation = evaluate(&mut client, samples, true)?;
         client.finish()?;
@@ -257,7 +263,7 @@ fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result
         let f = |key: &str| m[key].as_f64().unwrap_or(0.0);
         if !json_output {
             println!(
-                "| {full_text_weight} | {vector_weight} | {rank_constant} | {depth} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                "| {fusion} | {full_text_weight} | {vector_weight} | {rank_constant} | {depth} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
                 f("recall@5"),
                 f("recall@10"),
                 f("hit@10"),
@@ -265,7 +271,7 @@ fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result
                 f("ndcg@10")
             );
         }
-        rows.push(json!({"full_text_weight": full_text_weight, "vector_weight": vector_weight,
+        rows.push(json!({"fusion": fusion, "full_text_weight": full_text_weight, "vector_weight": vector_weight,
                          "rank_constant": rank_constant, "fusion_depth": depth, "overall": m}));
     }
     if json_output {

@@ -17,10 +17,23 @@ use crate::search::{MAX_COUNTED, QueryTerms, SearchHit, SearchMode, SearchQuery,
 use crate::vectors::{self, VectorIndex};
 use crate::{MemoryFilter, Store, StoreError};
 
-/// How hybrid search fuses its two rankings: a memory at rank `r` (from 1) of a ranking
-/// earns `weight / (k + r)` from it, and memories are ordered by the sum.
+/// How the two rankings' results are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FusionMethod {
+    /// Weighted reciprocal rank: a memory at rank `r` (from 1) of a ranking earns
+    /// `weight / (rank_constant + r)` from it.
+    ReciprocalRank,
+    /// Weighted sum of scores: the full-text score divided by the best full-text score of
+    /// the query, and the cosine similarity, which every candidate gets from its vector.
+    Convex,
+}
+
+/// How hybrid search fuses its two rankings; memories are ordered by the sum of what they
+/// earn from each.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fusion {
+    /// How scores are combined.
+    pub method: FusionMethod,
     /// The weight of the full-text ranking.
     pub full_text_weight: f64,
     /// The weight of the vector ranking.
@@ -34,6 +47,7 @@ pub struct Fusion {
 impl Default for Fusion {
     fn default() -> Self {
         Self {
+            method: FusionMethod::ReciprocalRank,
             full_text_weight: 1.0,
             vector_weight: 1.0,
             rank_constant: 60.0,
@@ -64,13 +78,36 @@ impl Store {
 
         let fusion = self.fusion;
         let mut fused: HashMap<MemoryId, f64> = HashMap::new();
-        for (rank, hit) in text_hits.iter().enumerate() {
-            *fused.entry(hit.memory.id).or_default() +=
-                fusion.full_text_weight / (fusion.rank_constant + rank as f64 + 1.0);
-        }
-        for (rank, (id, _)) in vector_hits.iter().enumerate() {
-            *fused.entry(*id).or_default() +=
-                fusion.vector_weight / (fusion.rank_constant + rank as f64 + 1.0);
+        match fusion.method {
+            FusionMethod::ReciprocalRank => {
+                for (rank, hit) in text_hits.iter().enumerate() {
+                    *fused.entry(hit.memory.id).or_default() +=
+                        fusion.full_text_weight / (fusion.rank_constant + rank as f64 + 1.0);
+                }
+                for (rank, (id, _)) in vector_hits.iter().enumerate() {
+                    *fused.entry(*id).or_default() +=
+                        fusion.vector_weight / (fusion.rank_constant + rank as f64 + 1.0);
+                }
+            }
+            FusionMethod::Convex => {
+                let best = text_hits.iter().map(|h| h.score).fold(0.0, f64::max);
+                let mut cosines: HashMap<MemoryId, f32> = vector_hits.iter().copied().collect();
+                let unscored: Vec<MemoryId> = text_hits
+                    .iter()
+                    .map(|h| h.memory.id)
+                    .filter(|id| !cosines.contains_key(id))
+                    .collect();
+                cosines.extend(self.cosines(index, &unscored, &query_vector)?);
+                for hit in &text_hits {
+                    if best > 0.0 {
+                        *fused.entry(hit.memory.id).or_default() +=
+                            fusion.full_text_weight * hit.score / best;
+                    }
+                }
+                for (id, cosine) in cosines {
+                    *fused.entry(id).or_default() += fusion.vector_weight * f64::from(cosine);
+                }
+            }
         }
         let candidates = fused.len();
         let mut order: Vec<(MemoryId, f64)> = fused.into_iter().collect();
@@ -131,6 +168,29 @@ impl Store {
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
         ranked.truncate(depth);
         Ok(ranked)
+    }
+}
+
+impl Store {
+    /// The cosine similarity to `query` of each of these memories that has a vector.
+    fn cosines(
+        &self,
+        index: &VectorIndex,
+        ids: &[MemoryId],
+        query: &[f32],
+    ) -> Result<Vec<(MemoryId, f32)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = vec!["?"; ids.len()].join(",");
+        let sql = format!(
+            "SELECT m.id, v.vector FROM memories m
+             JOIN memory_vectors v ON v.memory_rowid = m.rowid AND v.model_id = ?
+             WHERE m.id IN ({placeholders})"
+        );
+        let mut params = vec![SqlValue::Text(index.model_id().to_string())];
+        params.extend(ids.iter().map(|id| SqlValue::Text(id.to_string())));
+        scored_rows(&*self.reader()?, &sql, params, index.dims(), query)
     }
 }
 

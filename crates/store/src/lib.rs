@@ -60,7 +60,7 @@ pub use export::{ExportFormat, UserExport, csv_of_memories};
 pub use memories::{BulkDeleteOutcome, HistoryEntry, ImportOutcome, MergeOutcome};
 pub use oplog::{OpKind, OpLogEntry};
 pub use embedding::{EmbeddingProgress, VectorCoverage};
-pub use hybrid::Fusion;
+pub use hybrid::{Fusion, FusionMethod};
 pub use search::{
     MemoryFilter, RecentQuery, SearchHit, SearchMode, SearchQuery, SearchResults,
 };

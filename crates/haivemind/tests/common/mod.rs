@@ -16,6 +16,33 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_haivemind"))
 }
 
+/// Where the embedding model is: `$HAIVEMIND_MODEL_DIR`, else where `scripts/fetch-model`
+/// puts it by default.
+pub fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("HAIVEMIND_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".local/share/haivemind/models/all-MiniLM-L6-v2")
+        });
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "these tests need the embedding model in {} (run scripts/fetch-model)",
+        dir.display()
+    );
+    dir
+}
+
+/// Parses the stdout of a successful command as JSON.
+pub fn stdout_json(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "haivemind failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("stdout is JSON")
+}
+
 /// A data directory and config of its own, so tests never touch the user's memory.
 pub struct Scratch {
     pub dir: TempDir,
@@ -51,6 +78,14 @@ impl Scratch {
             .env("HAIVEMIND_DATA_DIR", self.data_dir())
             .env("HAIVEMIND_MACHINE_ID", "e2e-machine")
             .current_dir(self.dir.path());
+        command
+    }
+
+    /// A `haivemind` command that also finds the embedding model (which `scripts/test`
+    /// fetches); plain [`Scratch::command`] runs without one, full-text only.
+    pub fn command_with_model(&self) -> Command {
+        let mut command = self.command();
+        command.env("HAIVEMIND_MODEL_DIR", model_dir());
         command
     }
 

@@ -25,3 +25,29 @@ pub fn scratch_with(adjust: impl FnOnce(&mut StoreOptions)) -> Scratch {
 pub fn memory(content: &str) -> NewMemory {
     NewMemory::new(content)
 }
+
+/// The real embedding model, loaded once per test binary. `scripts/test` fetches it and sets
+/// `HAIVEMIND_MODEL_DIR`; without it these tests cannot say anything, so they fail loudly.
+pub fn model() -> std::sync::Arc<haivemind_embed::MiniLm> {
+    static MODEL: std::sync::OnceLock<std::sync::Arc<haivemind_embed::MiniLm>> =
+        std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let dir = std::env::var_os("HAIVEMIND_MODEL_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".local/share/haivemind/models/all-MiniLM-L6-v2")
+                });
+            let model = haivemind_embed::MiniLm::load(&dir).unwrap_or_else(|e| {
+                panic!("these tests need the model (run scripts/fetch-model): {e}")
+            });
+            std::sync::Arc::new(model)
+        })
+        .clone()
+}
+
+/// A store on a fresh temp file with the real model loaded.
+pub fn scratch_with_model() -> Scratch {
+    scratch_with(|options| options.embedder = Some(model()))
+}

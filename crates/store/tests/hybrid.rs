@@ -1,0 +1,253 @@
+//! Hybrid search with the real all-MiniLM-L6-v2: memories found by meaning, filters that
+//! hold before ranking, vectors that follow updates and removals, model changes that never
+//! mix vectors, and several handles on one file.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{memory, model, scratch, scratch_with, scratch_with_model};
+use haivemind_core::embedder::EmbedError;
+use haivemind_core::{Embedder, MemoryPatch, NewMemory};
+use haivemind_store::{MemoryFilter, SearchMode, SearchQuery, Store, StoreOptions};
+
+/// Operations notes that share words with the queries below but not their meaning.
+const DISTRACTORS: &[&str] = &[
+    "nginx on proxy2 returned 502 after the upstream pool was drained for deploys",
+    "postgres replication lag on db3 reached four minutes during the nightly vacuum",
+    "kafka broker 2 lost its controller role after a zookeeper session timeout",
+    "the certificate for api.example.com expires in twelve days; renewal ticket opened",
+    "disk on backup1 filled up because log rotation was disabled by a config typo",
+    "redis memory fragmentation ratio climbed to 1.8 on cache4 after the key migration",
+    "deploy of billing-service 4.2 rolled back: health checks failed on two pods",
+    "DNS resolution for internal services was slow because of a misconfigured resolver",
+];
+
+fn fill(store: &Store, texts: &[&str]) {
+    store
+        .create_batch(texts.iter().map(|t| memory(t)).collect())
+        .expect("store");
+}
+
+fn search(store: &Store, text: &str) -> Vec<String> {
+    let results = store.search(&SearchQuery::new(text)).expect("search");
+    assert_eq!(results.mode, SearchMode::Hybrid);
+    results.hits.into_iter().map(|h| h.memory.content).collect()
+}
+
+const ES: &str = "Elasticsearch on elastic3 ran out of JVM memory and the node left the cluster";
+
+#[test]
+fn a_paraphrase_with_no_shared_words_ranks_first() {
+    let s = scratch_with_model();
+    fill(&s.store, DISTRACTORS);
+    s.store.create(memory(ES)).unwrap();
+    let found = search(&s.store, "ES heap blew up");
+    assert_eq!(found[0], ES, "{found:#?}");
+    // Full-text alone cannot find it: none of the query's words are in it.
+    let mut keywords = SearchQuery::new("ES heap blew up");
+    keywords.semantic = false;
+    let by_keyword = s.store.search(&keywords).unwrap();
+    assert_eq!(by_keyword.mode, SearchMode::FullText);
+    assert!(by_keyword.hits.iter().all(|h| h.memory.content != ES));
+}
+
+#[test]
+fn filters_hold_before_ranking_so_a_selective_filter_still_fills_the_page() {
+    let s = scratch_with_model();
+    // 300 near-identical memories of user "a", and 12 of user "b" that match the query
+    // worse than all of them.
+    let mut news: Vec<NewMemory> = (0..300)
+        .map(|i| {
+            let mut m = memory(&format!(
+                "Elasticsearch ran out of JVM heap on node {i}, garbage collection stalled"
+            ));
+            m.user_id = "a".into();
+            m
+        })
+        .collect();
+    for i in 0..12 {
+        let mut m = memory(&format!("lunch order number {i}: two pizzas and a salad"));
+        m.user_id = "b".into();
+        m.category = "project".into();
+        m.tags = vec![format!("t{}", i % 2)];
+        news.push(m);
+    }
+    s.store.create_batch(news).unwrap();
+    let mut query = SearchQuery::new("elasticsearch heap exhausted");
+    query.filter.user_id = Some("b".into());
+    let results = s.store.search(&query).unwrap();
+    assert_eq!(results.mode, SearchMode::Hybrid);
+    assert_eq!(results.hits.len(), 10);
+    assert!(results.hits.iter().all(|h| h.memory.user_id == "b"));
+
+    query.filter = MemoryFilter {
+        category: Some("project".into()),
+        tags: vec!["t1".into()],
+        ..MemoryFilter::default()
+    };
+    let results = s.store.search(&query).unwrap();
+    assert_eq!(results.hits.len(), 6);
+    assert!(results.hits.iter().all(|h| h.memory.tags == ["t1"]));
+
+    // A time range that holds nothing returns nothing, whatever the vectors say.
+    query.filter = MemoryFilter {
+        until_ms: Some(1),
+        ..MemoryFilter::default()
+    };
+    assert!(s.store.search(&query).unwrap().hits.is_empty());
+}
+
+#[test]
+fn vectors_follow_updates_deletions_and_recovery() {
+    let s = scratch_with_model();
+    fill(&s.store, DISTRACTORS);
+    let m = s
+        .store
+        .create(memory("the office coffee machine is broken again"))
+        .unwrap();
+    let patch = MemoryPatch {
+        content: Some(ES.into()),
+        ..MemoryPatch::default()
+    };
+    s.store.update(m.id, patch, None).unwrap();
+    assert_eq!(search(&s.store, "ES heap blew up")[0], ES);
+    // The stored vector is the new text's, not the old one's.
+    let expected = model().embed(&[ES]).unwrap().remove(0);
+    let (_, stored) = s
+        .store
+        .vector_snapshot()
+        .unwrap()
+        .into_iter()
+        .find(|(id, _)| *id == m.id)
+        .unwrap();
+    let cosine: f32 = stored.iter().zip(&expected).map(|(a, b)| a * b).sum();
+    assert!(cosine > 0.9999, "{cosine}");
+
+    s.store.soft_delete(m.id, None).unwrap();
+    assert!(!search(&s.store, "ES heap blew up").contains(&ES.to_string()));
+    s.store.recover(m.id).unwrap();
+    assert_eq!(search(&s.store, "ES heap blew up")[0], ES);
+    s.store.hard_delete(m.id, None).unwrap();
+    assert!(!search(&s.store, "ES heap blew up").contains(&ES.to_string()));
+}
+
+#[test]
+fn another_handle_on_the_same_file_sees_new_vectors_and_removals() {
+    let s = scratch_with_model();
+    fill(&s.store, DISTRACTORS);
+    let other = Store::open(StoreOptions {
+        embedder: Some(model()),
+        ..StoreOptions::new(s.dir.path().join("hv.sqlite3"), "test-machine")
+    })
+    .unwrap();
+    // The other handle builds its index now, before the memory exists.
+    assert!(!search(&other, "ES heap blew up").contains(&ES.to_string()));
+    let m = s.store.create(memory(ES)).unwrap();
+    assert_eq!(search(&other, "ES heap blew up")[0], ES);
+    s.store.hard_delete(m.id, None).unwrap();
+    assert!(!search(&other, "ES heap blew up").contains(&ES.to_string()));
+}
+
+/// The real model under another id: what a model upgrade looks like to the store.
+struct Renamed(Arc<haivemind_embed::MiniLm>);
+
+impl Embedder for Renamed {
+    fn model_id(&self) -> &str {
+        "another-model/1"
+    }
+    fn dimensions(&self) -> usize {
+        self.0.dimensions()
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.0.embed(texts)
+    }
+}
+
+#[test]
+fn a_model_change_never_mixes_vectors_and_reindexing_brings_them_back() {
+    let s = scratch_with_model();
+    fill(&s.store, DISTRACTORS);
+    s.store.create(memory(ES)).unwrap();
+    let path = s.dir.path().join("hv.sqlite3");
+    let upgraded = Store::open(StoreOptions {
+        embedder: Some(Arc::new(Renamed(model()))),
+        ..StoreOptions::new(&path, "test-machine")
+    })
+    .unwrap();
+    let coverage = upgraded.vector_coverage().unwrap().unwrap();
+    assert_eq!((coverage.embedded, coverage.missing), (0, 9));
+    // Not yet embedded by the new model: found by full-text, never by the old vectors.
+    let results = upgraded.search(&SearchQuery::new("ES heap blew up")).unwrap();
+    assert!(results.hits.iter().all(|h| h.memory.content != ES));
+    let results = upgraded.search(&SearchQuery::new("elastic3 JVM")).unwrap();
+    assert_eq!(results.hits[0].memory.content, ES);
+
+    let mut reports = Vec::new();
+    let outcome = upgraded.embed_missing(|p| reports.push(p)).unwrap();
+    assert_eq!((outcome.done, outcome.total, outcome.failed), (9, 9, 0));
+    assert_eq!(reports.first().map(|p| p.done), Some(0));
+    assert_eq!(reports.last().map(|p| p.done), Some(9));
+    let coverage = upgraded.vector_coverage().unwrap().unwrap();
+    assert_eq!((coverage.embedded, coverage.missing), (9, 0));
+    assert_eq!(search(&upgraded, "ES heap blew up")[0], ES);
+
+    // One vector per memory: the old model's are gone, not kept beside the new ones.
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let models: Vec<(String, i64)> = connection
+        .prepare("SELECT model_id, count(*) FROM memory_vectors GROUP BY model_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(models, [("another-model/1".to_string(), 9)]);
+}
+
+#[test]
+fn memories_written_without_the_model_are_embedded_later() {
+    let s = scratch();
+    fill(&s.store, DISTRACTORS);
+    s.store.create(memory(ES)).unwrap();
+    let results = s.store.search(&SearchQuery::new("ES heap blew up")).unwrap();
+    assert_eq!(results.mode, SearchMode::FullText);
+    assert!(results.note.unwrap().contains("no embedding model"));
+
+    let with_model = Store::open(StoreOptions {
+        embedder: Some(model()),
+        ..StoreOptions::new(s.dir.path().join("hv.sqlite3"), "test-machine")
+    })
+    .unwrap();
+    let results = with_model.search(&SearchQuery::new("ES heap blew up")).unwrap();
+    assert!(results.note.unwrap().contains("reindex"));
+    with_model.embed_missing(|_| {}).unwrap();
+    assert_eq!(search(&with_model, "ES heap blew up")[0], ES);
+    // Nothing left to do the second time.
+    assert_eq!(with_model.embed_missing(|_| {}).unwrap().total, 0);
+}
+
+#[test]
+fn a_batch_is_embedded_with_the_same_vectors_as_one_by_one() {
+    let batch = scratch_with_model();
+    fill(&batch.store, DISTRACTORS);
+    let single = scratch_with(|o| o.embedder = Some(model()));
+    for text in DISTRACTORS {
+        single.store.create(memory(text)).unwrap();
+    }
+    let vectors = |store: &Store| {
+        let mut all: Vec<Vec<f32>> = store
+            .vector_snapshot()
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        all.sort_by(|a, b| a[0].total_cmp(&b[0]));
+        all
+    };
+    let (a, b) = (vectors(&batch.store), vectors(&single.store));
+    assert_eq!(a.len(), DISTRACTORS.len());
+    for (x, y) in a.iter().zip(&b) {
+        let cosine: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+        assert!(cosine > 0.9999, "batch padding changed a vector: {cosine}");
+    }
+}
