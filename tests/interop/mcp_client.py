@@ -5,6 +5,7 @@ MODE is "legacy" (initialize handshake) or "auto" (server/discover first).
 Exits non-zero with a message on the first broken expectation.
 """
 
+import os
 import sys
 
 import anyio
@@ -35,7 +36,8 @@ async def main(binary, mode, data_dir):
         command=binary,
         args=["mcp"],
         env={"HAIVEMIND_DATA_DIR": data_dir, "HAIVEMIND_MACHINE_ID": "python-" + mode,
-             "HAIVEMIND_CONFIG": data_dir + "/config.json"},
+             "HAIVEMIND_CONFIG": data_dir + "/config.json",
+             "HAIVEMIND_MODEL_DIR": os.environ["HAIVEMIND_MODEL_DIR"]},
     )
     async with Client(params, mode=mode) as client:
         version = client.protocol_version
@@ -66,7 +68,12 @@ async def main(binary, mode, data_dir):
 
         found = await ok(client, "search_memories", {"query": "elastic3 heap", "category": "incidents"})
         expect(found["total"] >= 1 and found["memories"][0]["id"] == memory_id, f"search missed: {found}")
-        expect(found["search_mode"] in ("full_text", "hybrid"), "search says how it ranked")
+        expect(found["search_mode"] == "hybrid", f"search is hybrid with the model: {found}")
+
+        # By meaning: not one word of the query is in the memory.
+        await ok(client, "store_memory", {"content": "postgres replication lag on db3 during the nightly vacuum"})
+        by_meaning = await ok(client, "search_memories", {"query": "java memory exhausted on the search node"})
+        expect(by_meaning["memories"][0]["id"] == memory_id, f"hybrid search missed the paraphrase: {by_meaning}")
 
         updated = await ok(client, "update_memory", {"memory_id": memory_id, "content": "ES heap raised to 16g"})
         expect(updated["version"] == 2, "update bumps the version")

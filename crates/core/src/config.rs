@@ -131,8 +131,8 @@ impl Default for SearchConfig {
         Self {
             fusion: "rrf".into(),
             full_text_weight: 1.0,
-            vector_weight: 1.0,
-            rank_constant: 60.0,
+            vector_weight: 0.7,
+            rank_constant: 2.0,
             fusion_depth: 50,
         }
     }

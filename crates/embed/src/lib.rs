@@ -22,11 +22,15 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bert;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
+
+use crate::bert::Bert;
 use haivemind_core::{EmbedError, Embedder};
 use sha2::{Digest, Sha256};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
@@ -102,7 +106,7 @@ pub enum LoadError {
 /// the calling thread (candle uses its own thread pool for the matrix products), so async
 /// callers run it on a blocking thread.
 pub struct MiniLm {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
     device: Device,
 }
@@ -170,7 +174,7 @@ impl MiniLm {
         let builder = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
             .map_err(|e| unusable(weights_name, e.to_string()))?;
         let model =
-            BertModel::load(builder, &config).map_err(|e| unusable(weights_name, e.to_string()))?;
+            Bert::load(builder, &config).map_err(|e| unusable(weights_name, e.to_string()))?;
         Ok(Self {
             model,
             tokenizer,
@@ -206,7 +210,7 @@ impl MiniLm {
             (rows, columns),
             &self.device,
         )?;
-        let states = self.model.forward(&ids, &types, Some(&mask))?;
+        let states = self.model.forward(&ids, &types, &mask)?;
         // Mean of the token states that the mask keeps, then unit length.
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
         let summed = states.broadcast_mul(&mask)?.sum(1)?;

@@ -69,6 +69,7 @@ fn drive(mode: &str) {
         .arg(binary())
         .arg(mode)
         .arg(&data_dir)
+        .env("HAIVEMIND_MODEL_DIR", common::model_dir())
         .output()
         .expect("run the Python client");
     let stdout = String::from_utf8_lossy(&output.stdout);

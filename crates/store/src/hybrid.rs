@@ -49,8 +49,8 @@ impl Default for Fusion {
         Self {
             method: FusionMethod::ReciprocalRank,
             full_text_weight: 1.0,
-            vector_weight: 1.0,
-            rank_constant: 60.0,
+            vector_weight: 0.7,
+            rank_constant: 2.0,
             depth: 50,
         }
     }
