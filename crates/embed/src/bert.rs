@@ -105,7 +105,11 @@ impl Layer {
                 config.intermediate_size,
                 vb.pp("intermediate").pp("dense"),
             )?,
-            output: linear(config.intermediate_size, hidden, vb.pp("output").pp("dense"))?,
+            output: linear(
+                config.intermediate_size,
+                hidden,
+                vb.pp("output").pp("dense"),
+            )?,
             output_norm: layer_norm(hidden, eps, vb.pp("output").pp("LayerNorm"))?,
             heads: config.num_attention_heads,
             head_size: hidden / config.num_attention_heads,
@@ -165,8 +169,7 @@ impl CustomOp1 for FastGelu {
 
 fn gelu(input: &[f32], output: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    {
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
         unsafe { gelu_avx2(input, output) };
         return;

@@ -164,7 +164,12 @@ pub fn run(model_dir: &Path, sizes: &[usize], queries: usize, json_output: bool)
             if results.mode != haivemind_store::SearchMode::Hybrid {
                 bail!("the benchmark store is not searching in hybrid mode");
             }
-            if i % 2 == 1 { &mut filtered } else { &mut plain }.push(took);
+            if i % 2 == 1 {
+                &mut filtered
+            } else {
+                &mut plain
+            }
+            .push(took);
         }
         let recall = measure_recall(&vectors_only, &embedder, &mut fresh_queries, 50)?;
         recalls.push(json!({"memories": filled, "recall_at_10": recall}));

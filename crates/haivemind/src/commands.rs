@@ -5,12 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use haivemind_core::Embedder;
 use haivemind_core::memory::json::{from_json, to_json};
 use haivemind_core::time_format::{now_ms, parse_optional_rfc3339};
 use haivemind_core::{Confidentiality, Config, MemoryId, NewMemory, Scope};
-use haivemind_core::Embedder;
 use haivemind_store::{
-    Fusion, FusionMethod, ImportOutcome, MemoryFilter, RecentQuery, SearchQuery, Store, StoreOptions,
+    Fusion, FusionMethod, ImportOutcome, MemoryFilter, RecentQuery, SearchQuery, Store,
+    StoreOptions,
 };
 use serde_json::{Value, json};
 
@@ -272,13 +273,21 @@ fn spawn_background_embedding(store: &Arc<Store>) {
         .spawn(move || {
             let mut reported = 0;
             let outcome = store.embed_missing(|p| {
-                if p.total > 0 && (p.done == 0 || p.done >= reported + p.total / 10 || p.done >= p.total) {
+                if p.total > 0
+                    && (p.done == 0 || p.done >= reported + p.total / 10 || p.done >= p.total)
+                {
                     reported = p.done;
-                    tracing::info!(done = p.done, total = p.total, "embedding memories that lack a vector");
+                    tracing::info!(
+                        done = p.done,
+                        total = p.total,
+                        "embedding memories that lack a vector"
+                    );
                 }
             });
             match outcome {
-                Ok(p) if p.failed > 0 => tracing::warn!(failed = p.failed, "some memories could not be embedded"),
+                Ok(p) if p.failed > 0 => {
+                    tracing::warn!(failed = p.failed, "some memories could not be embedded")
+                }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "background embedding stopped"),
             }
@@ -382,7 +391,11 @@ fn status(config: &Config, printer: &Printer) -> Result<()> {
                 "hybrid (full-text + {model}); {} memories embedded, {} not yet{}",
                 c.embedded,
                 c.missing,
-                if c.missing > 0 { " (run `haivemind reindex`)" } else { "" }
+                if c.missing > 0 {
+                    " (run `haivemind reindex`)"
+                } else {
+                    ""
+                }
             ),
             (_, _, Some(problem)) => format!("full-text only: {problem}"),
             _ => "full-text only".into(),

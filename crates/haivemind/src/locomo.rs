@@ -218,7 +218,9 @@ fn evaluate(client: &mut StdioClient, samples: &[Value], semantic: bool) -> Resu
 fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result<()> {
     let mut rows = Vec::new();
     if !json_output {
-        println!("| fusion | full_text_weight | vector_weight | rank_constant | fusion_depth | recall@5 | recall@10 | hit@10 | MRR | nDCG@10 |");
+        println!(
+            "| fusion | full_text_weight | vector_weight | rank_constant | fusion_depth | recall@5 | recall@10 | hit@10 | MRR | nDCG@10 |"
+        );
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     }
     let settings: Vec<(String, f64, f64, f64, usize)> = std::env::var("HAIVEMIND_SWEEP")

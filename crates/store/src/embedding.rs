@@ -127,10 +127,11 @@ impl Store {
         while let Some(row) = rows.next()? {
             let id: String = row.get(0)?;
             let blob: Vec<u8> = row.get(1)?;
-            let id = haivemind_core::MemoryId::parse("id", &id).map_err(|e| StoreError::Corrupt {
-                record: format!("memory {id}"),
-                detail: e.to_string(),
-            })?;
+            let id =
+                haivemind_core::MemoryId::parse("id", &id).map_err(|e| StoreError::Corrupt {
+                    record: format!("memory {id}"),
+                    detail: e.to_string(),
+                })?;
             if let Some(vector) = vectors::from_blob(&blob, embedder.dimensions()) {
                 out.push((id, vector));
             }
@@ -205,7 +206,9 @@ impl Store {
             after = last;
             let texts: Vec<&str> = batch.iter().map(|(_, c)| c.as_str()).collect();
             let embedded = match embedder.embed(&texts) {
-                Ok(vectors) if vectors.len() == texts.len() => vectors.into_iter().map(Some).collect(),
+                Ok(vectors) if vectors.len() == texts.len() => {
+                    vectors.into_iter().map(Some).collect()
+                }
                 // One bad text should not keep the rest of its batch from being embedded.
                 _ => texts
                     .iter()

@@ -32,6 +32,7 @@
 mod connection_pool;
 mod conversation;
 mod duplicates;
+mod embedding;
 mod error;
 mod export;
 mod full_text;
@@ -44,7 +45,6 @@ mod rows;
 mod search;
 mod stats;
 mod vectors;
-mod embedding;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,15 +55,13 @@ use rusqlite::Connection;
 
 pub use conversation::{ConversationImport, ImportedConversation, MAX_TRANSCRIPT_BYTES};
 pub use duplicates::{DuplicateGroup, DuplicateQuery};
+pub use embedding::{EmbeddingProgress, VectorCoverage};
 pub use error::StoreError;
 pub use export::{ExportFormat, UserExport, csv_of_memories};
+pub use hybrid::{Fusion, FusionMethod};
 pub use memories::{BulkDeleteOutcome, HistoryEntry, ImportOutcome, MergeOutcome};
 pub use oplog::{OpKind, OpLogEntry};
-pub use embedding::{EmbeddingProgress, VectorCoverage};
-pub use hybrid::{Fusion, FusionMethod};
-pub use search::{
-    MemoryFilter, RecentQuery, SearchHit, SearchMode, SearchQuery, SearchResults,
-};
+pub use search::{MemoryFilter, RecentQuery, SearchHit, SearchMode, SearchQuery, SearchResults};
 pub use stats::MemoryStats;
 
 use connection_pool::ReaderPool;

@@ -313,7 +313,10 @@ impl Store {
                     // The old text's vector would find the memory by what it no longer says;
                     // without a new one, full-text finds it until it is embedded again.
                     _ => {
-                        tx.execute("DELETE FROM memory_vectors WHERE memory_rowid = ?1", [rowid])?;
+                        tx.execute(
+                            "DELETE FROM memory_vectors WHERE memory_rowid = ?1",
+                            [rowid],
+                        )?;
                     }
                 }
             }
@@ -422,9 +425,11 @@ impl Store {
             },
         )?;
         let rowid: Option<i64> = tx
-            .query_row("DELETE FROM memories WHERE id = ?1 RETURNING rowid", [&id], |row| {
-                row.get(0)
-            })
+            .query_row(
+                "DELETE FROM memories WHERE id = ?1 RETURNING rowid",
+                [&id],
+                |row| row.get(0),
+            )
             .optional()?;
         // The row's vector went with it (ON DELETE CASCADE); the index's copy goes now.
         if let (Some(rowid), Some(index)) = (rowid, &self.vectors) {

@@ -300,7 +300,9 @@ mod tests {
         // Pseudo-random unit vectors in 384 dimensions, as the model makes them.
         let mut seed = 7u64;
         let mut next = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
         };
         let vectors: Vec<Vec<f32>> = (0..50)

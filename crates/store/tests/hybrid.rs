@@ -178,7 +178,9 @@ fn a_model_change_never_mixes_vectors_and_reindexing_brings_them_back() {
     let coverage = upgraded.vector_coverage().unwrap().unwrap();
     assert_eq!((coverage.embedded, coverage.missing), (0, 9));
     // Not yet embedded by the new model: found by full-text, never by the old vectors.
-    let results = upgraded.search(&SearchQuery::new("ES heap blew up")).unwrap();
+    let results = upgraded
+        .search(&SearchQuery::new("ES heap blew up"))
+        .unwrap();
     assert!(results.hits.iter().all(|h| h.memory.content != ES));
     let results = upgraded.search(&SearchQuery::new("elastic3 JVM")).unwrap();
     assert_eq!(results.hits[0].memory.content, ES);
@@ -209,7 +211,10 @@ fn memories_written_without_the_model_are_embedded_later() {
     let s = scratch();
     fill(&s.store, DISTRACTORS);
     s.store.create(memory(ES)).unwrap();
-    let results = s.store.search(&SearchQuery::new("ES heap blew up")).unwrap();
+    let results = s
+        .store
+        .search(&SearchQuery::new("ES heap blew up"))
+        .unwrap();
     assert_eq!(results.mode, SearchMode::FullText);
     assert!(results.note.unwrap().contains("no embedding model"));
 
@@ -218,7 +223,9 @@ fn memories_written_without_the_model_are_embedded_later() {
         ..StoreOptions::new(s.dir.path().join("hv.sqlite3"), "test-machine")
     })
     .unwrap();
-    let results = with_model.search(&SearchQuery::new("ES heap blew up")).unwrap();
+    let results = with_model
+        .search(&SearchQuery::new("ES heap blew up"))
+        .unwrap();
     assert!(results.note.unwrap().contains("reindex"));
     with_model.embed_missing(|_| {}).unwrap();
     assert_eq!(search(&with_model, "ES heap blew up")[0], ES);
