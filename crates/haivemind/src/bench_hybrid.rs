@@ -137,11 +137,22 @@ pub fn run(model_dir: &Path, sizes: &[usize], queries: usize, json_output: bool)
         store.warm_vector_index()?;
         vectors_only.warm_vector_index()?;
 
-        let mut stores = Vec::new();
-        for i in 0..100 {
-            let memory = NewMemory::new(text.note(&mut rng, 20_000_000 + i));
+        let notes: Vec<String> = (0..100)
+            .map(|i| text.note(&mut rng, 20_000_000 + filled + i))
+            .collect();
+        // The model alone on the same notes, to show what the store adds.
+        let mut embeds = Vec::new();
+        for note in &notes {
             let start = Instant::now();
-            store.create(memory)?;
+            embedder
+                .embed(&[note.as_str()])
+                .map_err(|e| anyhow::anyhow!(e))?;
+            embeds.push(start.elapsed());
+        }
+        let mut stores = Vec::new();
+        for note in notes {
+            let start = Instant::now();
+            store.create(NewMemory::new(note))?;
             stores.push(start.elapsed());
         }
         // The memories just stored carry real vectors; the exact scan must know them too.
@@ -174,6 +185,7 @@ pub fn run(model_dir: &Path, sizes: &[usize], queries: usize, json_output: bool)
         let recall = measure_recall(&vectors_only, &embedder, &mut fresh_queries, 50)?;
         recalls.push(json!({"memories": filled, "recall_at_10": recall}));
         for (metric, timing) in [
+            ("embedding alone, the same notes", summarize(embeds)),
             ("store_memory incl. embedding", summarize(stores)),
             ("hybrid search incl. query embedding", summarize(plain)),
             (

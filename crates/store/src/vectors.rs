@@ -213,21 +213,49 @@ impl VectorIndex {
                 scored.push((*dot as f32 * slots.scales[slot], slot));
             }
         }
-        let n = n.min(scored.len());
-        if n == 0 {
-            return Vec::new();
-        }
-        let by_score_desc = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0);
-        if n < scored.len() {
-            scored.select_nth_unstable_by(n - 1, by_score_desc);
-            scored.truncate(n);
-        }
-        scored.sort_unstable_by(by_score_desc);
-        scored
+        best(scored, n)
             .into_iter()
-            .map(|(_, slot)| slots.seqs[slot])
+            .map(|slot| slots.seqs[slot])
             .collect()
     }
+}
+
+impl VectorIndex {
+    /// Like [`VectorIndex::nearest`], among the vectors of these memories only.
+    pub(crate) fn nearest_among(&self, query: &[f32], memory_rowids: &[i64], n: usize) -> Vec<i64> {
+        let (query_codes, _) = quantise(query);
+        let slots = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let mut scored: Vec<(f32, usize)> = Vec::with_capacity(memory_rowids.len());
+        let mut dot = [0i32];
+        for rowid in memory_rowids {
+            if let Some(&slot) = slots.slot_of_memory.get(rowid)
+                && slots.seqs[slot] != 0
+            {
+                let codes = &slots.codes[slot * self.dims..(slot + 1) * self.dims];
+                dot_i8_all(codes, self.dims, &query_codes, &mut dot);
+                scored.push((dot[0] as f32 * slots.scales[slot], slot));
+            }
+        }
+        best(scored, n)
+            .into_iter()
+            .map(|slot| slots.seqs[slot])
+            .collect()
+    }
+}
+
+/// The slots of the `n` highest scores, highest first.
+fn best(mut scored: Vec<(f32, usize)>, n: usize) -> Vec<usize> {
+    let n = n.min(scored.len());
+    if n == 0 {
+        return Vec::new();
+    }
+    let by_score_desc = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0);
+    if n < scored.len() {
+        scored.select_nth_unstable_by(n - 1, by_score_desc);
+        scored.truncate(n);
+    }
+    scored.sort_unstable_by(by_score_desc);
+    scored.into_iter().map(|(_, slot)| slot).collect()
 }
 
 impl Slots {
@@ -340,5 +368,10 @@ mod tests {
             .insert(4, 12, &unit(&[1.0, 0.0, 0.0]), 3);
         assert_eq!(seqs(index.nearest(&unit(&[1.0, 0.0, 0.0]), 1)), [4]);
         assert_eq!(index.len(), 2);
+        // Among given memories only; forgotten and unknown ones are skipped.
+        assert_eq!(
+            index.nearest_among(&unit(&[1.0, 0.0, 0.0]), &[10, 11, 99], 5),
+            [2]
+        );
     }
 }
