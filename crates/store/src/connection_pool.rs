@@ -24,7 +24,7 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     connection.busy_timeout(BUSY_TIMEOUT)?;
     // WAL lets readers run beside the writer; synchronous=FULL makes every acknowledged
     // commit durable across power loss, which the crash-safety promise needs.
-    connection.pragma_update(None, "journal_mode", "WAL")?;
+    retry_while_busy(|| connection.pragma_update(None, "journal_mode", "WAL"))?;
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     // Erased memories must not linger in free pages of the file.
@@ -33,6 +33,31 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     connection.pragma_update(None, "temp_store", "MEMORY")?;
     crate::ranking::register(&connection)?;
     Ok(connection)
+}
+
+/// Runs `attempt` again while SQLite answers "busy" or "locked", up to [`BUSY_TIMEOUT`].
+/// Some lock waits skip the busy handler: switching a new file to WAL while other
+/// processes open it at the same moment fails at once instead of waiting (seen with eight
+/// servers starting together on an empty data directory).
+pub(crate) fn retry_while_busy<T>(
+    mut attempt: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = std::time::Duration::from_millis(2);
+    loop {
+        match attempt() {
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if matches!(
+                    error.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 pub(crate) struct ReaderPool {

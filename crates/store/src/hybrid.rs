@@ -60,6 +60,11 @@ impl Default for Fusion {
 /// rescoring restores the exact order, and that an ordinary filter leaves enough standing.
 const OVERSCAN: usize = 8;
 const MIN_CANDIDATES: usize = 400;
+/// The same under a filter: checking a candidate against the filter costs two rowid
+/// lookups, far less than listing every memory that passes it, so propose enough that a
+/// filter passing one memory in ten still leaves a full ranking.
+const FILTERED_OVERSCAN: usize = 20;
+const MIN_FILTERED_CANDIDATES: usize = 1_000;
 /// How many candidates per wanted result are rescored exactly.
 const RESCORED: usize = 2;
 
@@ -165,7 +170,11 @@ impl Store {
     ) -> Result<Vec<(MemoryId, f32)>, StoreError> {
         let reader = self.reader()?;
         index.catch_up(&reader)?;
-        let wanted = (depth * OVERSCAN).max(MIN_CANDIDATES);
+        let wanted = if filter.is_empty() {
+            (depth * OVERSCAN).max(MIN_CANDIDATES)
+        } else {
+            (depth * FILTERED_OVERSCAN).max(MIN_FILTERED_CANDIDATES)
+        };
         let candidates = index.nearest(query, wanted);
         let mut passing = passing_filter(&reader, &candidates, filter)?;
         if passing.len() < depth && candidates.len() < index.len() {

@@ -55,10 +55,10 @@ fn a_paraphrase_with_no_shared_words_ranks_first() {
 #[test]
 fn filters_hold_before_ranking_so_a_selective_filter_still_fills_the_page() {
     let s = scratch_with_model();
-    // 450 near-identical memories of user "a", and 12 of user "b" that match the query
-    // worse than all of them: more than the vector scan's first 400 candidates, so the
-    // filter must be applied before ranking, not after.
-    let mut news: Vec<NewMemory> = (0..450)
+    // 1,050 near-identical memories of user "a", and 12 of user "b" that match the query
+    // worse than all of them: more than the vector scan's first 1,000 candidates under a
+    // filter, so the filter must be applied before ranking, not after.
+    let mut news: Vec<NewMemory> = (0..1_050)
         .map(|i| {
             let mut m = memory(&format!(
                 "Elasticsearch ran out of JVM heap on node {i}, garbage collection stalled"
