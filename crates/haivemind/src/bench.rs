@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use crate::stdio_client::StdioClient;
 use haivemind_core::NewMemory;
 use haivemind_store::{SearchQuery, Store, StoreOptions};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const WORDS: &[&str] = &[
     "nginx",
@@ -291,8 +291,36 @@ pub(crate) fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
     status_kib(pid, "VmHWM")
 }
 
+/// One row of a latency table: at how many memories, what, and its timing.
+pub(crate) fn latency_row(memories: usize, metric: &str, timing: &Timing) -> Value {
+    json!({"memories": memories, "metric": metric, "p50_ms": timing.p50_ms,
+           "p99_ms": timing.p99_ms, "samples": timing.count})
+}
+
+/// Prints rows made by [`latency_row`] as a Markdown table, milliseconds to `decimals`.
+pub(crate) fn print_latency_table(rows: &[Value], decimals: usize) {
+    println!("| memories | operation | p50 ms | p99 ms | samples |");
+    println!("|---:|---|---:|---:|---:|");
+    for row in rows {
+        println!(
+            "| {} | {} | {:.decimals$} | {:.decimals$} | {} |",
+            row["memories"],
+            row["metric"].as_str().unwrap_or_default(),
+            row["p50_ms"].as_f64().unwrap_or_default(),
+            row["p99_ms"].as_f64().unwrap_or_default(),
+            row["samples"]
+        );
+    }
+}
+
 /// Fills `store` with `count` memories in batches, showing progress.
-fn fill(store: &Store, text: &TextSource, rng: &mut Rng, from: usize, count: usize) -> Result<()> {
+pub(crate) fn fill(
+    store: &Store,
+    text: &TextSource,
+    rng: &mut Rng,
+    from: usize,
+    count: usize,
+) -> Result<()> {
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(count as u64),
         indicatif::ProgressDrawTarget::stderr(),
@@ -401,7 +429,7 @@ pub fn run(sizes: &[usize], queries: usize, corpus: Corpus, json_output: bool) -
     let mut rows = Vec::new();
     let mut filled = 0;
     let empty_store = time_stores(&store, &text, &mut rng, 300)?;
-    rows.push(json!({"memories": 0, "metric": "store_memory (no embedding)", "p50_ms": empty_store.p50_ms, "p99_ms": empty_store.p99_ms, "samples": empty_store.count}));
+    rows.push(latency_row(0, "store_memory (no embedding)", &empty_store));
     for &size in sizes {
         eprintln!("filling to {size} memories...");
         fill(
@@ -420,7 +448,7 @@ pub fn run(sizes: &[usize], queries: usize, corpus: Corpus, json_output: bool) -
             ("full-text search", searches),
             ("full-text search, user_id filter", filtered),
         ] {
-            rows.push(json!({"memories": filled, "metric": metric, "p50_ms": timing.p50_ms, "p99_ms": timing.p99_ms, "samples": timing.count}));
+            rows.push(latency_row(filled, metric, &timing));
         }
         filled = store.stats()?.live;
     }
@@ -435,7 +463,11 @@ pub fn run(sizes: &[usize], queries: usize, corpus: Corpus, json_output: bool) -
         .context("no memory to retrieve")?;
     drop(store);
     let (retrieve, server_rss) = time_stdio_retrieve(&scratch, &any_id, 2000)?;
-    rows.push(json!({"memories": filled, "metric": "retrieve_memory round trip over stdio", "p50_ms": retrieve.p50_ms, "p99_ms": retrieve.p99_ms, "samples": retrieve.count}));
+    rows.push(latency_row(
+        filled,
+        "retrieve_memory round trip over stdio",
+        &retrieve,
+    ));
     let bench_rss = peak_rss_kib(None);
     let database_bytes = std::fs::metadata(scratch.join("haivemind.sqlite3"))
         .map(|m| m.len())
@@ -454,18 +486,7 @@ pub fn run(sizes: &[usize], queries: usize, corpus: Corpus, json_output: bool) -
     }
     println!("corpus: {}", format!("{corpus:?}").to_lowercase());
     println!();
-    println!("| memories | operation | p50 ms | p99 ms | samples |");
-    println!("|---:|---|---:|---:|---:|");
-    for row in &rows {
-        println!(
-            "| {} | {} | {:.3} | {:.3} | {} |",
-            row["memories"],
-            row["metric"].as_str().unwrap_or_default(),
-            row["p50_ms"].as_f64().unwrap_or_default(),
-            row["p99_ms"].as_f64().unwrap_or_default(),
-            row["samples"]
-        );
-    }
+    print_latency_table(&rows, 3);
     println!();
     println!(
         "peak RSS: bench process (engine, {filled} memories) {} MiB; haivemind mcp server {} MiB; database file {:.1} MiB",

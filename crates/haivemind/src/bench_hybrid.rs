@@ -20,7 +20,9 @@ use haivemind_core::{Embedder, NewMemory};
 use haivemind_store::{Fusion, SearchQuery, Store, StoreOptions};
 use serde_json::json;
 
-use crate::bench::{Corpus, Rng, ScratchDir, TextSource, Timing, summarize};
+use crate::bench::{
+    Corpus, Rng, ScratchDir, TextSource, fill, latency_row, print_latency_table, summarize,
+};
 
 const POOL: usize = 1_000;
 
@@ -114,24 +116,7 @@ pub fn run(model_dir: &Path, sizes: &[usize], queries: usize, json_output: bool)
         let count = size.saturating_sub(filled);
         eprintln!("filling to {size} memories...");
         embedder.synthesise.store(true, Ordering::Relaxed);
-        let bar = indicatif::ProgressBar::with_draw_target(
-            Some(count as u64),
-            indicatif::ProgressDrawTarget::stderr(),
-        );
-        let mut done = 0;
-        while done < count {
-            let batch: Vec<NewMemory> = (0..(count - done).min(2_000))
-                .map(|i| {
-                    let mut memory = NewMemory::new(text.note(&mut rng, filled + done + i));
-                    memory.user_id = format!("user{}", (filled + done + i) % 10);
-                    memory
-                })
-                .collect();
-            done += batch.len();
-            bar.inc(batch.len() as u64);
-            store.create_batch(batch)?;
-        }
-        bar.finish_and_clear();
+        fill(&store, &text, &mut rng, filled, count)?;
         embedder.synthesise.store(false, Ordering::Relaxed);
         filled = store.stats()?.live;
         store.warm_vector_index()?;
@@ -193,7 +178,7 @@ pub fn run(model_dir: &Path, sizes: &[usize], queries: usize, json_output: bool)
                 summarize(filtered),
             ),
         ] {
-            rows.push(row(filled, metric, &timing));
+            rows.push(latency_row(filled, metric, &timing));
         }
     }
     let rss = crate::bench::peak_rss_kib(None);
@@ -205,18 +190,7 @@ pub fn run(model_dir: &Path, sizes: &[usize], queries: usize, json_output: bool)
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
     }
-    println!("| memories | operation | p50 ms | p99 ms | samples |");
-    println!("|---:|---|---:|---:|---:|");
-    for row in &rows {
-        println!(
-            "| {} | {} | {:.2} | {:.2} | {} |",
-            row["memories"],
-            row["metric"].as_str().unwrap_or_default(),
-            row["p50_ms"].as_f64().unwrap_or_default(),
-            row["p99_ms"].as_f64().unwrap_or_default(),
-            row["samples"]
-        );
-    }
+    print_latency_table(&rows, 2);
     println!();
     for r in &recalls {
         println!(
@@ -230,11 +204,6 @@ pub fn run(model_dir: &Path, sizes: &[usize], queries: usize, json_output: bool)
         rss.map(|k| k / 1024).unwrap_or(0)
     );
     Ok(())
-}
-
-fn row(memories: usize, metric: &str, timing: &Timing) -> serde_json::Value {
-    json!({"memories": memories, "metric": metric, "p50_ms": timing.p50_ms,
-           "p99_ms": timing.p99_ms, "samples": timing.count})
 }
 
 /// Mean overlap of the store's vector top 10 with an exact `f32` scan over every stored

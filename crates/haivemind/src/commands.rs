@@ -33,8 +33,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let printer = Printer { json: cli.json };
     match cli.command {
         Command::Mcp => serve_mcp(&config),
-        Command::Store(args) => store(&open_with_model(&config)?, &printer, args),
-        Command::Search(args) => search(&open_with_model(&config)?, &printer, args),
+        Command::Store(args) => store(&open_with_model(&config)?.0, &printer, args),
+        Command::Search(args) => search(&open_with_model(&config)?.0, &printer, args),
         Command::Get { id } => {
             let memory = open(&config)?.get(MemoryId::parse("id", &id)?)?;
             printer.memory(&memory);
@@ -70,7 +70,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Status => status(&config, &printer),
         Command::Export { output } => export(&open(&config)?, &printer, output.as_deref()),
-        Command::Import { file } => import(&open_with_model(&config)?, &printer, &file),
+        Command::Import { file } => import(&open_with_model(&config)?.0, &printer, &file),
         Command::Reindex => reindex(&config, &printer),
         Command::Bench { what } => match what {
             BenchCommand::Store {
@@ -123,9 +123,18 @@ fn open(config: &Config) -> Result<Store> {
     open_store(config, None)
 }
 
-/// Opens the engine with the embedding model when it can be loaded (see [`load_model`]).
-fn open_with_model(config: &Config) -> Result<Store> {
-    open_store(config, load_model(config)?)
+/// Opens the engine with the embedding model when it can be loaded (see [`load_model`]);
+/// otherwise warns and opens it without, returning why semantic search is off.
+fn open_with_model(config: &Config) -> Result<(Store, Option<String>)> {
+    match load_model(config)? {
+        Ok(model) => Ok((open_store(config, Some(model))?, None)),
+        Err(problem) => {
+            if config.embedding.enabled {
+                tracing::warn!("semantic search is off, searches are full-text only: {problem}");
+            }
+            Ok((open_store(config, None)?, Some(problem)))
+        }
+    }
 }
 
 fn open_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<Store> {
@@ -150,33 +159,21 @@ fn open_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<St
     .with_context(|| format!("cannot open the memory database at {}", path.display()))
 }
 
-/// Why semantic search is off, when it is; `None` when the model loads.
-fn model_problem(config: &Config) -> Option<String> {
+/// Loads the embedding model, or says why semantic search is off: turned off in the
+/// config, or not fetched. A model that is there but wrong or damaged is an error, since
+/// running on would either hide the problem or make vectors no other node can compare with.
+fn load_model(config: &Config) -> Result<Result<Arc<dyn Embedder>, String>> {
     if !config.embedding.enabled {
-        return Some("embedding.enabled is false".into());
-    }
-    let dir = config.model_dir();
-    (!dir.join("model.safetensors").is_file()).then(|| {
-        format!(
-            "no embedding model in {} (run scripts/fetch-model, or set HAIVEMIND_MODEL_DIR)",
-            dir.display()
-        )
-    })
-}
-
-/// Loads the embedding model. A missing model leaves search full-text only, with a
-/// warning; a model that is there but wrong or damaged is an error, since running on
-/// would either hide the problem or make vectors no other node can compare with.
-fn load_model(config: &Config) -> Result<Option<Arc<dyn Embedder>>> {
-    if let Some(problem) = model_problem(config) {
-        if config.embedding.enabled {
-            tracing::warn!("semantic search is off, searches are full-text only: {problem}");
-        }
-        return Ok(None);
+        return Ok(Err("embedding.enabled is false".into()));
     }
     let dir = config.model_dir();
     match haivemind_embed::MiniLm::load(&dir) {
-        Ok(model) => Ok(Some(Arc::new(model))),
+        Ok(model) => Ok(Ok(Arc::new(model))),
+        Err(haivemind_embed::LoadError::Missing { path }) => Ok(Err(format!(
+            "no embedding model in {} ({} is missing; run scripts/fetch-model, or set HAIVEMIND_MODEL_DIR)",
+            dir.display(),
+            path.display()
+        ))),
         Err(error) => Err(error).with_context(|| {
             format!(
                 "cannot load the embedding model from {}; fetch it again with scripts/fetch-model, or set embedding.enabled to false for full-text search only",
@@ -187,10 +184,11 @@ fn load_model(config: &Config) -> Result<Option<Arc<dyn Embedder>>> {
 }
 
 fn reindex(config: &Config, printer: &Printer) -> Result<()> {
-    if let Some(problem) = model_problem(config) {
-        bail!("cannot reindex: {problem}");
-    }
-    let store = open_with_model(config)?;
+    let model = match load_model(config)? {
+        Ok(model) => model,
+        Err(problem) => bail!("cannot reindex: {problem}"),
+    };
+    let store = open_store(config, Some(model))?;
     let model = store.embedder_model().unwrap_or_default().to_string();
     let bar = progress_bar(0, "embedding");
     let outcome = store.embed_missing(|progress| {
@@ -214,7 +212,7 @@ fn reindex(config: &Config, printer: &Printer) -> Result<()> {
 }
 
 fn serve_mcp(config: &Config) -> Result<()> {
-    let store = Arc::new(open_with_model(config)?);
+    let store = Arc::new(open_with_model(config)?.0);
     let purged = store.purge_expired()?;
     tracing::info!(
         machine_id = store.machine_id(),
@@ -358,10 +356,9 @@ fn recent(store: &Store, printer: &Printer, args: RecentArgs) -> Result<()> {
 }
 
 fn status(config: &Config, printer: &Printer) -> Result<()> {
-    let store = open_with_model(config)?;
+    let (store, problem) = open_with_model(config)?;
     let stats = store.stats()?;
     let coverage = store.vector_coverage()?;
-    let problem = model_problem(config);
     let value = json!({
         "machine_id": store.machine_id(),
         "version": haivemind_core::VERSION,

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Stdio;
 
-use common::{McpProcess, Scratch, model_dir, stdout_json};
+use common::{McpProcess, Scratch, model_dir, run_json};
 use serde_json::json;
 
 const ES: &str = "Elasticsearch on elastic3 ran out of JVM memory and the node left the cluster";
@@ -68,14 +68,9 @@ fn without_the_model_the_server_runs_full_text_and_says_so() {
     assert!(log.contains("full-text only"), "{log}");
     assert!(log.contains("scripts/fetch-model"), "{log}");
 
-    let status = stdout_json(
-        &scratch
-            .command()
-            .env("HAIVEMIND_MODEL_DIR", &missing)
-            .args(["--json", "status"])
-            .output()
-            .unwrap(),
-    );
+    let mut command = scratch.command();
+    command.env("HAIVEMIND_MODEL_DIR", &missing);
+    let status = run_json(command, &["status"]);
     assert_eq!(status["search_mode"], "full_text");
     assert!(
         status["semantic_search_unavailable_because"]
@@ -128,48 +123,20 @@ fn a_damaged_model_is_an_error_that_names_the_file() {
 fn reindex_embeds_memories_stored_without_the_model() {
     let scratch = Scratch::new();
     for text in OTHERS.iter().chain([&ES]) {
-        let output = scratch
-            .command()
-            .env("HAIVEMIND_EMBEDDING__ENABLED", "false")
-            .args(["--json", "store", text])
-            .output()
-            .unwrap();
-        stdout_json(&output);
+        let mut command = scratch.command();
+        command.env("HAIVEMIND_EMBEDDING__ENABLED", "false");
+        run_json(command, &["store", text]);
     }
-    let status = stdout_json(
-        &scratch
-            .command_with_model()
-            .args(["--json", "status"])
-            .output()
-            .unwrap(),
-    );
+    let status = run_json(scratch.command_with_model(), &["status"]);
     assert_eq!(status["search_mode"], "hybrid");
     assert_eq!(status["vectors"], json!({"embedded": 0, "missing": 5}));
 
-    let reindexed = stdout_json(
-        &scratch
-            .command_with_model()
-            .args(["--json", "reindex"])
-            .output()
-            .unwrap(),
-    );
+    let reindexed = run_json(scratch.command_with_model(), &["reindex"]);
     assert_eq!(reindexed["embedded"], 5);
     assert_eq!(reindexed["failed"], 0);
-    let status = stdout_json(
-        &scratch
-            .command_with_model()
-            .args(["--json", "status"])
-            .output()
-            .unwrap(),
-    );
+    let status = run_json(scratch.command_with_model(), &["status"]);
     assert_eq!(status["vectors"], json!({"embedded": 5, "missing": 0}));
-    let found = stdout_json(
-        &scratch
-            .command_with_model()
-            .args(["--json", "search", "ES heap blew up"])
-            .output()
-            .unwrap(),
-    );
+    let found = run_json(scratch.command_with_model(), &["search", "ES heap blew up"]);
     assert_eq!(found["search_mode"], "hybrid");
     assert_eq!(found["memories"][0]["content"], ES);
 

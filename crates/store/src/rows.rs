@@ -100,6 +100,14 @@ fn row_values(memory: &Memory, stamp: &HlcStamp) -> Vec<rusqlite::types::Value> 
     ]
 }
 
+/// A memory id read back from the database; one that does not parse is a damaged record.
+pub(crate) fn parse_memory_id(text: &str) -> Result<MemoryId, StoreError> {
+    MemoryId::parse("id", text).map_err(|e| StoreError::Corrupt {
+        record: format!("memory {text}"),
+        detail: e.to_string(),
+    })
+}
+
 /// Inserts a new memory row with its tags; returns its rowid.
 pub(crate) fn insert_memory(
     tx: &Transaction<'_>,

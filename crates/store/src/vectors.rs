@@ -128,12 +128,11 @@ impl VectorIndex {
     /// Reads the vectors written since the last call (by any process) into the index.
     pub(crate) fn catch_up(&self, reader: &Connection) -> Result<(), StoreError> {
         let _one_at_a_time = self.catching_up.lock().unwrap_or_else(|p| p.into_inner());
-        let (last_seq, recount_due) = {
+        let recount_due = {
             let slots = self.state.read().unwrap_or_else(|p| p.into_inner());
-            let due = slots
+            slots
                 .last_recount
-                .is_none_or(|at| at.elapsed() >= RECOUNT_EVERY);
-            (slots.last_seq, due)
+                .is_none_or(|at| at.elapsed() >= RECOUNT_EVERY)
         };
         if recount_due {
             let stored: i64 = reader
@@ -151,10 +150,12 @@ impl VectorIndex {
             }
             slots.last_recount = Some(Instant::now());
         }
-        let last_seq = {
-            let slots = self.state.read().unwrap_or_else(|p| p.into_inner());
-            slots.last_seq.min(last_seq)
-        };
+        // Read after the recount, which may have started the index again from nothing.
+        let last_seq = self
+            .state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_seq;
         let mut statement = reader.prepare_cached(
             "SELECT seq, memory_rowid, vector FROM memory_vectors
              WHERE model_id = ?1 AND seq > ?2 ORDER BY seq LIMIT 4096",

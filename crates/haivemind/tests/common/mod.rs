@@ -33,14 +33,24 @@ pub fn model_dir() -> PathBuf {
     dir
 }
 
-/// Parses the stdout of a successful command as JSON.
-pub fn stdout_json(output: &Output) -> Value {
+/// Runs `command` with `--json` and `args`, expects success, and parses stdout.
+pub fn run_json(mut command: Command, args: &[&str]) -> Value {
+    let output = command
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run haivemind");
     assert!(
         output.status.success(),
-        "haivemind failed: {}",
+        "haivemind {args:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).expect("stdout is JSON")
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout of {args:?} is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
 }
 
 /// A data directory and config of its own, so tests never touch the user's memory.
@@ -96,23 +106,7 @@ impl Scratch {
 
     /// Runs the CLI with `--json` and `args`, expects success, and parses stdout.
     pub fn json(&self, args: &[&str]) -> Value {
-        let output = self
-            .command()
-            .arg("--json")
-            .args(args)
-            .output()
-            .expect("run haivemind");
-        assert!(
-            output.status.success(),
-            "haivemind {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout of {args:?} is not JSON ({e}): {}",
-                String::from_utf8_lossy(&output.stdout)
-            )
-        })
+        run_json(self.command(), args)
     }
 
     /// Starts `haivemind mcp` and completes the initialize handshake.
