@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::ConfigError;
+use crate::security::{SecurityConfig, is_loopback_host};
 use crate::memory::{BUILTIN_CATEGORIES, MemoryRules};
 
 /// The whole configuration of one node.
@@ -40,8 +41,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// Replication between machines. Checked in full by the sync service.
     pub sync: Map<String, Value>,
-    /// Tokens, TLS, networks. Checked in full by the HTTP server.
-    pub security: Map<String, Value>,
+    /// Tokens, TLS, networks, rate limits.
+    pub security: SecurityConfig,
     /// Confluence and Jira. Checked in full by the connectors.
     pub connectors: Map<String, Value>,
     /// The seed's agent-coordination settings (`claudeops.agent_registry.agent_ttl`, ...).
@@ -62,6 +63,12 @@ pub struct ServerConfig {
     pub sync_port: Option<u16>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How long one request may take before it is answered with 503; streams (SSE) are
+    /// exempt, since they live as long as the client listens.
+    pub request_timeout_secs: u64,
+    /// How long an MCP session may sit idle before the server forgets it; a client that
+    /// then uses it gets 404 and starts a new one.
+    pub session_idle_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +79,8 @@ impl Default for ServerConfig {
             mcp_port: 8900,
             sync_port: None,
             max_body_bytes: 4 * 1024 * 1024,
+            request_timeout_secs: 30,
+            session_idle_secs: 30 * 60,
         }
     }
 }
@@ -299,6 +308,31 @@ impl Config {
         if self.server.host.trim().is_empty() {
             return invalid("server.host", "must not be empty");
         }
+        if self.server.max_body_bytes < 1024 {
+            return invalid("server.max_body_bytes", "must be at least 1024");
+        }
+        if self.server.request_timeout_secs == 0 {
+            return invalid("server.request_timeout_secs", "must be at least 1");
+        }
+        if self.server.session_idle_secs == 0 {
+            return invalid("server.session_idle_secs", "must be at least 1");
+        }
+        self.security.validate().map_err(|e| ConfigError::Invalid {
+            key: e.field,
+            rule: e.rule,
+        })?;
+        if !self.security.require_auth && !is_loopback_host(&self.server.host) {
+            return invalid(
+                "security.require_auth",
+                "may only be false while server.host is a loopback address (127.0.0.1, ::1, localhost)",
+            );
+        }
+        crate::audit::parse_size("logging.max_log_size", &self.logging.max_log_size).map_err(
+            |e| ConfigError::Invalid {
+                key: e.field,
+                rule: e.rule,
+            },
+        )?;
         let search = &self.search;
         if !["rrf", "convex"].contains(&search.fusion.as_str()) {
             return invalid("search.fusion", "must be \"rrf\" or \"convex\"");
@@ -347,6 +381,17 @@ impl Config {
             return dir.clone();
         }
         home_dir().join(".local/share/haivemind")
+    }
+
+    /// The audit log inside the data directory.
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.data_dir().join("audit.log")
+    }
+
+    /// The audit log's rotation size, from `logging.max_log_size` (checked at load).
+    pub fn audit_log_max_bytes(&self) -> u64 {
+        crate::audit::parse_size("logging.max_log_size", &self.logging.max_log_size)
+            .unwrap_or(100 << 20)
     }
 
     /// The SQLite file inside the data directory.

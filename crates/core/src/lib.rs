@@ -11,11 +11,13 @@
 //! nothing of SQLite, MCP, HTTP or async runtimes.
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod config;
 pub mod embedder;
 pub mod error;
 pub mod hlc;
 pub mod memory;
+pub mod security;
 pub mod time_format;
 
 pub use config::Config;

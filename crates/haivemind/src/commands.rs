@@ -233,7 +233,9 @@ fn serve_mcp(config: &Config) -> Result<()> {
             started_at_ms: now_ms(),
             transport: "stdio",
         },
-    );
+    )
+    .with_caller(haivemind_core::security::Caller::local())
+    .with_audit(open_audit(&config));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -332,6 +334,7 @@ fn search(store: &Store, printer: &Printer, args: SearchArgs) -> Result<()> {
             machine_id: args.machine,
             since_ms: parse_optional_rfc3339("since", args.since.as_deref())?,
             until_ms: parse_optional_rfc3339("until", args.until.as_deref())?,
+            hide_restricted: false,
         },
         limit: args.limit,
         offset: args.offset,
@@ -510,4 +513,24 @@ fn import(store: &Store, printer: &Printer, file: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The audit log, when `logging.audit_enabled`; a log that cannot be opened is reported
+/// and auditing goes on without it rather than stopping the server.
+pub(crate) fn open_audit(
+    config: &Config,
+) -> Option<Arc<haivemind_core::audit::AuditLog>> {
+    if !config.logging.audit_enabled {
+        return None;
+    }
+    match haivemind_core::audit::AuditLog::open(
+        &config.audit_log_path(),
+        config.audit_log_max_bytes(),
+    ) {
+        Ok(log) => Some(Arc::new(log)),
+        Err(error) => {
+            tracing::error!(%error, "audit log unavailable");
+            None
+        }
+    }
 }

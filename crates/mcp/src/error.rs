@@ -22,6 +22,14 @@ pub enum ToolError {
         /// What is wrong with it.
         rule: String,
     },
+    /// The caller's role does not allow this.
+    #[error("{rule}")]
+    Forbidden {
+        /// The caller's role.
+        role: haivemind_core::security::Role,
+        /// What was refused and why, naming the role.
+        rule: String,
+    },
     /// The engine refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -51,6 +59,9 @@ impl ToolError {
                 format!("unknown tool \"{name}\"; tools/list names the available tools"),
                 Some(json!({ "tool": name })),
             )),
+            ToolError::Forbidden { role, rule } => Ok(CallToolResult::structured_error(json!({
+                "error": { "code": "forbidden", "role": role.as_str(), "message": rule, "tool": tool }
+            }))),
             ToolError::InvalidArguments { field, rule } => {
                 caller("invalid_argument", Some(&field), format!("{field}: {rule}"))
             }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use haivemind_core::VERSION;
+use haivemind_core::audit::AuditLog;
+use haivemind_core::security::Caller;
 use haivemind_store::Store;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, InitializeResult,
@@ -36,23 +38,59 @@ pub struct ServerContext {
 pub struct HaivemindServer {
     store: Arc<Store>,
     context: Arc<ServerContext>,
+    caller: Option<Caller>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl HaivemindServer {
-    /// A server over `store`.
+    /// A server over `store` whose callers are whoever each HTTP request was authenticated
+    /// as (a [`Caller`] in the request's extensions). A request without one is refused.
     pub fn new(store: Arc<Store>, context: ServerContext) -> Self {
         Self {
             store,
             context: Arc::new(context),
+            caller: None,
+            audit: None,
         }
     }
 
-    fn tool_context(&self, agent_id: Option<String>) -> ToolContext {
+    /// Every call comes from `caller`: the local user over stdio, or the token that
+    /// opened a legacy SSE session.
+    pub fn with_caller(mut self, caller: Caller) -> Self {
+        self.caller = Some(caller);
+        self
+    }
+
+    /// Records deletions, erasures and refusals in `audit`.
+    pub fn with_audit(mut self, audit: Option<Arc<AuditLog>>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    fn tool_context(&self, agent_id: Option<String>, caller: Caller) -> ToolContext {
         ToolContext {
             store: Arc::clone(&self.store),
             server: Arc::clone(&self.context),
             agent_id,
+            caller,
+            audit: self.audit.clone(),
         }
+    }
+
+    /// Who sent this request: the fixed caller of this server, else the one the HTTP layer
+    /// authenticated. With neither, the least-privileged answer is to refuse.
+    fn caller_of(&self, extensions: &rmcp::model::Extensions) -> Result<Caller, ErrorData> {
+        if let Some(caller) = &self.caller {
+            return Ok(caller.clone());
+        }
+        extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Caller>())
+            .cloned()
+            .ok_or_else(|| {
+                tracing::error!("an MCP request reached the tools without an authenticated caller");
+                ErrorData::internal_error("request is not authenticated", None)
+            })
     }
 }
 
@@ -111,9 +149,10 @@ impl ServerHandler for HaivemindServer {
             .map(|info| info.client_info.name.clone())
             .or_else(|| context.meta.client_info().map(|info| info.name))
             .and_then(|name| agent_id_from_client_name(&name));
+        let caller = self.caller_of(&context.extensions)?;
         let name = request.name.to_string();
         let arguments = request.arguments;
-        let tool_context = self.tool_context(agent_id);
+        let tool_context = self.tool_context(agent_id, caller);
         let tool = name.clone();
         let outcome =
             tokio::task::spawn_blocking(move || tools::call(&tool_context, &tool, arguments))
@@ -149,7 +188,7 @@ impl ServerHandler for HaivemindServer {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let uri = request.uri.as_str();
         let contents = match uri {
@@ -160,7 +199,7 @@ impl ServerHandler for HaivemindServer {
                 meta: None,
             },
             MACHINE_CONTEXT_URI => {
-                let tool_context = self.tool_context(None);
+                let tool_context = self.tool_context(None, self.caller_of(&context.extensions)?);
                 let value = tokio::task::spawn_blocking(move || machine_context(&tool_context))
                     .await
                     .map_err(internal)?

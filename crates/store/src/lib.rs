@@ -44,6 +44,7 @@ mod ranking;
 mod rows;
 mod search;
 mod stats;
+mod tokens;
 mod vectors;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,7 @@ pub use memories::{BulkDeleteOutcome, HistoryEntry, ImportOutcome, MergeOutcome}
 pub use oplog::{OpKind, OpLogEntry};
 pub use search::{MemoryFilter, RecentQuery, SearchHit, SearchMode, SearchQuery, SearchResults};
 pub use stats::MemoryStats;
+pub use tokens::{NewToken, TOKEN_PREFIX, TokenRecord, token_digest};
 
 use connection_pool::ReaderPool;
 

@@ -9,7 +9,11 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// The migrations, in order. Index `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1_MEMORIES_FTS_OPLOG, MIGRATION_2_VECTORS];
+const MIGRATIONS: &[&str] = &[
+    MIGRATION_1_MEMORIES_FTS_OPLOG,
+    MIGRATION_2_VECTORS,
+    MIGRATION_3_API_TOKENS,
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -155,3 +159,16 @@ pub fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
         transaction.commit()?;
     }
 }
+
+/// Tokens for the HTTP services, stored as digests. Local to this node: not in the op log.
+const MIGRATION_3_API_TOKENS: &str = r#"
+CREATE TABLE api_tokens (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    digest       BLOB NOT NULL UNIQUE,
+    created_at   INTEGER NOT NULL,
+    last_used_at INTEGER,
+    revoked_at   INTEGER
+);
+"#;

@@ -40,6 +40,8 @@ pub struct MemoryFilter {
     pub since_ms: Option<i64>,
     /// Created before, epoch milliseconds.
     pub until_ms: Option<i64>,
+    /// Leave out confidential and pii memories (what a `readonly` caller may not see).
+    pub hide_restricted: bool,
 }
 
 impl MemoryFilter {
@@ -90,6 +92,9 @@ impl MemoryFilter {
                 " AND EXISTS (SELECT 1 FROM memory_tags t WHERE t.memory_rowid = m.rowid AND t.tag = ?)",
                 SqlValue::Text(tag.clone()),
             );
+        }
+        if self.hide_restricted {
+            sql.push_str(" AND m.confidentiality NOT IN ('confidential', 'pii')");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The memory tools of the seed's API reference.
 
 use haivemind_core::memory::json::to_json;
+use haivemind_core::security::Role;
 use haivemind_core::time_format::{ms_to_rfc3339, parse_optional_rfc3339};
 use haivemind_core::{Confidentiality, Memory, MemoryId, MemoryPatch, NewMemory, Scope};
 use haivemind_store::{
@@ -24,6 +25,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: false,
         destructive: false,
         idempotent: false,
+        least_role: Role::Agent,
         schema: schema_of::<StoreMemoryArgs>,
         handler: store_memory,
     },
@@ -33,6 +35,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: true,
         destructive: false,
         idempotent: true,
+        least_role: Role::Readonly,
         schema: schema_of::<MemoryIdArgs>,
         handler: retrieve_memory,
     },
@@ -45,6 +48,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: true,
         destructive: false,
         idempotent: true,
+        least_role: Role::Readonly,
         schema: schema_of::<SearchArgs>,
         handler: search_memories,
     },
@@ -54,6 +58,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: true,
         destructive: false,
         idempotent: true,
+        least_role: Role::Readonly,
         schema: schema_of::<RecentArgs>,
         handler: get_recent_memories,
     },
@@ -64,6 +69,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: false,
         destructive: true,
         idempotent: true,
+        least_role: Role::Agent,
         schema: schema_of::<UpdateArgs>,
         handler: update_memory,
     },
@@ -75,6 +81,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: false,
         destructive: true,
         idempotent: false,
+        least_role: Role::Agent,
         schema: schema_of::<DeleteArgs>,
         handler: delete_memory,
     },
@@ -84,6 +91,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: false,
         destructive: false,
         idempotent: false,
+        least_role: Role::Agent,
         schema: schema_of::<MemoryIdArgs>,
         handler: recover_deleted_memory,
     },
@@ -93,6 +101,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: true,
         destructive: false,
         idempotent: true,
+        least_role: Role::Readonly,
         schema: schema_of::<ListDeletedArgs>,
         handler: list_deleted_memories,
     },
@@ -103,6 +112,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: false,
         destructive: true,
         idempotent: false,
+        least_role: Role::Admin,
         schema: schema_of::<BulkDeleteArgs>,
         handler: bulk_delete_memories,
     },
@@ -112,6 +122,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: true,
         destructive: false,
         idempotent: true,
+        least_role: Role::Readonly,
         schema: schema_of::<NoArgs>,
         handler: get_memory_stats,
     },
@@ -121,6 +132,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: true,
         destructive: false,
         idempotent: true,
+        least_role: Role::Readonly,
         schema: schema_of::<MemoryIdArgs>,
         handler: get_memory_history,
     },
@@ -131,6 +143,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: true,
         destructive: false,
         idempotent: true,
+        least_role: Role::Readonly,
         schema: schema_of::<DetectDuplicatesArgs>,
         handler: detect_duplicate_memories,
     },
@@ -141,6 +154,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: false,
         destructive: true,
         idempotent: false,
+        least_role: Role::Agent,
         schema: schema_of::<MergeArgs>,
         handler: merge_duplicate_memories,
     },
@@ -151,6 +165,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: true,
         destructive: false,
         idempotent: true,
+        least_role: Role::Agent,
         schema: schema_of::<GdprExportArgs>,
         handler: gdpr_export_user_data,
     },
@@ -161,6 +176,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: false,
         destructive: true,
         idempotent: true,
+        least_role: Role::Admin,
         schema: schema_of::<GdprDeleteArgs>,
         handler: gdpr_delete_user_data,
     },
@@ -171,6 +187,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: false,
         destructive: false,
         idempotent: false,
+        least_role: Role::Agent,
         schema: schema_of::<ImportConversationArgs>,
         handler: import_conversation,
     },
@@ -181,6 +198,7 @@ pub(super) static TOOLS: &[ToolEntry] = &[
         read_only: true,
         destructive: false,
         idempotent: true,
+        least_role: Role::Readonly,
         schema: schema_of::<NoArgs>,
         handler: get_machine_context,
     },
@@ -553,6 +571,7 @@ fn retrieve_memory(
 ) -> Result<Value, ToolError> {
     let args: MemoryIdArgs = parse(arguments)?;
     let memory = cx.store.get(memory_id("memory_id", &args.memory_id)?)?;
+    cx.check_readable(&memory)?;
     Ok(to_json(&memory))
 }
 
@@ -571,6 +590,7 @@ fn search_memories(
             machine_id: args.machine,
             since_ms: time("since", args.since.as_ref())?,
             until_ms: time("until", args.until.as_ref())?,
+            hide_restricted: cx.hide_restricted(),
         },
         limit: args.limit as usize,
         offset: args.offset as usize,
@@ -589,6 +609,7 @@ fn get_recent_memories(
         filter: MemoryFilter {
             category: args.category,
             user_id: args.user_id,
+            hide_restricted: cx.hide_restricted(),
             ..MemoryFilter::default()
         },
         hours: args.hours,
@@ -663,6 +684,7 @@ fn list_deleted_memories(
     let filter = MemoryFilter {
         category: args.category,
         user_id: args.user_id,
+        hide_restricted: cx.hide_restricted(),
         ..MemoryFilter::default()
     };
     let (memories, total) =
@@ -684,6 +706,7 @@ fn bulk_delete_memories(
         machine_id: args.machine,
         since_ms: time("since", args.since.as_ref())?,
         until_ms: time("until", args.until.as_ref())?,
+        hide_restricted: false,
     };
     let outcome = cx
         .store
@@ -725,6 +748,7 @@ fn get_memory_history(
     let id = memory_id("memory_id", &args.memory_id)?;
     // Reading the memory first gives the same not-found and deleted answers as retrieve.
     let memory = cx.store.get(id)?;
+    cx.check_readable(&memory)?;
     let history = cx.store.history(id)?;
     Ok(
         json!({ "id": id.to_string(), "version": memory.version, "history": history_json(&history) }),
@@ -742,6 +766,7 @@ fn detect_duplicate_memories(
             category: args.category,
             user_id: args.user_id,
             project: args.project,
+            hide_restricted: cx.hide_restricted(),
             ..MemoryFilter::default()
         },
         limit: args.limit as usize,

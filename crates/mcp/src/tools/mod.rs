@@ -8,6 +8,8 @@ mod memory;
 
 use std::sync::Arc;
 
+use haivemind_core::audit::{AuditEvent, AuditLog};
+use haivemind_core::security::{Caller, Role};
 use haivemind_store::Store;
 use rmcp::handler::server::tool::schema_for_input;
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
@@ -25,6 +27,46 @@ pub struct ToolContext {
     pub server: Arc<ServerContext>,
     /// The calling agent, from the client's name, when known.
     pub agent_id: Option<String>,
+    /// Who is calling, and with what rights.
+    pub caller: Caller,
+    /// Where deletions, erasures and refusals are recorded, when auditing is on.
+    pub audit: Option<Arc<AuditLog>>,
+}
+
+impl ToolContext {
+    fn audit(&self, event: AuditEvent) {
+        if let Some(audit) = &self.audit {
+            audit.record(
+                event
+                    .with("token_id", self.caller.token_id.clone())
+                    .with("token_name", self.caller.name.clone())
+                    .with("role", self.caller.role.as_str())
+                    .with("transport", self.server.transport),
+            );
+        }
+    }
+
+    /// Refuses a memory the caller may not read. The refusal names the role, so a readonly
+    /// agent learns why instead of seeing a "not found" that would hide the rule.
+    pub(crate) fn check_readable(&self, memory: &haivemind_core::Memory) -> Result<(), ToolError> {
+        if memory.confidentiality.may_leave_machine() || self.caller.role.may_read_restricted() {
+            return Ok(());
+        }
+        Err(ToolError::Forbidden {
+            role: self.caller.role,
+            rule: format!(
+                "memory {} is {} and role {} may not read confidential or pii memories",
+                memory.id,
+                memory.confidentiality.as_str(),
+                self.caller.role
+            ),
+        })
+    }
+
+    /// Whether reads must leave out confidential and pii memories.
+    pub(crate) fn hide_restricted(&self) -> bool {
+        !self.caller.role.may_read_restricted()
+    }
 }
 
 type Handler = fn(&ToolContext, Option<Map<String, Value>>) -> Result<Value, ToolError>;
@@ -41,6 +83,8 @@ pub struct ToolEntry {
     pub destructive: bool,
     /// Whether calling it twice with the same arguments does nothing more.
     pub idempotent: bool,
+    /// The least role that may call it at all.
+    pub least_role: Role,
     schema: fn() -> Arc<JsonObject>,
     handler: Handler,
 }
@@ -73,7 +117,8 @@ pub fn catalogue() -> &'static [ToolEntry] {
     memory::TOOLS
 }
 
-/// Runs the tool `name` with `arguments`.
+/// Runs the tool `name` with `arguments`, if the caller's role allows it, and audits
+/// refusals and every deletion.
 pub fn call(
     context: &ToolContext,
     name: &str,
@@ -83,7 +128,104 @@ pub fn call(
         .iter()
         .find(|entry| entry.name == name)
         .ok_or_else(|| ToolError::UnknownTool { name: name.into() })?;
-    (entry.handler)(context, arguments)
+    if let Err(refusal) = authorize(entry, context.caller.role, arguments.as_ref()) {
+        context.audit(AuditEvent::new("access_denied").with("tool", name));
+        return Err(refusal);
+    }
+    let audited = AUDITED_TOOLS.contains(&name).then(|| audit_fields(name, arguments.as_ref()));
+    let outcome = (entry.handler)(context, arguments);
+    match (&outcome, audited) {
+        (Ok(result), Some(event)) => context.audit(with_outcome(event, result)),
+        (Err(ToolError::Forbidden { .. }), _) => {
+            context.audit(AuditEvent::new("access_denied").with("tool", name));
+        }
+        _ => {}
+    }
+    outcome
+}
+
+/// Tools whose successful calls the audit log records.
+const AUDITED_TOOLS: &[&str] = &[
+    "delete_memory",
+    "bulk_delete_memories",
+    "merge_duplicate_memories",
+    "gdpr_delete_user_data",
+    "gdpr_export_user_data",
+    "recover_deleted_memory",
+];
+
+/// The rights a call needs: the tool's least role, and admin for anything that erases
+/// (`hard_delete: true`).
+fn authorize(
+    entry: &ToolEntry,
+    role: Role,
+    arguments: Option<&Map<String, Value>>,
+) -> Result<(), ToolError> {
+    if role < entry.least_role {
+        let why = match entry.least_role {
+            Role::Admin => "it erases or deletes in bulk, which needs an admin token",
+            Role::Agent if !entry.read_only => "it changes memories, which needs an agent or admin token",
+            _ => "it reads confidential or pii memories, which needs an agent or admin token",
+        };
+        return Err(ToolError::Forbidden {
+            role,
+            rule: format!("role {role} may not call {}: {why}", entry.name),
+        });
+    }
+    let hard = arguments
+        .and_then(|a| a.get("hard_delete"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if hard && !role.may_erase() {
+        return Err(ToolError::Forbidden {
+            role,
+            rule: format!(
+                "role {role} may not call {} with hard_delete=true: erasing needs an admin token",
+                entry.name
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// What the audit log keeps of a call's arguments: ids and switches, never content,
+/// reasons or user names (a user id may be a person's name; its digest still correlates).
+fn audit_fields(tool: &str, arguments: Option<&Map<String, Value>>) -> AuditEvent {
+    let mut event = AuditEvent::new(match tool {
+        "gdpr_delete_user_data" => "user_erased",
+        "gdpr_export_user_data" => "user_exported",
+        "recover_deleted_memory" => "memory_recovered",
+        "merge_duplicate_memories" => "memories_merged",
+        _ => "memory_deleted",
+    })
+    .with("tool", tool);
+    let Some(arguments) = arguments else {
+        return event;
+    };
+    for key in ["memory_id", "keep_id", "hard_delete", "confirm", "category"] {
+        if let Some(value) = arguments.get(key) {
+            event = event.with(key, value.clone());
+        }
+    }
+    if let Some(ids) = arguments.get("duplicate_ids") {
+        event = event.with("duplicate_ids", ids.clone());
+    }
+    if let Some(user) = arguments.get("user_id").and_then(Value::as_str) {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(user.as_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        event = event.with("user_id_sha256", hex);
+    }
+    event
+}
+
+fn with_outcome(mut event: AuditEvent, result: &Value) -> AuditEvent {
+    for key in ["deleted", "matched", "erased", "merged_ids", "total"] {
+        if let Some(value) = result.get(key) {
+            event = event.with(key, value.clone());
+        }
+    }
+    event
 }
 
 #[cfg(test)]
@@ -107,6 +249,36 @@ mod tests {
 
     fn schema_for_input_checked(entry: &ToolEntry) -> Arc<JsonObject> {
         (entry.schema)()
+    }
+
+    #[test]
+    fn roles_gate_tools() {
+        let find = |name: &str| catalogue().iter().find(|e| e.name == name).unwrap();
+        let hard: Map<String, Value> = serde_json::from_str(r#"{"hard_delete": true}"#).unwrap();
+        assert!(authorize(find("search_memories"), Role::Readonly, None).is_ok());
+        assert!(authorize(find("store_memory"), Role::Readonly, None).is_err());
+        assert!(authorize(find("store_memory"), Role::Agent, None).is_ok());
+        assert!(authorize(find("gdpr_export_user_data"), Role::Readonly, None).is_err());
+        assert!(authorize(find("delete_memory"), Role::Agent, None).is_ok());
+        assert!(authorize(find("delete_memory"), Role::Agent, Some(&hard)).is_err());
+        assert!(authorize(find("delete_memory"), Role::Admin, Some(&hard)).is_ok());
+        assert!(authorize(find("gdpr_delete_user_data"), Role::Agent, None).is_err());
+        assert!(authorize(find("bulk_delete_memories"), Role::Agent, None).is_err());
+        for entry in catalogue() {
+            assert!(entry.read_only == (entry.least_role == Role::Readonly) || entry.name == "gdpr_export_user_data", "{}", entry.name);
+        }
+    }
+
+    #[test]
+    fn audit_fields_keep_ids_not_content() {
+        let arguments: Map<String, Value> = serde_json::from_str(
+            r#"{"memory_id": "m1", "reason": "secret reason", "user_id": "alice", "content": "x"}"#,
+        )
+        .unwrap();
+        let event = audit_fields("delete_memory", Some(&arguments));
+        let text = serde_json::to_string(event.fields()).unwrap();
+        assert!(text.contains("m1"));
+        assert!(!text.contains("secret reason") && !text.contains("alice"));
     }
 
     #[test]
