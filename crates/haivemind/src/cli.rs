@@ -24,6 +24,15 @@ pub struct Cli {
 pub enum Command {
     /// Serve MCP over stdin/stdout, for Claude Code and other agents on this machine.
     Mcp,
+    /// Serve remote MCP over HTTP (`/mcp`, legacy `/sse`, `/health`) for agents on other
+    /// machines, behind tokens (`haivemind token create`), the network allowlist and, when
+    /// security.tls is set, TLS. Prints `listening mcp URL` on stdout once ready.
+    Serve(ServeArgs),
+    /// Make, list and revoke the tokens HTTP clients present as `Authorization: Bearer`.
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
     /// Store a memory.
     Store(StoreArgs),
     /// Search memories by keywords (and by meaning once a model is loaded).
@@ -76,6 +85,44 @@ pub enum Command {
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
+    },
+}
+
+/// `haivemind serve` flags; each overrides its `server.*` key.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to bind (server.host; default 127.0.0.1). Binding beyond loopback without
+    /// TLS sends tokens in clear text; the server warns.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Remote MCP port (server.mcp_port; default 8900; 0 picks a free one).
+    #[arg(long)]
+    pub mcp_port: Option<u16>,
+    /// Sync service port (server.sync_port; default 8899; 0 picks a free one).
+    #[arg(long)]
+    pub sync_port: Option<u16>,
+}
+
+/// `haivemind token` actions.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token. It is printed once, alone on the last line of stdout, and stored
+    /// only as a digest.
+    Create {
+        /// admin (everything, including erasure), agent (read and write), or readonly
+        /// (read, never confidential or pii memories).
+        #[arg(long, value_parser = ["admin", "agent", "readonly"])]
+        role: String,
+        /// A name to recognise it by in `token list` and the audit log.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens (never their secrets): id, name, role, created, last used, revoked.
+    List,
+    /// Revoke a token by id (`tok_…`) or name; servers refuse it within a second.
+    Revoke {
+        /// The token's id or name.
+        token: String,
     },
 }
 

@@ -29,10 +29,15 @@ pub fn run(cli: Cli) -> Result<()> {
             ),
         });
     }
-    init_logging(&config, matches!(cli.command, Command::Mcp));
+    init_logging(
+        &config,
+        matches!(cli.command, Command::Mcp | Command::Serve(_)),
+    );
     let printer = Printer { json: cli.json };
     match cli.command {
         Command::Mcp => serve_mcp(&config),
+        Command::Serve(args) => crate::serve::run(config, args),
+        Command::Token { action } => crate::tokens::run(&config, &printer, action),
         Command::Store(args) => store(&open_with_model(&config)?.0, &printer, args),
         Command::Search(args) => search(&open_with_model(&config)?.0, &printer, args),
         Command::Get { id } => {
@@ -119,13 +124,13 @@ fn init_logging(config: &Config, stdio_protocol: bool) {
 }
 
 /// Opens the engine without the embedding model, for commands that never embed.
-fn open(config: &Config) -> Result<Store> {
+pub(crate) fn open(config: &Config) -> Result<Store> {
     open_store(config, None)
 }
 
 /// Opens the engine with the embedding model when it can be loaded (see [`load_model`]);
 /// otherwise warns and opens it without, returning why semantic search is off.
-fn open_with_model(config: &Config) -> Result<(Store, Option<String>)> {
+pub(crate) fn open_with_model(config: &Config) -> Result<(Store, Option<String>)> {
     match load_model(config)? {
         Ok(model) => Ok((open_store(config, Some(model))?, None)),
         Err(problem) => {
@@ -241,29 +246,34 @@ fn serve_mcp(config: &Config) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let purge_store = Arc::clone(&store);
-        tokio::spawn(async move {
-            let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
-            every_hour.tick().await;
-            loop {
-                every_hour.tick().await;
-                let store = Arc::clone(&purge_store);
-                match tokio::task::spawn_blocking(move || store.purge_expired()).await {
-                    Ok(Ok(n)) if n > 0 => tracing::info!(purged = n, "purged expired deletions"),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "purge failed"),
-                    _ => {}
-                }
-            }
-        });
+        spawn_hourly_purge(&store);
         haivemind_mcp::serve_stdio(server).await
     })?;
     tracing::info!("client closed stdin; stopping");
     Ok(())
 }
 
+/// Hard-deletes expired soft deletions every hour, on the current runtime.
+pub(crate) fn spawn_hourly_purge(store: &Arc<Store>) {
+    let purge_store = Arc::clone(store);
+    tokio::spawn(async move {
+        let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
+        every_hour.tick().await;
+        loop {
+            every_hour.tick().await;
+            let store = Arc::clone(&purge_store);
+            match tokio::task::spawn_blocking(move || store.purge_expired()).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(purged = n, "purged expired deletions"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "purge failed"),
+                _ => {}
+            }
+        }
+    });
+}
+
 /// Embeds, on a thread of its own, the memories that lack a vector of the loaded model,
 /// then loads the vector index, so the first search does not pay for either.
-fn spawn_background_embedding(store: &Arc<Store>) {
+pub(crate) fn spawn_background_embedding(store: &Arc<Store>) {
     if store.embedder_model().is_none() {
         return;
     }

@@ -7,7 +7,9 @@ mod cli;
 mod commands;
 mod locomo;
 mod output;
+mod serve;
 mod stdio_client;
+mod tokens;
 
 use std::process::ExitCode;
 

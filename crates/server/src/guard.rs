@@ -1,0 +1,318 @@
+//! The checks every request passes before it reaches a handler, outermost first: the peer's
+//! network, the body size, Host and Origin (against DNS rebinding), the bearer token, the
+//! token's rate, and the time a handler may take. Each refusal is a JSON error with the
+//! status the HTTP and MCP specs prescribe, and each is audited.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use haivemind_core::audit::AuditEvent;
+use haivemind_core::security::Caller;
+use serde_json::json;
+
+use crate::AppState;
+
+/// A JSON error response: `{"error": {"code", "message"}}`.
+pub(crate) fn refusal(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = json!({ "error": { "code": code, "message": message.into() } });
+    (status, axum::Json(body)).into_response()
+}
+
+fn peer(request: &Request) -> Option<SocketAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// Refuses peers outside `security.allowed_networks` with 403.
+pub(crate) async fn allowed_network(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !state.networks.is_empty() {
+        let address = peer(&request).map(|p| p.ip());
+        let allowed = address.is_some_and(|ip| state.networks.iter().any(|n| n.contains(ip)));
+        if !allowed {
+            state.audit(
+                AuditEvent::new("network_denied")
+                    .with("peer", address.map(|a| a.to_string()))
+                    .with("path", request.uri().path()),
+            );
+            return refusal(
+                StatusCode::FORBIDDEN,
+                "network_not_allowed",
+                "this address is not in security.allowed_networks",
+            );
+        }
+    }
+    next.run(request).await
+}
+
+/// Refuses a declared body larger than `server.max_body_bytes` with 413 before reading it.
+/// Bodies without a length are cut at the same size while they are read.
+pub(crate) async fn body_size(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > state.max_body_bytes as u64) {
+        return too_large(state.max_body_bytes);
+    }
+    next.run(request).await
+}
+
+pub(crate) fn too_large(limit: usize) -> Response {
+    refusal(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("request bodies may be at most {limit} bytes (server.max_body_bytes)"),
+    )
+}
+
+/// Refuses a `Host` that is not ours and an `Origin` that is not listed, with 403: a web
+/// page on another site must not be able to drive a server on this machine or network.
+pub(crate) async fn host_and_origin(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    if let Some(problem) = state.origin_policy.check(headers) {
+        state.audit(
+            AuditEvent::new("request_denied")
+                .with("reason", problem.0)
+                .with("peer", peer(&request).map(|p| p.ip().to_string()))
+                .with("path", request.uri().path()),
+        );
+        return refusal(StatusCode::FORBIDDEN, problem.0, problem.1);
+    }
+    next.run(request).await
+}
+
+/// Accepted `Host` and `Origin` values.
+pub(crate) struct OriginPolicy {
+    /// Host names accepted besides IP literals.
+    pub hosts: Vec<String>,
+    /// Listed origins; any other `Origin` is refused.
+    pub origins: Vec<String>,
+}
+
+impl OriginPolicy {
+    fn check(&self, headers: &HeaderMap) -> Option<(&'static str, String)> {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !self.host_allowed(host) {
+            return Some((
+                "host_not_allowed",
+                format!(
+                    "Host {host:?} is not a name of this server; add it to security.allowed_hosts"
+                ),
+            ));
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("");
+            if !self.origin_allowed(origin) {
+                return Some((
+                    "origin_not_allowed",
+                    format!(
+                        "Origin {origin:?} may not call this server; add it to security.allowed_origins"
+                    ),
+                ));
+            }
+        }
+        None
+    }
+
+    /// An IP literal can never be a rebinding attack (the browser's origin is that very
+    /// address), so any is accepted; names must be listed.
+    fn host_allowed(&self, host: &str) -> bool {
+        let name = host_without_port(host);
+        if name.is_empty() {
+            return false;
+        }
+        if name.parse::<IpAddr>().is_ok() {
+            return true;
+        }
+        self.hosts.iter().any(|allowed| {
+            allowed.eq_ignore_ascii_case(host) || allowed.eq_ignore_ascii_case(name)
+        })
+    }
+
+    fn origin_allowed(&self, origin: &str) -> bool {
+        self.origins.iter().any(|allowed| {
+            if allowed == origin {
+                return true;
+            }
+            if let Some(prefix) = allowed.strip_suffix(":*") {
+                // `http://localhost:*` matches `http://localhost` and `http://localhost:3000`.
+                return origin == prefix
+                    || origin
+                        .strip_prefix(prefix)
+                        .and_then(|rest| rest.strip_prefix(':'))
+                        .is_some_and(|port| port.chars().all(|c| c.is_ascii_digit()));
+            }
+            // An entry without a port matches that scheme and host on any port.
+            !allowed[allowed.find("://").map_or(0, |i| i + 3)..].contains(':')
+                && origin
+                    .strip_prefix(allowed.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+        })
+    }
+}
+
+fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    }
+}
+
+/// Demands a valid bearer token (401 with `WWW-Authenticate: Bearer` otherwise), applies
+/// the token's rate limit (429 with `Retry-After`), and hands the [`Caller`] to handlers.
+pub(crate) async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let address = peer(&request).map(|p| p.ip().to_string());
+    let path = request.uri().path().to_string();
+    let caller = match state
+        .auth
+        .authenticate(request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+    {
+        Ok(caller) => caller,
+        Err(failure) => {
+            if state.audit_auth_failures {
+                state.audit(
+                    AuditEvent::new("auth_failed")
+                        .with("reason", failure.as_str())
+                        .with("peer", address)
+                        .with("path", path),
+                );
+            }
+            let mut response = refusal(StatusCode::UNAUTHORIZED, failure.as_str(), failure.message());
+            let challenge = match failure {
+                crate::auth::AuthFailure::Missing => "Bearer realm=\"haivemind\"",
+                _ => "Bearer realm=\"haivemind\", error=\"invalid_token\"",
+            };
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            return response;
+        }
+    };
+    if let Some(limiter) = &state.limiter
+        && let Err(wait) = limiter.check(&caller.token_id)
+    {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        state.audit(
+            AuditEvent::new("rate_limited")
+                .with("token_id", caller.token_id.clone())
+                .with("token_name", caller.name.clone())
+                .with("peer", address)
+                .with("path", path),
+        );
+        let mut response = refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "token {} made more requests than security.rate_limit allows; retry in {seconds} s",
+                caller.name
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        return response;
+    }
+    state.note_token_use(&caller, address.as_deref(), &path);
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// Answers 503 when a handler takes longer than `server.request_timeout_secs` to start
+/// its answer. A stream that has started (SSE) is not cut.
+pub(crate) async fn time_limit(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limit: Duration = state.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request took longer than {} s (server.request_timeout_secs)",
+                limit.as_secs()
+            ),
+        ),
+    }
+}
+
+/// The caller a guarded handler runs for.
+pub(crate) fn caller_of(request_extensions: &axum::http::Extensions) -> Option<Caller> {
+    request_extensions.get::<Caller>().cloned()
+}
+
+/// Reads at most `limit` bytes of `body`.
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, Response> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large(limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> OriginPolicy {
+        OriginPolicy {
+            hosts: vec!["localhost".into(), "hive.example.ts.net".into()],
+            origins: vec!["http://localhost:*".into(), "https://app.example.com".into()],
+        }
+    }
+
+    #[test]
+    fn hosts_are_ip_literals_or_listed_names() {
+        let policy = policy();
+        for ok in ["127.0.0.1:8900", "[::1]:8900", "100.64.1.2", "localhost:8900", "HIVE.example.ts.net"] {
+            assert!(policy.host_allowed(ok), "{ok}");
+        }
+        for bad in ["evil.example.com", "evil.example.com:8900", "", "localhost.evil.com"] {
+            assert!(!policy.host_allowed(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn origins_match_scheme_host_and_port_rules() {
+        let policy = policy();
+        for ok in ["http://localhost", "http://localhost:3000", "https://app.example.com", "https://app.example.com:8443"] {
+            assert!(policy.origin_allowed(ok), "{ok}");
+        }
+        for bad in ["https://localhost:3000", "http://localhost.evil.com", "https://app.example.com.evil.com", "null"] {
+            assert!(!policy.origin_allowed(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! hAIveMind's HTTP services: remote MCP on port 8900.
+//!
+//! - `/mcp`: MCP streamable HTTP, by rmcp's service: sessions for protocol versions up to
+//!   2025-11-25 (idle ones expire after `server.session_idle_secs`; a request naming a
+//!   session the server does not know gets 404, which tells the client to initialise
+//!   again), and the stateless 2026-07-28 protocol.
+//! - `/sse` + `/messages`: the legacy HTTP+SSE transport, a thin shim in [`sse`].
+//! - `/health`: liveness, without a token.
+//!
+//! Every request passes the guards of [`guard`] (network allowlist, body size, Host and
+//! Origin, bearer token, rate limit, time limit) before it reaches MCP, and the MCP tools
+//! then apply the token's role. The transports are thin: behaviour lives in
+//! `haivemind-mcp` and the engine.
+#![deny(missing_docs)]
+
+mod auth;
+mod guard;
+mod listener;
+mod sse;
+mod tls;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use haivemind_core::audit::{AuditEvent, AuditLog};
+use haivemind_core::security::{Caller, Network};
+use haivemind_core::{Config, VERSION};
+use haivemind_mcp::HaivemindServer;
+use haivemind_store::Store;
+use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+
+pub use auth::{AuthFailure, Authenticator, RateLimiter, TokenSourceError};
+pub use listener::{Listener, ServeError};
+pub use tls::{TlsError, acceptor as tls_acceptor};
+
+/// Why the HTTP services could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A configured token could not be read.
+    #[error(transparent)]
+    Tokens(#[from] TokenSourceError),
+    /// The allowlist is invalid (also caught when the config loads).
+    #[error(transparent)]
+    Networks(#[from] haivemind_core::InvalidInput),
+}
+
+/// What every handler and guard shares.
+pub(crate) struct AppState {
+    mcp: HaivemindServer,
+    store: Arc<Store>,
+    auth: Authenticator,
+    limiter: Option<RateLimiter>,
+    networks: Vec<Network>,
+    origin_policy: guard::OriginPolicy,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+    audit: Option<Arc<AuditLog>>,
+    audit_auth_failures: bool,
+    sse_sessions: sse::SseSessions,
+    /// The minute each token was last noted as used.
+    token_minutes: Mutex<HashMap<String, i64>>,
+}
+
+impl AppState {
+    pub(crate) fn audit(&self, event: AuditEvent) {
+        if let Some(audit) = &self.audit {
+            audit.record(event);
+        }
+    }
+
+    /// Audits a token's use and stamps its `last_used` once per token per minute, so the
+    /// log shows which tokens are active without a line per request.
+    fn note_token_use(&self, caller: &Caller, peer: Option<&str>, path: &str) {
+        let minute = haivemind_core::time_format::now_ms() / 60_000;
+        let fresh = self
+            .token_minutes
+            .lock()
+            .map(|mut seen| seen.insert(caller.token_id.clone(), minute) != Some(minute))
+            .unwrap_or(false);
+        if !fresh {
+            return;
+        }
+        self.audit(
+            AuditEvent::new("token_used")
+                .with("token_id", caller.token_id.clone())
+                .with("token_name", caller.name.clone())
+                .with("role", caller.role.as_str())
+                .with("peer", peer)
+                .with("path", path),
+        );
+        if caller.token_id.starts_with("tok_") {
+            let store = Arc::clone(&self.store);
+            let id = caller.token_id.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = store.touch_token(&id, minute * 60_000) {
+                    tracing::warn!(%error, "could not record token use");
+                }
+            });
+        }
+    }
+}
+
+/// The remote MCP application: routes and guards, ready to serve.
+pub struct McpApp {
+    router: Router,
+    health: Router,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl McpApp {
+    /// Builds the application over `store` with `config`'s security settings.
+    pub fn new(
+        store: Arc<Store>,
+        config: &Config,
+        audit: Option<Arc<AuditLog>>,
+    ) -> Result<Self, SetupError> {
+        let mcp = HaivemindServer::new(
+            Arc::clone(&store),
+            haivemind_mcp::ServerContext {
+                data_dir: config.data_dir(),
+                started_at_ms: haivemind_core::time_format::now_ms(),
+                transport: "http",
+            },
+        )
+        .with_audit(audit.clone());
+        let auth = Authenticator::new(Arc::clone(&store), config)?;
+        if auth.require_auth() && !auth.has_tokens() {
+            tracing::warn!(
+                "no token exists yet: every request but /health will get 401; make one with `haivemind token create --role agent`"
+            );
+        }
+        let state = Arc::new(AppState {
+            mcp: mcp.clone(),
+            store,
+            auth,
+            limiter: RateLimiter::new(&config.security.rate_limit),
+            networks: config.security.networks()?,
+            origin_policy: guard::OriginPolicy {
+                hosts: allowed_hosts(config),
+                origins: config.security.allowed_origins.clone(),
+            },
+            max_body_bytes: config.server.max_body_bytes,
+            request_timeout: Duration::from_secs(config.server.request_timeout_secs),
+            audit,
+            audit_auth_failures: config.logging.log_auth_failures,
+            sse_sessions: sse::SseSessions::default(),
+            token_minutes: Mutex::new(HashMap::new()),
+        });
+        let mut sessions = LocalSessionManager::default();
+        let mut session_config = SessionConfig::default();
+        session_config.keep_alive = Some(Duration::from_secs(config.server.session_idle_secs));
+        sessions.session_config = session_config;
+        // Host and Origin are checked by our own guard, before authentication, with the
+        // same rules for /mcp and /sse; rmcp's copies of those checks are turned off.
+        let http_config = StreamableHttpServerConfig::default()
+            .disable_allowed_hosts()
+            .disable_allowed_origins()
+            .with_max_request_body_bytes(config.server.max_body_bytes);
+        let cancel = http_config.cancellation_token.clone();
+        let factory_server = mcp;
+        let service = StreamableHttpService::new(
+            move || Ok(factory_server.clone()),
+            Arc::new(sessions),
+            http_config,
+        );
+        let guarded = Router::new()
+            .route_service("/mcp", service)
+            .route("/sse", get(sse::connect))
+            .route("/messages", post(sse::message))
+            .route("/messages/", post(sse::message))
+            .layer(from_fn_with_state(Arc::clone(&state), guard::time_limit))
+            .layer(from_fn_with_state(Arc::clone(&state), guard::authenticate))
+            .layer(from_fn_with_state(Arc::clone(&state), guard::host_and_origin));
+        let health_only = Router::new()
+            .route("/health", get(health))
+            .fallback(not_found)
+            .layer(from_fn_with_state(Arc::clone(&state), guard::allowed_network))
+            .with_state(Arc::clone(&state));
+        let router = Router::new()
+            .route("/health", get(health))
+            .merge(guarded)
+            .fallback(not_found)
+            .layer(from_fn_with_state(Arc::clone(&state), guard::body_size))
+            .layer(from_fn_with_state(Arc::clone(&state), guard::allowed_network))
+            .with_state(state);
+        Ok(Self {
+            router,
+            health: health_only,
+            cancel,
+        })
+    }
+
+    /// The routes, for serving or for tests.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// `/health` alone, behind the network allowlist: the sync port until the sync
+    /// service serves it.
+    pub fn health_router(&self) -> Router {
+        self.health.clone()
+    }
+
+    /// Ends every MCP session (at shutdown).
+    pub fn close_sessions(&self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Host names accepted on `/mcp` and `/sse`: loopback names, this machine's id and host
+/// name, the bound address, and `security.allowed_hosts`. IP literals are always accepted.
+fn allowed_hosts(config: &Config) -> Vec<String> {
+    let mut hosts = vec!["localhost".to_string()];
+    hosts.push(config.machine_id());
+    hosts.push(haivemind_core::config::host_name());
+    hosts.push(config.server.host.clone());
+    hosts.extend(config.security.allowed_hosts.iter().cloned());
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(json!({
+        "status": "ok",
+        "machine_id": state.store.machine_id(),
+        "version": VERSION,
+        "sse_sessions": state.sse_sessions.len(),
+    }))
+    .into_response()
+}
+
+async fn not_found() -> Response {
+    guard::refusal(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see docs/HTTP.md for the routes of each port",
+    )
+}
