@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::ConfigError;
-use crate::security::{SecurityConfig, is_loopback_host};
 use crate::memory::{BUILTIN_CATEGORIES, MemoryRules};
+use crate::security::{SecurityConfig, is_loopback_host};
 
 /// The whole configuration of one node.
 #[derive(Debug, Clone, Default, Deserialize)]

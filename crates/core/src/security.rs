@@ -197,7 +197,10 @@ impl Network {
             "loopback" | "localhost" => &LOOPBACK,
             _ => return Ok(vec![Network::parse(field, text)?]),
         };
-        named.iter().map(|cidr| Network::parse(field, cidr)).collect()
+        named
+            .iter()
+            .map(|cidr| Network::parse(field, cidr))
+            .collect()
     }
 
     fn parse(field: &str, text: &str) -> Result<Network, InvalidInput> {

@@ -110,7 +110,12 @@ fn init_logging(config: &Config, stdio_protocol: bool) {
         .unwrap_or_else(|| {
             // CLI commands print their own results; only the server narrates by default.
             if stdio_protocol {
-                config.logging.level.clone()
+                // rmcp narrates every session at info; that is debugging detail here.
+                if config.logging.level.contains("rmcp") {
+                    config.logging.level.clone()
+                } else {
+                    format!("{},rmcp=warn", config.logging.level)
+                }
             } else {
                 "warn".into()
             }
@@ -240,7 +245,7 @@ fn serve_mcp(config: &Config) -> Result<()> {
         },
     )
     .with_caller(haivemind_core::security::Caller::local())
-    .with_audit(open_audit(&config));
+    .with_audit(open_audit(config));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -527,9 +532,7 @@ fn import(store: &Store, printer: &Printer, file: &Path) -> Result<()> {
 
 /// The audit log, when `logging.audit_enabled`; a log that cannot be opened is reported
 /// and auditing goes on without it rather than stopping the server.
-pub(crate) fn open_audit(
-    config: &Config,
-) -> Option<Arc<haivemind_core::audit::AuditLog>> {
+pub(crate) fn open_audit(config: &Config) -> Option<Arc<haivemind_core::audit::AuditLog>> {
     if !config.logging.audit_enabled {
         return None;
     }

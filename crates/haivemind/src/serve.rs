@@ -8,7 +8,9 @@ use haivemind_core::security::is_loopback_host;
 use haivemind_server::{Listener, McpApp, tls_acceptor};
 
 use crate::cli::ServeArgs;
-use crate::commands::{open_audit, open_with_model, spawn_background_embedding, spawn_hourly_purge};
+use crate::commands::{
+    open_audit, open_with_model, spawn_background_embedding, spawn_hourly_purge,
+};
 
 /// `println!` that ignores a closed stdout.
 fn announce(line: &str) {
@@ -30,7 +32,10 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     }
     // The flags may have moved the server off loopback: check the rules again.
     config.validate()?;
-    let tls = match (&config.security.tls.cert_file, &config.security.tls.key_file) {
+    let tls = match (
+        &config.security.tls.cert_file,
+        &config.security.tls.key_file,
+    ) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
     };

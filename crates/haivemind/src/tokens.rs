@@ -60,14 +60,18 @@ pub fn run(config: &Config, printer: &Printer, action: TokenCommand) -> Result<(
                 let list: Vec<Value> = tokens.iter().map(record_json).collect();
                 printer.done(json!({ "tokens": list, "total": tokens.len() }), "");
             } else if tokens.is_empty() {
-                printer.done(Value::Null, "no tokens; make one with `haivemind token create --role agent`");
+                printer.done(
+                    Value::Null,
+                    "no tokens; make one with `haivemind token create --role agent`",
+                );
             } else {
                 let mut text = format!(
                     "{:<16} {:<24} {:<8} {:<24} {:<24} {}",
                     "ID", "NAME", "ROLE", "CREATED", "LAST USED", "REVOKED"
                 );
                 for t in &tokens {
-                    let time = |ms: Option<i64>| ms.map(ms_to_rfc3339).unwrap_or_else(|| "-".into());
+                    let time =
+                        |ms: Option<i64>| ms.map(ms_to_rfc3339).unwrap_or_else(|| "-".into());
                     text.push_str(&format!(
                         "\n{:<16} {:<24} {:<8} {:<24} {:<24} {}",
                         t.id,
@@ -86,7 +90,10 @@ pub fn run(config: &Config, printer: &Printer, action: TokenCommand) -> Result<(
             record(AuditEvent::new("token_revoked"), &revoked);
             printer.done(
                 record_json(&revoked),
-                &format!("revoked {} ({}); servers refuse it within a second", revoked.id, revoked.name),
+                &format!(
+                    "revoked {} ({}); servers refuse it within a second",
+                    revoked.id, revoked.name
+                ),
             );
         }
     }

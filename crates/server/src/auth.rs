@@ -92,11 +92,12 @@ impl Authenticator {
             configured.push(known("config:api_token", "api_token", Role::Admin, token));
         }
         for (index, file) in security.token_files.iter().enumerate() {
-            let text = std::fs::read_to_string(&file.path).map_err(|source| TokenSourceError::File {
-                index,
-                path: file.path.clone(),
-                source,
-            })?;
+            let text =
+                std::fs::read_to_string(&file.path).map_err(|source| TokenSourceError::File {
+                    index,
+                    path: file.path.clone(),
+                    source,
+                })?;
             if text.trim().len() < 16 {
                 return Err(TokenSourceError::TooShort {
                     key: format!("security.token_files[{index}]"),
@@ -109,7 +110,12 @@ impl Authenticator {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| format!("token_file_{index}"))
             });
-            configured.push(known(&format!("config:token_files[{index}]"), &name, role, &text));
+            configured.push(known(
+                &format!("config:token_files[{index}]"),
+                &name,
+                role,
+                &text,
+            ));
         }
         let authenticator = Self {
             store,
@@ -147,7 +153,10 @@ impl Authenticator {
             ),
             Err(error) => {
                 tracing::error!(%error, "cannot read tokens; keeping the last known set");
-                self.stored.lock().map(|s| Arc::clone(&s.1)).unwrap_or_default()
+                self.stored
+                    .lock()
+                    .map(|s| Arc::clone(&s.1))
+                    .unwrap_or_default()
             }
         };
         if let Ok(mut stored) = self.stored.lock() {
@@ -177,7 +186,10 @@ impl Authenticator {
         }
         let header = authorization.ok_or(AuthFailure::Missing)?;
         let header = std::str::from_utf8(header).map_err(|_| AuthFailure::Malformed)?;
-        let (scheme, token) = header.trim().split_once(' ').ok_or(AuthFailure::Malformed)?;
+        let (scheme, token) = header
+            .trim()
+            .split_once(' ')
+            .ok_or(AuthFailure::Malformed)?;
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
             return Err(AuthFailure::Malformed);
         }

@@ -148,9 +148,9 @@ impl OriginPolicy {
         if name.parse::<IpAddr>().is_ok() {
             return true;
         }
-        self.hosts.iter().any(|allowed| {
-            allowed.eq_ignore_ascii_case(host) || allowed.eq_ignore_ascii_case(name)
-        })
+        self.hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(host) || allowed.eq_ignore_ascii_case(name))
     }
 
     fn origin_allowed(&self, origin: &str) -> bool {
@@ -196,10 +196,12 @@ pub(crate) async fn authenticate(
 ) -> Response {
     let address = peer(&request).map(|p| p.ip().to_string());
     let path = request.uri().path().to_string();
-    let caller = match state
-        .auth
-        .authenticate(request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()))
-    {
+    let caller = match state.auth.authenticate(
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+    ) {
         Ok(caller) => caller,
         Err(failure) => {
             if state.audit_auth_failures {
@@ -210,14 +212,19 @@ pub(crate) async fn authenticate(
                         .with("path", path),
                 );
             }
-            let mut response = refusal(StatusCode::UNAUTHORIZED, failure.as_str(), failure.message());
+            let mut response = refusal(
+                StatusCode::UNAUTHORIZED,
+                failure.as_str(),
+                failure.message(),
+            );
             let challenge = match failure {
                 crate::auth::AuthFailure::Missing => "Bearer realm=\"haivemind\"",
                 _ => "Bearer realm=\"haivemind\", error=\"invalid_token\"",
             };
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
             return response;
         }
     };
@@ -290,17 +297,31 @@ mod tests {
     fn policy() -> OriginPolicy {
         OriginPolicy {
             hosts: vec!["localhost".into(), "hive.example.ts.net".into()],
-            origins: vec!["http://localhost:*".into(), "https://app.example.com".into()],
+            origins: vec![
+                "http://localhost:*".into(),
+                "https://app.example.com".into(),
+            ],
         }
     }
 
     #[test]
     fn hosts_are_ip_literals_or_listed_names() {
         let policy = policy();
-        for ok in ["127.0.0.1:8900", "[::1]:8900", "100.64.1.2", "localhost:8900", "HIVE.example.ts.net"] {
+        for ok in [
+            "127.0.0.1:8900",
+            "[::1]:8900",
+            "100.64.1.2",
+            "localhost:8900",
+            "HIVE.example.ts.net",
+        ] {
             assert!(policy.host_allowed(ok), "{ok}");
         }
-        for bad in ["evil.example.com", "evil.example.com:8900", "", "localhost.evil.com"] {
+        for bad in [
+            "evil.example.com",
+            "evil.example.com:8900",
+            "",
+            "localhost.evil.com",
+        ] {
             assert!(!policy.host_allowed(bad), "{bad}");
         }
     }
@@ -308,10 +329,20 @@ mod tests {
     #[test]
     fn origins_match_scheme_host_and_port_rules() {
         let policy = policy();
-        for ok in ["http://localhost", "http://localhost:3000", "https://app.example.com", "https://app.example.com:8443"] {
+        for ok in [
+            "http://localhost",
+            "http://localhost:3000",
+            "https://app.example.com",
+            "https://app.example.com:8443",
+        ] {
             assert!(policy.origin_allowed(ok), "{ok}");
         }
-        for bad in ["https://localhost:3000", "http://localhost.evil.com", "https://app.example.com.evil.com", "null"] {
+        for bad in [
+            "https://localhost:3000",
+            "http://localhost.evil.com",
+            "https://app.example.com.evil.com",
+            "null",
+        ] {
             assert!(!policy.origin_allowed(bad), "{bad}");
         }
     }

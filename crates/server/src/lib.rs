@@ -179,18 +179,27 @@ impl McpApp {
             .route("/messages/", post(sse::message))
             .layer(from_fn_with_state(Arc::clone(&state), guard::time_limit))
             .layer(from_fn_with_state(Arc::clone(&state), guard::authenticate))
-            .layer(from_fn_with_state(Arc::clone(&state), guard::host_and_origin));
+            .layer(from_fn_with_state(
+                Arc::clone(&state),
+                guard::host_and_origin,
+            ));
         let health_only = Router::new()
             .route("/health", get(health))
             .fallback(not_found)
-            .layer(from_fn_with_state(Arc::clone(&state), guard::allowed_network))
+            .layer(from_fn_with_state(
+                Arc::clone(&state),
+                guard::allowed_network,
+            ))
             .with_state(Arc::clone(&state));
         let router = Router::new()
             .route("/health", get(health))
             .merge(guarded)
             .fallback(not_found)
             .layer(from_fn_with_state(Arc::clone(&state), guard::body_size))
-            .layer(from_fn_with_state(Arc::clone(&state), guard::allowed_network))
+            .layer(from_fn_with_state(
+                Arc::clone(&state),
+                guard::allowed_network,
+            ))
             .with_state(state);
         Ok(Self {
             router,

@@ -80,10 +80,11 @@ impl Listener {
             let router = router.clone();
             let tls = self.tls.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    router.clone().oneshot(request)
-                });
+                let service =
+                    hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                        request.extensions_mut().insert(ConnectInfo(peer));
+                        router.clone().oneshot(request)
+                    });
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
                     .timer(TokioTimer::new())

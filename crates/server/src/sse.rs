@@ -77,7 +77,11 @@ fn session_id() -> Option<String> {
 /// `GET /sse`.
 pub(crate) async fn connect(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let Some(caller) = caller_of(request.extensions()) else {
-        return refusal(StatusCode::UNAUTHORIZED, "missing_token", "not authenticated");
+        return refusal(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "not authenticated",
+        );
     };
     let Some(id) = session_id() else {
         return refusal(
@@ -90,18 +94,23 @@ pub(crate) async fn connect(State(state): State<Arc<AppState>>, request: Request
     let (server_output, client_output) = tokio::io::duplex(PIPE_BYTES);
     let server = state.mcp.clone().with_caller(caller.clone());
     tokio::spawn(async move {
-        if let Err(error) = haivemind_mcp::serve_lines(server, server_input, server_output).await
-        {
+        if let Err(error) = haivemind_mcp::serve_lines(server, server_input, server_output).await {
             tracing::debug!(%error, "SSE session ended");
         }
     });
     let (events, receiver) = tokio::sync::mpsc::channel::<Event>(64);
     let endpoint = format!("/messages?session_id={id}");
-    let _ = events.send(Event::default().event("endpoint").data(endpoint)).await;
+    let _ = events
+        .send(Event::default().event("endpoint").data(endpoint))
+        .await;
     tokio::spawn(async move {
         let mut lines = BufReader::new(client_output).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if events.send(Event::default().event("message").data(line)).await.is_err() {
+            if events
+                .send(Event::default().event("message").data(line))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -148,7 +157,11 @@ pub(crate) async fn message(
     request: Request,
 ) -> Response {
     let Some(caller) = caller_of(request.extensions()) else {
-        return refusal(StatusCode::UNAUTHORIZED, "missing_token", "not authenticated");
+        return refusal(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "not authenticated",
+        );
     };
     let Some(id) = query.session_id.or(query.session_id_camel) else {
         return refusal(

@@ -2,6 +2,8 @@
 //! minimal line-by-line MCP client over its stdio, so each test stays a few lines long.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};

@@ -132,7 +132,9 @@ pub fn call(
         context.audit(AuditEvent::new("access_denied").with("tool", name));
         return Err(refusal);
     }
-    let audited = AUDITED_TOOLS.contains(&name).then(|| audit_fields(name, arguments.as_ref()));
+    let audited = AUDITED_TOOLS
+        .contains(&name)
+        .then(|| audit_fields(name, arguments.as_ref()));
     let outcome = (entry.handler)(context, arguments);
     match (&outcome, audited) {
         (Ok(result), Some(event)) => context.audit(with_outcome(event, result)),
@@ -164,7 +166,9 @@ fn authorize(
     if role < entry.least_role {
         let why = match entry.least_role {
             Role::Admin => "it erases or deletes in bulk, which needs an admin token",
-            Role::Agent if !entry.read_only => "it changes memories, which needs an agent or admin token",
+            Role::Agent if !entry.read_only => {
+                "it changes memories, which needs an agent or admin token"
+            }
             _ => "it reads confidential or pii memories, which needs an agent or admin token",
         };
         return Err(ToolError::Forbidden {
@@ -265,7 +269,12 @@ mod tests {
         assert!(authorize(find("gdpr_delete_user_data"), Role::Agent, None).is_err());
         assert!(authorize(find("bulk_delete_memories"), Role::Agent, None).is_err());
         for entry in catalogue() {
-            assert!(entry.read_only == (entry.least_role == Role::Readonly) || entry.name == "gdpr_export_user_data", "{}", entry.name);
+            assert!(
+                entry.read_only == (entry.least_role == Role::Readonly)
+                    || entry.name == "gdpr_export_user_data",
+                "{}",
+                entry.name
+            );
         }
     }
 

@@ -1,0 +1,290 @@
+//! A minimal HTTP/1.1 client over a plain or TLS socket, written for these tests so every
+//! header (Host, Origin, Content-Length) is exactly what the test says, and a running
+//! `haivemind serve` to point it at.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::channel;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// One response, read to the end.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// The JSON-RPC message answering `id`, from a JSON body or from SSE `data:` lines.
+    pub fn rpc(&self, id: u64) -> Value {
+        let text = self.text();
+        if let Ok(value) = serde_json::from_str::<Value>(&text) {
+            return value;
+        }
+        text.lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+            .find(|message| message["id"] == json!(id))
+            .unwrap_or_else(|| panic!("no answer to request {id} in: {text}"))
+    }
+}
+
+/// A request to send.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(method: &'a str, path: &'a str) -> Self {
+        Self {
+            method,
+            path,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("Authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn json(mut self, value: &Value) -> Self {
+        self.body = value.to_string().into_bytes();
+        self.header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream")
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+
+    /// Writes the request and reads the whole response (the connection is closed after).
+    pub fn send_on(self, mut stream: impl Read + Write, authority: &str) -> Response {
+        let mut head = format!("{} {} HTTP/1.1\r\n", self.method, self.path);
+        if !self.has("host") {
+            head.push_str(&format!("Host: {authority}\r\n"));
+        }
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !self.has("content-length") {
+            head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).expect("write head");
+        // A server may answer (413, 401) before reading the body and close; that is fine.
+        let _ = stream.write_all(&self.body);
+        let _ = stream.flush();
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        parse(&raw)
+    }
+
+    /// Sends over plain TCP to `address` (`127.0.0.1:port`).
+    pub fn send(self, address: &str) -> Response {
+        let stream = TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        self.send_on(stream, address)
+    }
+}
+
+fn parse(raw: &[u8]) -> Response {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&raw[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = end + 2;
+        let stop = (start + size).min(raw.len());
+        out.extend_from_slice(&raw[start..stop]);
+        raw = &raw[(stop + 2).min(raw.len())..];
+    }
+    out
+}
+
+/// A running `haivemind serve`.
+pub struct Served {
+    pub child: Child,
+    /// `127.0.0.1:port` of the MCP port.
+    pub address: String,
+    /// `http://127.0.0.1:port` or `https://…`.
+    pub url: String,
+    pub sync_address: String,
+}
+
+impl Served {
+    /// Starts `haivemind serve` on free ports and waits until it listens.
+    pub fn start(mut command: Command) -> Self {
+        let mut child = command
+            .args(["serve", "--mcp-port", "0", "--sync-port", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn haivemind serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, receiver) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = sender.send(line);
+            }
+        });
+        let mut mcp = None;
+        let mut sync = None;
+        while mcp.is_none() || sync.is_none() {
+            let line = receiver
+                .recv_timeout(Duration::from_secs(60))
+                .expect("haivemind serve did not announce its ports");
+            if let Some(url) = line.strip_prefix("listening mcp ") {
+                mcp = Some(url.to_string());
+            } else if let Some(url) = line.strip_prefix("listening sync ") {
+                sync = Some(url.to_string());
+            }
+        }
+        let url = mcp.unwrap();
+        let address = url.split("://").nth(1).unwrap().to_string();
+        let sync_address = sync.unwrap().split("://").nth(1).unwrap().to_string();
+        Self {
+            child,
+            address,
+            url,
+            sync_address,
+        }
+    }
+
+    pub fn send(&self, request: Request<'_>) -> Response {
+        request.send(&self.address)
+    }
+
+    /// Opens an MCP session with `token`: initialize, then `notifications/initialized`.
+    /// Returns the session id.
+    pub fn initialize(&self, token: &str) -> String {
+        let response = self.send(Request::new("POST", "/mcp").bearer(token).json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "http-test", "version": "1"}}
+        })));
+        assert_eq!(response.status, 200, "initialize: {}", response.text());
+        let session = response
+            .header("mcp-session-id")
+            .expect("a session id")
+            .to_string();
+        let ack = self.send(
+            Request::new("POST", "/mcp")
+                .bearer(token)
+                .header("Mcp-Session-Id", &session)
+                .header("MCP-Protocol-Version", "2025-06-18")
+                .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})),
+        );
+        assert_eq!(ack.status, 202, "initialized: {}", ack.text());
+        session
+    }
+
+    /// Calls a tool in `session`; returns the HTTP response.
+    pub fn call_tool(
+        &self,
+        token: &str,
+        session: &str,
+        id: u64,
+        name: &str,
+        arguments: Value,
+    ) -> Response {
+        self.send(
+            Request::new("POST", "/mcp")
+                .bearer(token)
+                .header("Mcp-Session-Id", session)
+                .header("MCP-Protocol-Version", "2025-06-18")
+                .json(&json!({
+                    "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                    "params": {"name": name, "arguments": arguments}
+                })),
+        )
+    }
+
+    /// Calls a tool and returns its result object (`structuredContent`, `isError`).
+    pub fn tool(&self, token: &str, session: &str, id: u64, name: &str, arguments: Value) -> Value {
+        let response = self.call_tool(token, session, id, name, arguments);
+        assert_eq!(response.status, 200, "{name}: {}", response.text());
+        response.rpc(id)["result"].clone()
+    }
+
+    /// Stops the server with SIGTERM and waits for it.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
