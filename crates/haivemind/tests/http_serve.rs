@@ -331,6 +331,17 @@ fn idle_sessions_expire_and_restarts_lose_sessions_with_404() {
     }
     let expired = server.call_tool(&agent, &idle, 2, "get_memory_stats", json!({}));
     assert_eq!(expired.status, 404, "{}", expired.text());
+    // A client that ends its session gets 204, and the session is gone.
+    let ended = server.initialize(&agent);
+    let deleted = server.send(
+        Request::new("DELETE", "/mcp")
+            .bearer(&agent)
+            .header("Mcp-Session-Id", &ended)
+            .header("MCP-Protocol-Version", "2025-06-18"),
+    );
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    let after = server.call_tool(&agent, &ended, 3, "get_memory_stats", json!({}));
+    assert_eq!(after.status, 404);
     server.stop();
 
     let restarted = Served::start(scratch.command());

@@ -90,3 +90,64 @@ fn official_python_client_in_legacy_mode() {
 fn official_python_client_in_auto_mode_probes_discover_first() {
     drive("auto");
 }
+
+/// Runs `tests/interop/mcp_http_client.py` against a real `haivemind serve`: streamable
+/// HTTP in both connect modes, legacy SSE, a readonly token, and a wrong one.
+fn drive_http(tls: bool) {
+    use common::http::Served;
+    let scratch = Scratch::new();
+    let mut cafile = None;
+    if tls {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+                .expect("make a certificate");
+        let cert = scratch.dir.path().join("cert.pem");
+        let key = scratch.dir.path().join("key.pem");
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        scratch.write_config(
+            &serde_json::json!({"security": {"tls": {"cert_file": cert, "key_file": key}}})
+                .to_string(),
+        );
+        cafile = Some(cert);
+    }
+    let token = |role: &str| {
+        let output = scratch.run(&["token", "create", "--role", role]);
+        assert!(output.status.success());
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string()
+    };
+    let (agent, readonly) = (token("agent"), token("readonly"));
+    let server = Served::start(scratch.command());
+    let mut command = Command::new(python());
+    command
+        .arg(workspace_root().join("tests/interop/mcp_http_client.py"))
+        .args(["--url", &server.url, "--token", &agent])
+        .args(["--readonly-token", &readonly]);
+    if let Some(cafile) = &cafile {
+        command.arg("--cafile").arg(cafile);
+    }
+    let output = command.output().expect("run the Python HTTP client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the official Python client failed over {}:\n{stdout}\n{}",
+        server.url,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("ok all HTTP interop checks"), "{stdout}");
+}
+
+#[test]
+fn official_python_client_over_http_both_modes_and_sse() {
+    drive_http(false);
+}
+
+#[test]
+fn official_python_client_over_https_with_a_throwaway_certificate() {
+    drive_http(true);
+}

@@ -172,8 +172,10 @@ impl McpApp {
             Arc::new(sessions),
             http_config,
         );
-        let guarded = Router::new()
+        let mcp_route = Router::new()
             .route_service("/mcp", service)
+            .layer(axum::middleware::from_fn(session_deleted_is_no_content));
+        let guarded = mcp_route
             .route("/sse", get(sse::connect))
             .route("/messages", post(sse::message))
             .route("/messages/", post(sse::message))
@@ -236,6 +238,20 @@ fn allowed_hosts(config: &Config) -> Vec<String> {
     hosts.sort();
     hosts.dedup();
     hosts
+}
+
+/// rmcp answers a session's `DELETE` with 202; the official Python client expects 200 or
+/// 204 and logs a failure otherwise. The session is gone either way: say 204.
+async fn session_deleted_is_no_content(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let deleting = request.method() == axum::http::Method::DELETE;
+    let response = next.run(request).await;
+    if deleting && response.status() == StatusCode::ACCEPTED {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    response
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
