@@ -63,8 +63,9 @@ pub struct ServerConfig {
     pub sync_port: Option<u16>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
-    /// How long one request may take before it is answered with 503; streams (SSE) are
-    /// exempt, since they live as long as the client listens.
+    /// How long a request may take to start its answer before it gets 503. Streamed
+    /// answers (an MCP tool call's event stream, SSE) are not cut once started: a write
+    /// cut off mid-way would leave the agent unsure whether it landed.
     pub request_timeout_secs: u64,
     /// How long an MCP session may sit idle before the server forgets it; a client that
     /// then uses it gets 404 and starts a new one.

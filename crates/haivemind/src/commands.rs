@@ -54,6 +54,12 @@ pub fn run(cli: Cli) -> Result<()> {
             } else {
                 store.soft_delete(id, reason)?;
             }
+            audit_cli(
+                &config,
+                haivemind_core::audit::AuditEvent::new("memory_deleted")
+                    .with("memory_id", id.to_string())
+                    .with("hard_delete", hard),
+            );
             printer.done(
                 json!({"id": id.to_string(), "deleted": true, "hard_delete": hard}),
                 &format!(
@@ -65,6 +71,11 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Recover { id } => {
             let memory = open(&config)?.recover(MemoryId::parse("id", &id)?)?;
+            audit_cli(
+                &config,
+                haivemind_core::audit::AuditEvent::new("memory_recovered")
+                    .with("memory_id", memory.id.to_string()),
+            );
             printer.memory(&memory);
             Ok(())
         }
@@ -545,5 +556,12 @@ pub(crate) fn open_audit(config: &Config) -> Option<Arc<haivemind_core::audit::A
             tracing::error!(%error, "audit log unavailable");
             None
         }
+    }
+}
+
+/// Records a CLI action in the audit log, as the local user.
+fn audit_cli(config: &Config, event: haivemind_core::audit::AuditEvent) {
+    if let Some(audit) = open_audit(config) {
+        audit.record(event.with("token_id", "local").with("transport", "cli"));
     }
 }

@@ -230,6 +230,11 @@ fn tokens_roles_and_every_refusal_on_real_http() {
     ] {
         assert!(events.contains(&expected), "no {expected} in {events:?}");
     }
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["event"] == "request_denied" && e["reason"] == "body_too_large")
+    );
     let reasons: Vec<&str> = audit
         .iter()
         .filter(|e| e["event"] == "auth_failed")
@@ -288,6 +293,31 @@ fn rate_limit_answers_429_with_retry_after() {
         audit_lines(&scratch)
             .iter()
             .any(|e| e["event"] == "rate_limited" && e["token_name"] == "chatty")
+    );
+    // Guessing tokens is limited per address, and so are the audit lines it writes.
+    let guesses: Vec<u16> = (0..40)
+        .map(|i| {
+            server
+                .send(Request::new("POST", "/mcp").bearer(&format!("hv_guess{i}")))
+                .status
+        })
+        .collect();
+    assert!(guesses[..30].iter().all(|s| *s == 401), "{guesses:?}");
+    assert!(guesses[30..].iter().all(|s| *s == 429), "{guesses:?}");
+    let failures = audit_lines(&scratch)
+        .iter()
+        .filter(|e| e["event"] == "auth_failed")
+        .count();
+    assert!(
+        (30..=31).contains(&failures),
+        "{failures} auth_failed lines"
+    );
+    // A good token from the same address still works.
+    assert_eq!(
+        server
+            .send(Request::new("POST", "/messages?session_id=x").bearer(&other))
+            .status,
+        404
     );
 }
 

@@ -69,6 +69,12 @@ pub(crate) async fn body_size(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > state.max_body_bytes as u64) {
+        state.audit(
+            AuditEvent::new("request_denied")
+                .with("reason", "body_too_large")
+                .with("peer", peer(&request).map(|p| p.ip().to_string()))
+                .with("path", request.uri().path()),
+        );
         return too_large(state.max_body_bytes);
     }
     next.run(request).await
@@ -154,7 +160,11 @@ impl OriginPolicy {
     }
 
     fn origin_allowed(&self, origin: &str) -> bool {
+        let origin = without_default_port(origin);
         self.origins.iter().any(|allowed| {
+            let allowed = without_default_port(allowed);
+            let allowed = allowed.as_str();
+            let origin = origin.as_str();
             if allowed == origin {
                 return true;
             }
@@ -169,10 +179,22 @@ impl OriginPolicy {
             // An entry without a port matches that scheme and host on any port.
             !allowed[allowed.find("://").map_or(0, |i| i + 3)..].contains(':')
                 && origin
-                    .strip_prefix(allowed.as_str())
+                    .strip_prefix(allowed)
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
         })
     }
+}
+
+/// `https://a.example:443` is `https://a.example`: browsers leave the default port out.
+fn without_default_port(origin: &str) -> String {
+    for (scheme, port) in [("https://", ":443"), ("http://", ":80")] {
+        if origin.starts_with(scheme)
+            && let Some(bare) = origin.strip_suffix(port)
+        {
+            return bare.to_string();
+        }
+    }
+    origin.to_string()
 }
 
 fn host_without_port(host: &str) -> &str {
@@ -204,6 +226,15 @@ pub(crate) async fn authenticate(
     ) {
         Ok(caller) => caller,
         Err(failure) => {
+            // Guessing tokens costs a guesser its address's budget, and the audit log at
+            // most that many lines a minute per address, so a flood cannot rotate the
+            // evidence away.
+            if let Some(wait) = address
+                .as_deref()
+                .and_then(|ip| state.failure_limiter.check(ip).err())
+            {
+                return too_many(wait, "too many failed authentications from this address");
+            }
             if state.audit_auth_failures {
                 state.audit(
                     AuditEvent::new("auth_failed")
@@ -231,7 +262,6 @@ pub(crate) async fn authenticate(
     if let Some(limiter) = &state.limiter
         && let Err(wait) = limiter.check(&caller.token_id)
     {
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         state.audit(
             AuditEvent::new("rate_limited")
                 .with("token_id", caller.token_id.clone())
@@ -239,22 +269,31 @@ pub(crate) async fn authenticate(
                 .with("peer", address)
                 .with("path", path),
         );
-        let mut response = refusal(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "token {} made more requests than security.rate_limit allows; retry in {seconds} s",
+        return too_many(
+            wait,
+            &format!(
+                "token {} made more requests than security.rate_limit allows",
                 caller.name
             ),
         );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-        return response;
     }
     state.note_token_use(&caller, address.as_deref(), &path);
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// 429 with `Retry-After` in whole seconds (at least 1).
+fn too_many(wait: Duration, why: &str) -> Response {
+    let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let mut response = refusal(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("{why}; retry in {seconds} s"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// Answers 503 when a handler takes longer than `server.request_timeout_secs` to start
@@ -265,16 +304,25 @@ pub(crate) async fn time_limit(
     next: Next,
 ) -> Response {
     let limit: Duration = state.request_timeout;
+    let path = request.uri().path().to_string();
+    let caller = caller_of(request.extensions());
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => refusal(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            format!(
-                "the request took longer than {} s (server.request_timeout_secs)",
-                limit.as_secs()
-            ),
-        ),
+        Err(_) => {
+            state.audit(
+                AuditEvent::new("request_timed_out")
+                    .with("path", path)
+                    .with("token_id", caller.map(|c| c.token_id)),
+            );
+            refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "the request took longer than {} s (server.request_timeout_secs)",
+                    limit.as_secs()
+                ),
+            )
+        }
     }
 }
 

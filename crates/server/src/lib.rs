@@ -53,12 +53,19 @@ pub enum SetupError {
     Networks(#[from] haivemind_core::InvalidInput),
 }
 
+/// Failed authentications an address may make at once, and per minute after that, before
+/// it gets 429 instead of 401.
+const FAILED_AUTH_BURST: u32 = 30;
+const FAILED_AUTH_PER_MINUTE: u32 = 60;
+
 /// What every handler and guard shares.
 pub(crate) struct AppState {
     mcp: HaivemindServer,
     store: Arc<Store>,
     auth: Authenticator,
     limiter: Option<RateLimiter>,
+    /// Failed authentications per peer address.
+    failure_limiter: RateLimiter,
     networks: Vec<Network>,
     origin_policy: guard::OriginPolicy,
     max_body_bytes: usize,
@@ -143,6 +150,11 @@ impl McpApp {
             store,
             auth,
             limiter: RateLimiter::new(&config.security.rate_limit),
+            failure_limiter: RateLimiter::new(&haivemind_core::security::RateLimitConfig {
+                requests_per_minute: FAILED_AUTH_PER_MINUTE,
+                burst: FAILED_AUTH_BURST,
+            })
+            .expect("a non-zero rate"),
             networks: config.security.networks()?,
             origin_policy: guard::OriginPolicy {
                 hosts: allowed_hosts(config),

@@ -178,6 +178,12 @@ pub(crate) async fn message(
         );
     };
     if session.owner != caller.token_id {
+        state.audit(
+            AuditEvent::new("request_denied")
+                .with("reason", "session_of_another_token")
+                .with("token_id", caller.token_id)
+                .with("path", "/messages"),
+        );
         return refusal(
             StatusCode::FORBIDDEN,
             "session_of_another_token",

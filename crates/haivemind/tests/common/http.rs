@@ -180,6 +180,7 @@ impl Served {
     /// Starts `haivemind serve` on free ports and waits until it listens.
     pub fn start(mut command: Command) -> Self {
         let mut child = command
+            .env("RUST_LOG", "warn")
             .args(["serve", "--mcp-port", "0", "--sync-port", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

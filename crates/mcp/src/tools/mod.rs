@@ -137,6 +137,8 @@ pub fn call(
         .then(|| audit_fields(name, arguments.as_ref()));
     let outcome = (entry.handler)(context, arguments);
     match (&outcome, audited) {
+        // A bulk delete without confirm only counts; nothing was deleted.
+        (Ok(result), Some(_)) if result.get("confirmed") == Some(&Value::Bool(false)) => {}
         (Ok(result), Some(event)) => context.audit(with_outcome(event, result)),
         (Err(ToolError::Forbidden { .. }), _) => {
             context.audit(AuditEvent::new("access_denied").with("tool", name));
