@@ -46,6 +46,7 @@ fn tokens_roles_and_every_refusal_on_real_http() {
     );
     let agent = token(&scratch, "agent", "builder");
     let readonly = token(&scratch, "readonly", "dashboard");
+    let third = token(&scratch, "agent", "third");
     let server = Served::start(scratch.command());
 
     // /health needs no token.
@@ -193,6 +194,46 @@ fn tokens_roles_and_every_refusal_on_real_http() {
     );
     assert_eq!(soft["isError"], json!(false), "{soft}");
 
+    // A memory that was pii once keeps those values in its history: readonly may read the
+    // memory as it is now, but not the history.
+    let once = server.tool(&agent, &session, 20, "store_memory",
+        json!({"content": "ssh key passphrase for proxy2 is hunter2", "confidentiality_level": "pii"}));
+    let once_id = once["structuredContent"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let redacted = server.tool(&agent, &session, 21, "update_memory",
+        json!({"memory_id": once_id, "content": "proxy2 ssh key rotated", "confidentiality_level": "normal"}));
+    assert_eq!(redacted["isError"], json!(false), "{redacted}");
+    let now = server.tool(
+        &readonly,
+        &ro,
+        22,
+        "retrieve_memory",
+        json!({"memory_id": once_id}),
+    );
+    assert_eq!(
+        now["structuredContent"]["content"],
+        "proxy2 ssh key rotated"
+    );
+    let history = server.tool(
+        &readonly,
+        &ro,
+        23,
+        "get_memory_history",
+        json!({"memory_id": once_id}),
+    );
+    assert_eq!(history["isError"], json!(true), "{history}");
+    assert!(!history.to_string().contains("hunter2"));
+    let agent_history = server.tool(
+        &agent,
+        &session,
+        24,
+        "get_memory_history",
+        json!({"memory_id": once_id}),
+    );
+    assert!(agent_history.to_string().contains("hunter2"));
+
     // A revoked token is refused within a second, without a restart.
     let revoked = scratch.run(&["token", "revoke", "dashboard"]);
     assert!(revoked.status.success());
@@ -205,6 +246,17 @@ fn tokens_roles_and_every_refusal_on_real_http() {
         json!({"query": "proxy2"}),
     );
     assert_eq!(after.status, 401);
+
+    // A session belongs to the token that opened it.
+    let stolen = server.call_tool(
+        &third,
+        &session,
+        12,
+        "search_memories",
+        json!({"query": "x"}),
+    );
+    assert_eq!(stolen.status, 403);
+    assert_eq!(stolen.json()["error"]["code"], "session_of_another_token");
 
     // An unknown session: 404, the status that makes a client initialise again.
     let gone = server.call_tool(

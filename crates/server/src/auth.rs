@@ -82,6 +82,7 @@ pub struct Authenticator {
 }
 
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
+const RECHECK_UNKNOWN_AFTER: Duration = Duration::from_millis(100);
 
 impl Authenticator {
     /// Reads the configured tokens (`security.api_token`, `security.token_files`).
@@ -159,6 +160,7 @@ impl Authenticator {
                     .unwrap_or_default()
             }
         };
+        tracing::debug!(tokens = tokens.len(), "token set reloaded");
         if let Ok(mut stored) = self.stored.lock() {
             *stored = (Instant::now(), Arc::clone(&tokens));
         }
@@ -194,16 +196,32 @@ impl Authenticator {
             return Err(AuthFailure::Malformed);
         }
         let digest = token_digest(token);
-        let stored = self.current();
+        if let Some(caller) = self.find(&digest, &self.current()) {
+            return Ok(caller);
+        }
+        // A token made a moment ago is not in the cache yet: look again, at most ten
+        // times a second (failed attempts are also limited per address).
+        let stale = self
+            .stored
+            .lock()
+            .map(|s| s.0.elapsed() >= RECHECK_UNKNOWN_AFTER)
+            .unwrap_or(false);
+        if stale && let Some(caller) = self.find(&digest, &self.reload()) {
+            return Ok(caller);
+        }
+        Err(AuthFailure::Unknown)
+    }
+
+    fn find(&self, digest: &[u8; 32], stored: &[KnownToken]) -> Option<Caller> {
         // Every candidate is compared in full, and which one matched is only read after
         // the loop, so the time taken says nothing about how close a guess was.
         let mut found: Option<&KnownToken> = None;
         for candidate in self.configured.iter().chain(stored.iter()) {
-            if constant_time_eq(&candidate.digest, &digest) {
+            if constant_time_eq(&candidate.digest, digest) {
                 found = Some(candidate);
             }
         }
-        found.map(|t| t.caller.clone()).ok_or(AuthFailure::Unknown)
+        found.map(|t| t.caller.clone())
     }
 }
 
@@ -285,6 +303,40 @@ mod tests {
         let wait = limiter.check("a").unwrap_err();
         assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1));
         assert!(limiter.check("b").is_ok(), "buckets are per token");
+    }
+
+    #[test]
+    fn new_tokens_work_at_once_and_revoked_ones_stop_within_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open(haivemind_store::StoreOptions::new(
+                dir.path().join("db"),
+                "m",
+            ))
+            .unwrap(),
+        );
+        let auth = Authenticator::new(Arc::clone(&store), &Config::default()).unwrap();
+        assert!(!auth.has_tokens());
+        assert_eq!(auth.authenticate(None), Err(AuthFailure::Missing));
+        assert_eq!(
+            auth.authenticate(Some(b"Basic abc")),
+            Err(AuthFailure::Malformed)
+        );
+        std::thread::sleep(RECHECK_UNKNOWN_AFTER);
+        let made = store.create_token(Some("a"), Role::Readonly).unwrap();
+        let header = format!("Bearer {}", made.secret);
+        let caller = auth.authenticate(Some(header.as_bytes())).unwrap();
+        assert_eq!((caller.role, caller.name.as_str()), (Role::Readonly, "a"));
+        assert_eq!(
+            auth.authenticate(Some(b"Bearer hv_0000")),
+            Err(AuthFailure::Unknown)
+        );
+        store.revoke_token("a").unwrap();
+        std::thread::sleep(RELOAD_EVERY);
+        assert_eq!(
+            auth.authenticate(Some(header.as_bytes())),
+            Err(AuthFailure::Unknown)
+        );
     }
 
     #[test]

@@ -24,6 +24,16 @@ pub(crate) fn refusal(status: StatusCode, code: &str, message: impl Into<String>
     (status, axum::Json(body)).into_response()
 }
 
+/// A request path as the audit log keeps it: at most 128 bytes, so a client cannot make
+/// its refusals fill the log faster.
+pub(crate) fn short_path(path: &str) -> String {
+    let mut end = path.len().min(128);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    path[..end].to_string()
+}
+
 fn peer(request: &Request) -> Option<SocketAddr> {
     request
         .extensions()
@@ -41,10 +51,11 @@ pub(crate) async fn allowed_network(
         let address = peer(&request).map(|p| p.ip());
         let allowed = address.is_some_and(|ip| state.networks.iter().any(|n| n.contains(ip)));
         if !allowed {
-            state.audit(
+            state.audit_refusal(
+                address.map(|a| a.to_string()),
                 AuditEvent::new("network_denied")
                     .with("peer", address.map(|a| a.to_string()))
-                    .with("path", request.uri().path()),
+                    .with("path", short_path(request.uri().path())),
             );
             return refusal(
                 StatusCode::FORBIDDEN,
@@ -69,11 +80,12 @@ pub(crate) async fn body_size(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > state.max_body_bytes as u64) {
-        state.audit(
+        state.audit_refusal(
+            peer(&request).map(|p| p.ip().to_string()),
             AuditEvent::new("request_denied")
                 .with("reason", "body_too_large")
                 .with("peer", peer(&request).map(|p| p.ip().to_string()))
-                .with("path", request.uri().path()),
+                .with("path", short_path(request.uri().path())),
         );
         return too_large(state.max_body_bytes);
     }
@@ -97,11 +109,12 @@ pub(crate) async fn host_and_origin(
 ) -> Response {
     let headers = request.headers();
     if let Some(problem) = state.origin_policy.check(headers) {
-        state.audit(
+        state.audit_refusal(
+            peer(&request).map(|p| p.ip().to_string()),
             AuditEvent::new("request_denied")
                 .with("reason", problem.0)
                 .with("peer", peer(&request).map(|p| p.ip().to_string()))
-                .with("path", request.uri().path()),
+                .with("path", short_path(request.uri().path())),
         );
         return refusal(StatusCode::FORBIDDEN, problem.0, problem.1);
     }
@@ -217,7 +230,7 @@ pub(crate) async fn authenticate(
     next: Next,
 ) -> Response {
     let address = peer(&request).map(|p| p.ip().to_string());
-    let path = request.uri().path().to_string();
+    let path = short_path(request.uri().path());
     let caller = match state.auth.authenticate(
         request
             .headers()
@@ -262,7 +275,8 @@ pub(crate) async fn authenticate(
     if let Some(limiter) = &state.limiter
         && let Err(wait) = limiter.check(&caller.token_id)
     {
-        state.audit(
+        state.audit_refusal(
+            address.clone(),
             AuditEvent::new("rate_limited")
                 .with("token_id", caller.token_id.clone())
                 .with("token_name", caller.name.clone())
@@ -304,7 +318,7 @@ pub(crate) async fn time_limit(
     next: Next,
 ) -> Response {
     let limit: Duration = state.request_timeout;
-    let path = request.uri().path().to_string();
+    let path = short_path(request.uri().path());
     let caller = caller_of(request.extensions());
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,

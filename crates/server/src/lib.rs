@@ -66,6 +66,8 @@ pub(crate) struct AppState {
     limiter: Option<RateLimiter>,
     /// Failed authentications per peer address.
     failure_limiter: RateLimiter,
+    /// Audit lines for refusals, per peer address.
+    refusal_audit_limiter: RateLimiter,
     networks: Vec<Network>,
     origin_policy: guard::OriginPolicy,
     max_body_bytes: usize,
@@ -75,12 +77,25 @@ pub(crate) struct AppState {
     sse_sessions: sse::SseSessions,
     /// The minute each token was last noted as used.
     token_minutes: Mutex<HashMap<String, i64>>,
+    /// Which token opened each `/mcp` session, and when the session was last used.
+    session_owners: Mutex<SessionOwners>,
+    session_idle: Duration,
 }
 
 impl AppState {
     pub(crate) fn audit(&self, event: AuditEvent) {
         if let Some(audit) = &self.audit {
             audit.record(event);
+        }
+    }
+
+    /// Audits a refusal unless this peer's refusals already filled their share of the log
+    /// this minute: the request is refused either way, but a flood cannot rotate older
+    /// evidence out of the log.
+    pub(crate) fn audit_refusal(&self, peer: Option<String>, event: AuditEvent) {
+        let key = peer.clone().unwrap_or_default();
+        if self.refusal_audit_limiter.check(&key).is_ok() {
+            self.audit(event);
         }
     }
 
@@ -155,6 +170,11 @@ impl McpApp {
                 burst: FAILED_AUTH_BURST,
             })
             .expect("a non-zero rate"),
+            refusal_audit_limiter: RateLimiter::new(&haivemind_core::security::RateLimitConfig {
+                requests_per_minute: FAILED_AUTH_PER_MINUTE,
+                burst: FAILED_AUTH_BURST,
+            })
+            .expect("a non-zero rate"),
             networks: config.security.networks()?,
             origin_policy: guard::OriginPolicy {
                 hosts: allowed_hosts(config),
@@ -166,6 +186,8 @@ impl McpApp {
             audit_auth_failures: config.logging.log_auth_failures,
             sse_sessions: sse::SseSessions::default(),
             token_minutes: Mutex::new(HashMap::new()),
+            session_owners: Mutex::new(SessionOwners::default()),
+            session_idle: Duration::from_secs(config.server.session_idle_secs),
         });
         let mut sessions = LocalSessionManager::default();
         let mut session_config = SessionConfig::default();
@@ -186,7 +208,8 @@ impl McpApp {
         );
         let mcp_route = Router::new()
             .route_service("/mcp", service)
-            .layer(axum::middleware::from_fn(session_deleted_is_no_content));
+            .layer(axum::middleware::from_fn(session_deleted_is_no_content))
+            .layer(from_fn_with_state(Arc::clone(&state), session_owner));
         let guarded = mcp_route
             .route("/sse", get(sse::connect))
             .route("/messages", post(sse::message))
@@ -250,6 +273,107 @@ fn allowed_hosts(config: &Config) -> Vec<String> {
     hosts.sort();
     hosts.dedup();
     hosts
+}
+
+/// Binds each `/mcp` session to the token that opened it: a request naming a session
+/// another token opened gets 403, so a leaked or guessed session id is worth nothing
+/// without its token. (Each request still runs with its own token's role.)
+async fn session_owner(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(caller) = request.extensions().get::<Caller>().cloned() else {
+        return next.run(request).await;
+    };
+    let named = request
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let opening = named.is_none() && request.method() == axum::http::Method::POST;
+    if let Ok(mut owners) = state.session_owners.lock() {
+        // Twice the idle time: a session kept alive by its GET stream alone is not
+        // forgotten here before rmcp ends it.
+        owners.prune(state.session_idle * 2);
+        if let Some(session) = &named {
+            let owner = owners.sessions.get_mut(session).map(|entry| {
+                entry.1 = std::time::Instant::now();
+                entry.0.clone()
+            });
+            if owner.is_some_and(|owner| owner != caller.token_id) {
+                drop(owners);
+                state.audit(
+                    AuditEvent::new("request_denied")
+                        .with("reason", "session_of_another_token")
+                        .with("token_id", caller.token_id)
+                        .with("path", "/mcp"),
+                );
+                return guard::refusal(
+                    StatusCode::FORBIDDEN,
+                    "session_of_another_token",
+                    "this MCP session was opened with another token",
+                );
+            }
+        } else if opening && owners.count_of(&caller.token_id) >= MAX_SESSIONS_PER_TOKEN {
+            drop(owners);
+            return guard::refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sessions",
+                format!(
+                    "this token has {MAX_SESSIONS_PER_TOKEN} open MCP sessions; end one (DELETE /mcp) or let one go idle"
+                ),
+            );
+        }
+    }
+    let response = next.run(request).await;
+    if opening
+        && let Some(opened) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        && let Ok(mut owners) = state.session_owners.lock()
+    {
+        owners.sessions.insert(
+            opened.to_string(),
+            (caller.token_id, std::time::Instant::now()),
+        );
+    }
+    response
+}
+
+/// Open MCP sessions a token may hold at once (a session costs a task and buffers).
+const MAX_SESSIONS_PER_TOKEN: usize = 64;
+
+/// `/mcp` sessions by id: the token that opened each, and when it was last used.
+#[derive(Default)]
+struct SessionOwners {
+    sessions: HashMap<String, (String, std::time::Instant)>,
+    pruned: Option<std::time::Instant>,
+}
+
+impl SessionOwners {
+    /// Forgets sessions idle past their expiry (rmcp has ended them), at most once a
+    /// second, so the scan costs nothing per request.
+    fn prune(&mut self, idle: Duration) {
+        let now = std::time::Instant::now();
+        if self
+            .pruned
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.pruned = Some(now);
+        self.sessions
+            .retain(|_, (_, seen)| now.duration_since(*seen) < idle);
+    }
+
+    fn count_of(&self, token_id: &str) -> usize {
+        self.sessions
+            .values()
+            .filter(|(t, _)| t == token_id)
+            .count()
+    }
 }
 
 /// rmcp answers a session's `DELETE` with 202; the official Python client expects 200 or

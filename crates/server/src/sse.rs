@@ -66,6 +66,9 @@ impl Drop for SessionGuard {
 
 const PIPE_BYTES: usize = 1 << 20;
 
+/// Open SSE streams a token may hold at once; each costs two tasks and up to two pipes.
+const MAX_SSE_SESSIONS_PER_TOKEN: usize = 16;
+
 /// 128 random bits in hex: a session id must not be guessable, even though a post must
 /// also carry the token that opened the session.
 fn session_id() -> Option<String> {
@@ -83,6 +86,26 @@ pub(crate) async fn connect(State(state): State<Arc<AppState>>, request: Request
             "not authenticated",
         );
     };
+    let open = state
+        .sse_sessions
+        .0
+        .lock()
+        .map(|sessions| {
+            sessions
+                .values()
+                .filter(|s| s.owner == caller.token_id)
+                .count()
+        })
+        .unwrap_or(0);
+    if open >= MAX_SSE_SESSIONS_PER_TOKEN {
+        return refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            format!(
+                "this token has {MAX_SSE_SESSIONS_PER_TOKEN} open SSE streams; close one first"
+            ),
+        );
+    }
     let Some(id) = session_id() else {
         return refusal(
             StatusCode::SERVICE_UNAVAILABLE,

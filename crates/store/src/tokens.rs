@@ -167,7 +167,15 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (mut record, role, digest) = row?;
-            record.role = role_of(&role)?;
+            // One damaged row must not stop every other token (and every revocation) from
+            // being read: it is skipped, and so refused.
+            record.role = match role_of(&role) {
+                Ok(role) => role,
+                Err(error) => {
+                    tracing::error!(token = %record.id, %error, "token skipped");
+                    continue;
+                }
+            };
             let digest: [u8; 32] = digest.try_into().map_err(|_| StoreError::Corrupt {
                 record: format!("api_tokens {}", record.id),
                 detail: "digest is not 32 bytes".into(),

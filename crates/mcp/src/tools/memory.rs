@@ -750,9 +750,35 @@ fn get_memory_history(
     let memory = cx.store.get(id)?;
     cx.check_readable(&memory)?;
     let history = cx.store.history(id)?;
+    if cx.hide_restricted() && was_ever_restricted(&history) {
+        // Earlier values were written while the memory was confidential or pii; the
+        // history holds them, so it is refused as a whole rather than half-redacted.
+        return Err(ToolError::Forbidden {
+            role: cx.caller.role,
+            rule: format!(
+                "memory {id} was confidential or pii earlier and its history holds those                  values; role {} may not read confidential or pii memories",
+                cx.caller.role
+            ),
+        });
+    }
     Ok(
         json!({ "id": id.to_string(), "version": memory.version, "history": history_json(&history) }),
     )
+}
+
+/// Whether any entry of `history` shows the memory at a restricted level.
+fn was_ever_restricted(history: &[HistoryEntry]) -> bool {
+    let restricted = |level: Option<&Value>| {
+        level
+            .and_then(Value::as_str)
+            .is_some_and(|l| l == "confidential" || l == "pii")
+    };
+    history.iter().any(|entry| {
+        let change = entry.changes.get("confidentiality_level");
+        restricted(change.and_then(|c| c.get("from")))
+            || restricted(change.and_then(|c| c.get("to")))
+            || restricted(entry.changes.get("confidentiality_level"))
+    })
 }
 
 fn detect_duplicate_memories(
