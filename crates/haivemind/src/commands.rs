@@ -388,6 +388,15 @@ fn status(config: &Config, printer: &Printer) -> Result<()> {
     let (store, problem) = open_with_model(config)?;
     let stats = store.stats()?;
     let coverage = store.vector_coverage()?;
+    let live_tokens = store
+        .list_tokens()?
+        .iter()
+        .filter(|t| t.revoked_at_ms.is_none())
+        .count()
+        + usize::from(config.security.api_token.is_some())
+        + config.security.token_files.len();
+    let tls = config.security.tls.cert_file.is_some();
+    let scheme = if tls { "https" } else { "http" };
     let value = json!({
         "machine_id": store.machine_id(),
         "version": haivemind_core::VERSION,
@@ -402,6 +411,12 @@ fn status(config: &Config, printer: &Printer) -> Result<()> {
         "embedding_model": store.embedder_model(),
         "semantic_search_unavailable_because": problem,
         "vectors": coverage.map(|c| json!({"embedded": c.embedded, "missing": c.missing})),
+        "serve": {
+            "mcp": format!("{scheme}://{}:{}/mcp", config.server.host, config.server.mcp_port),
+            "tls": tls,
+            "live_tokens": live_tokens,
+            "audit_log": config.logging.audit_enabled.then(|| config.audit_log_path().display().to_string()),
+        },
     });
     let text = format!(
         "machine:     {}\nversion:     {}\ndatabase:    {} (schema {})\nmemories:    {} live, {} deleted\nop log:      {} entries\nsearch:      {}",
@@ -425,6 +440,20 @@ fn status(config: &Config, printer: &Printer) -> Result<()> {
             ),
             (_, _, Some(problem)) => format!("full-text only: {problem}"),
             _ => "full-text only".into(),
+        }
+    ) + &format!(
+        "\nserve:       {scheme}://{}:{}/mcp; {live_tokens} live token(s){}\naudit log:   {}",
+        config.server.host,
+        config.server.mcp_port,
+        if live_tokens == 0 {
+            " (make one: haivemind token create --role agent)"
+        } else {
+            ""
+        },
+        if config.logging.audit_enabled {
+            config.audit_log_path().display().to_string()
+        } else {
+            "off".into()
         }
     );
     printer.done(value, &text);

@@ -320,6 +320,20 @@ fn rate_limit_answers_429_with_retry_after() {
         .write_config(r#"{"security": {"rate_limit": {"requests_per_minute": 30, "burst": 3}}}"#);
     let agent = token(&scratch, "agent", "chatty");
     let other = token(&scratch, "agent", "quiet");
+    let status = scratch.json(&["status"]);
+    assert_eq!(status["serve"]["live_tokens"], 2);
+    assert!(
+        status["serve"]["audit_log"]
+            .as_str()
+            .unwrap()
+            .ends_with("audit.log")
+    );
+    let listed = scratch.json(&["token", "list"]);
+    assert_eq!(listed["total"], 2);
+    assert!(
+        !listed.to_string().contains(&agent),
+        "token list never shows a secret"
+    );
     let server = Served::start(scratch.command());
     let statuses: Vec<u16> = (0..6)
         .map(|_| {
