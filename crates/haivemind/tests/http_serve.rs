@@ -194,6 +194,11 @@ fn tokens_roles_and_every_refusal_on_real_http() {
     );
     assert_eq!(soft["isError"], json!(false), "{soft}");
 
+    let ro_stats = server.tool(&readonly, &ro, 25, "get_memory_stats", json!({}));
+    assert!(ro_stats["structuredContent"].get("by_user").is_none());
+    let agent_stats = server.tool(&agent, &session, 26, "get_memory_stats", json!({}));
+    assert!(agent_stats["structuredContent"].get("by_user").is_some());
+
     // A memory that was pii once keeps those values in its history: readonly may read the
     // memory as it is now, but not the history.
     let once = server.tool(&agent, &session, 20, "store_memory",

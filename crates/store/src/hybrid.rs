@@ -106,8 +106,15 @@ impl Store {
             let memory = match known.remove(&id) {
                 Some(memory) => memory,
                 None => match memory_by_id(&reader, id)? {
-                    Some(memory) if memory.deletion.is_none() => memory,
-                    // Deleted between the ranking and now.
+                    Some(memory)
+                        if memory.deletion.is_none()
+                            && (!query.filter.hide_restricted
+                                || memory.confidentiality.may_leave_machine()) =>
+                    {
+                        memory
+                    }
+                    // Deleted (or made confidential, for a caller that may not see that)
+                    // between the ranking and now.
                     _ => continue,
                 },
             };

@@ -737,7 +737,14 @@ fn get_memory_stats(
 ) -> Result<Value, ToolError> {
     let _: NoArgs = parse(arguments)?;
     let stats = cx.store.stats()?;
-    Ok(crate::render::memory_stats(&cx.store, &stats))
+    let mut rendered = crate::render::memory_stats(&cx.store, &stats);
+    if cx.hide_restricted()
+        && let Value::Object(map) = &mut rendered
+    {
+        // User ids can be personal data (a user may exist only on pii memories).
+        map.remove("by_user");
+    }
+    Ok(rendered)
 }
 
 fn get_memory_history(
