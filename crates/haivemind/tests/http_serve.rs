@@ -8,7 +8,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use common::Scratch;
-use common::http::{Request, Served};
+use common::http::{Request, Served, throwaway_certificate};
 use serde_json::{Value, json};
 
 fn token(scratch: &Scratch, role: &str, name: &str) -> String {
@@ -538,20 +538,6 @@ fn legacy_sse_session_round_trip_and_ownership() {
         json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list"}),
     );
     assert_eq!(closed.status, 404, "a closed stream ends its session");
-}
-
-/// A self-signed certificate for 127.0.0.1 and localhost, made here.
-fn throwaway_certificate(
-    dir: &std::path::Path,
-) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-            .expect("make a certificate");
-    let cert_path = dir.join("cert.pem");
-    let key_path = dir.join("key.pem");
-    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
-    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
-    (cert_path, key_path, certified.cert.der().to_vec())
 }
 
 fn tls_client(

@@ -98,13 +98,7 @@ fn drive_http(tls: bool) {
     let scratch = Scratch::new();
     let mut cafile = None;
     if tls {
-        let certified =
-            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-                .expect("make a certificate");
-        let cert = scratch.dir.path().join("cert.pem");
-        let key = scratch.dir.path().join("key.pem");
-        std::fs::write(&cert, certified.cert.pem()).unwrap();
-        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        let (cert, key, _) = common::http::throwaway_certificate(scratch.dir.path());
         scratch.write_config(
             &serde_json::json!({"security": {"tls": {"cert_file": cert, "key_file": key}}})
                 .to_string(),

@@ -289,3 +289,18 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// A self-signed certificate for 127.0.0.1 and localhost, made here: its PEM files in
+/// `dir`, and the certificate's DER for a client to trust.
+pub fn throwaway_certificate(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("make a certificate");
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).expect("write cert.pem");
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).expect("write key.pem");
+    (cert_path, key_path, certified.cert.der().to_vec())
+}
