@@ -131,16 +131,35 @@ impl Store {
         memory: &Memory,
         op: OpKind,
     ) -> Result<haivemind_core::HlcStamp, StoreError> {
+        let record_id = memory.id.to_string();
+        let may_leave = shareable(memory);
+        // A memory that was shared and may no longer leave this machine must disappear
+        // from the others: that change travels, without the content, as a withdrawal.
+        let withdrawn = !may_leave
+            && op == OpKind::Update
+            && tx
+                .query_row(
+                    "SELECT 1 FROM op_log WHERE record_kind = 'memory' AND record_id = ?1 AND shareable = 1 LIMIT 1",
+                    [&record_id],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+        let (op, payload, shareable) = if withdrawn {
+            (OpKind::Withdraw, json!({}), true)
+        } else {
+            (op, json::to_json(memory), may_leave)
+        };
         oplog::append(
             tx,
             clock,
             &self.machine_id,
             NewOp {
                 record_kind: "memory",
-                record_id: memory.id.to_string(),
+                record_id,
                 op,
-                payload: json::to_json(memory),
-                shareable: shareable(memory),
+                payload,
+                shareable,
             },
         )
     }

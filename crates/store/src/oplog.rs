@@ -31,6 +31,10 @@ pub enum OpKind {
     HardDelete,
     /// Removed a record under a GDPR request; leaves a tombstone.
     Erase,
+    /// The record may no longer leave its machine (it became private, machine-local,
+    /// confidential or pii): other machines drop their copies. No tombstone: it still
+    /// exists where it was written, and comes back if it is shared again.
+    Withdraw,
 }
 
 impl OpKind {
@@ -43,6 +47,7 @@ impl OpKind {
             OpKind::Recover => "recover",
             OpKind::HardDelete => "hard_delete",
             OpKind::Erase => "erase",
+            OpKind::Withdraw => "withdraw",
         }
     }
 
@@ -54,6 +59,7 @@ impl OpKind {
             "recover" => OpKind::Recover,
             "hard_delete" => OpKind::HardDelete,
             "erase" => OpKind::Erase,
+            "withdraw" => OpKind::Withdraw,
             _ => return None,
         })
     }
@@ -142,41 +148,52 @@ impl Store {
     /// Entries appended after local sequence number `after_seq`, oldest first, at most `limit`.
     pub fn ops_since(&self, after_seq: i64, limit: usize) -> Result<Vec<OpLogEntry>, StoreError> {
         let reader = self.reader()?;
-        let mut statement = reader.prepare_cached(
-            "SELECT seq, op_id, hlc, origin, record_kind, record_id, op, payload, shareable
-             FROM op_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = statement.query_map(params![after_seq, limit as i64], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, String>(5)?,
-                row.get::<_, String>(6)?,
-                row.get::<_, String>(7)?,
-                row.get::<_, bool>(8)?,
-            ))
-        })?;
-        let mut entries = Vec::new();
-        for row in rows {
-            let (seq, op_id, hlc, origin, record_kind, record_id, op, payload, shareable) = row?;
-            let corrupt = |detail: String| StoreError::Corrupt {
-                record: format!("op_log seq {seq}"),
-                detail,
-            };
-            entries.push(OpLogEntry {
-                seq,
-                op_id,
-                stamp: HlcStamp::new(hlc as u64, origin),
-                record_kind,
-                record_id,
-                op: OpKind::parse(&op).ok_or_else(|| corrupt(format!("unknown op {op}")))?,
-                payload: serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?,
-                shareable,
-            });
-        }
-        Ok(entries)
+        let mut statement = reader.prepare_cached(&format!(
+            "SELECT {OP_COLUMNS} FROM op_log o WHERE o.seq > ?1 ORDER BY o.seq LIMIT ?2"
+        ))?;
+        read_entries(&mut statement, params![after_seq, limit as i64])
     }
+}
+
+/// The columns [`read_entries`] reads, from `op_log` aliased `o`.
+pub(crate) const OP_COLUMNS: &str =
+    "o.seq, o.op_id, o.hlc, o.origin, o.record_kind, o.record_id, o.op, o.payload, o.shareable";
+
+/// Runs `statement` (selecting [`OP_COLUMNS`]) and parses its rows.
+pub(crate) fn read_entries(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    parameters: impl rusqlite::Params,
+) -> Result<Vec<OpLogEntry>, StoreError> {
+    let rows = statement.query_map(parameters, |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, String>(4)?,
+            row.get::<_, String>(5)?,
+            row.get::<_, String>(6)?,
+            row.get::<_, String>(7)?,
+            row.get::<_, bool>(8)?,
+        ))
+    })?;
+    let mut entries = Vec::new();
+    for row in rows {
+        let (seq, op_id, hlc, origin, record_kind, record_id, op, payload, shareable) = row?;
+        let corrupt = |detail: String| StoreError::Corrupt {
+            record: format!("op_log seq {seq}"),
+            detail,
+        };
+        entries.push(OpLogEntry {
+            seq,
+            op_id,
+            stamp: HlcStamp::new(hlc as u64, origin),
+            record_kind,
+            record_id,
+            op: OpKind::parse(&op).ok_or_else(|| corrupt(format!("unknown op {op}")))?,
+            payload: serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?,
+            shareable,
+        });
+    }
+    Ok(entries)
 }

@@ -493,7 +493,12 @@ fn removals_always_replicate_even_for_memories_restricted_later() {
     s.store.hard_delete(m.id, None).unwrap();
     let ops = s.store.ops_since(0, 10).unwrap();
     assert!(ops[0].shareable, "the create was shared");
-    assert!(!ops[1].shareable, "the pii version never leaves");
+    assert_eq!(
+        ops[1].op,
+        haivemind_store::OpKind::Withdraw,
+        "the pii version never leaves: peers are told to drop their copy"
+    );
+    assert!(ops[1].payload.get("content").is_none(), "without the content");
     assert!(
         ops[2].shareable,
         "so peers holding the old copy must learn of the removal"

@@ -1,0 +1,317 @@
+//! The engine side of replication: what this node has seen (a version vector), the
+//! shareable operations another node lacks (in pages), applying operations that came from
+//! other nodes (last writer wins per record, tombstones win over everything older), and a
+//! digest of the replicated state that two nodes share exactly when they hold the same
+//! replicated data.
+//!
+//! Transport, peers and scheduling live elsewhere; this module only guarantees that
+//! exchanging `ops_after` pages in both directions, in any order, any number of times,
+//! converges.
+//!
+//! Rules:
+//! - Each node's own operations carry strictly increasing HLC stamps, so "the operations of
+//!   origin O with a stamp above v" is exactly what a node that has seen O up to v lacks.
+//!   Pages are ordered by stamp, so every page holds, per origin, a prefix of what is
+//!   missing, and a cut-off exchange resumes where it stopped.
+//! - An applied remote operation is appended to the local log with its original id, stamp
+//!   and origin, so it is relayed onwards (A learns C's writes through B) and applying it
+//!   twice is a no-op.
+//! - A memory's state is the payload of its operation with the highest stamp; a tombstone
+//!   (hard delete or erasure) ends the record for good: no operation, older or newer, brings
+//!   it back.
+//! - Only shareable operations leave a node, and a received operation whose payload is not
+//!   shareable (private or machine-local scope, confidential or pii) is refused: the rule
+//!   holds even against a misbehaving peer.
+
+use std::collections::BTreeMap;
+
+use haivemind_core::memory::json::from_json;
+use haivemind_core::{HlcStamp, Memory};
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde_json::{Map, json};
+use sha2::{Digest, Sha256};
+
+use crate::oplog::{OP_COLUMNS, OpKind, OpLogEntry, read_entries, redact};
+use crate::rows::{insert_memory, memory_by_id, replace_memory};
+use crate::{Store, StoreError};
+
+/// The newest stamp seen from each origin.
+pub type VersionVector = BTreeMap<String, u64>;
+
+/// What applying a batch of remote operations did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Operations in the batch.
+    pub received: usize,
+    /// New here and written to the log (relayed onwards from now on).
+    pub logged: usize,
+    /// Of those, the ones that changed a record's state (the others were older than it).
+    pub changed: usize,
+    /// Already in the log: sent twice, or learnt through another peer.
+    pub already_known: usize,
+    /// Refused: not shareable, an unknown record kind, or a payload that is not a memory.
+    pub refused: usize,
+}
+
+fn shareable(memory: &Memory) -> bool {
+    memory.scope.may_leave_machine() && memory.confidentiality.may_leave_machine()
+}
+
+impl Store {
+    /// The newest stamp this node holds from each origin.
+    pub fn version_vector(&self) -> Result<VersionVector, StoreError> {
+        let reader = self.reader()?;
+        let mut statement =
+            reader.prepare_cached("SELECT origin, max(hlc) FROM op_log GROUP BY origin")?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` shareable operations that a node which has seen `seen` lacks, oldest
+    /// stamp first. An empty page means it lacks nothing.
+    pub fn ops_after(
+        &self,
+        seen: &VersionVector,
+        limit: usize,
+    ) -> Result<Vec<OpLogEntry>, StoreError> {
+        let seen_json = serde_json::to_string(seen).map_err(|e| StoreError::Corrupt {
+            record: "version vector".into(),
+            detail: e.to_string(),
+        })?;
+        let reader = self.reader()?;
+        let mut statement = reader.prepare_cached(&format!(
+            "SELECT {OP_COLUMNS} FROM op_log o LEFT JOIN json_each(?1) v ON v.key = o.origin
+             WHERE o.shareable = 1 AND o.hlc > coalesce(v.value, -1)
+             ORDER BY o.hlc, o.origin LIMIT ?2"
+        ))?;
+        read_entries(&mut statement, params![seen_json, limit as i64])
+    }
+
+    /// Applies operations received from another node, in one transaction.
+    pub fn apply_remote(&self, ops: &[OpLogEntry]) -> Result<ApplyOutcome, StoreError> {
+        let mut outcome = ApplyOutcome {
+            received: ops.len(),
+            ..ApplyOutcome::default()
+        };
+        let mut forgotten_rowids = Vec::new();
+        self.write(|tx, clock| {
+            for op in ops {
+                let known: Option<i64> = tx
+                    .query_row("SELECT seq FROM op_log WHERE op_id = ?1", [&op.op_id], |row| {
+                        row.get(0)
+                    })
+                    .optional()?;
+                if known.is_some() {
+                    outcome.already_known += 1;
+                    continue;
+                }
+                if op.record_kind != "memory" || !op.shareable || op.stamp.origin.is_empty() {
+                    outcome.refused += 1;
+                    continue;
+                }
+                let memory = match op.op {
+                    OpKind::HardDelete | OpKind::Erase | OpKind::Withdraw => None,
+                    _ if op.payload.get("redacted").is_some() => None,
+                    _ => match from_json(&op.payload, &op.stamp.origin) {
+                        Ok(memory) if memory.id.to_string() == op.record_id && shareable(&memory) => {
+                            Some(memory)
+                        }
+                        _ => {
+                            outcome.refused += 1;
+                            continue;
+                        }
+                    },
+                };
+                clock.observe(op.stamp.time);
+                tx.execute(
+                    "INSERT INTO op_log (op_id, hlc, origin, record_kind, record_id, op, payload, shareable)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+                    params![
+                        op.op_id,
+                        op.stamp.time as i64,
+                        op.stamp.origin,
+                        op.record_kind,
+                        op.record_id,
+                        op.op.as_str(),
+                        op.payload.to_string(),
+                    ],
+                )?;
+                outcome.logged += 1;
+                if self.apply_effect(tx, op, memory, &mut forgotten_rowids)? {
+                    outcome.changed += 1;
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(index) = &self.vectors {
+            index.forget(&forgotten_rowids);
+        }
+        Ok(outcome)
+    }
+
+    /// Makes the record's state follow `op` if `op` is the newest word on it. Returns
+    /// whether the state changed.
+    fn apply_effect(
+        &self,
+        tx: &Transaction<'_>,
+        op: &OpLogEntry,
+        memory: Option<Memory>,
+        forgotten_rowids: &mut Vec<i64>,
+    ) -> Result<bool, StoreError> {
+        let tombstone: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT hlc, hlc_origin FROM tombstones WHERE record_kind = 'memory' AND record_id = ?1",
+                [&op.record_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        if let Some((time, origin)) = tombstone {
+            // Gone for good. A later removal of the same record only moves the stamp, so every
+            // node keeps the same (highest) tombstone stamp.
+            let existing = HlcStamp::new(time as u64, origin);
+            if matches!(op.op, OpKind::HardDelete | OpKind::Erase) && op.stamp > existing {
+                tx.execute(
+                    "UPDATE tombstones SET hlc = ?2, hlc_origin = ?3 WHERE record_kind = 'memory' AND record_id = ?1",
+                    params![op.record_id, op.stamp.time as i64, op.stamp.origin],
+                )?;
+                return Ok(true);
+            }
+            redact(tx, "memory", &op.record_id)?;
+            return Ok(false);
+        }
+        let current: Option<(i64, i64, String)> = tx
+            .query_row(
+                "SELECT rowid, hlc, hlc_origin FROM memories WHERE id = ?1",
+                [&op.record_id],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()?;
+        match op.op {
+            OpKind::HardDelete | OpKind::Erase => {
+                if let Some((rowid, _, _)) = current {
+                    tx.execute("DELETE FROM memories WHERE rowid = ?1", [rowid])?;
+                    forgotten_rowids.push(rowid);
+                }
+                tx.execute(
+                    "DELETE FROM memory_history WHERE memory_id = ?1",
+                    [&op.record_id],
+                )?;
+                tx.execute(
+                    "INSERT INTO tombstones (record_kind, record_id, hlc, hlc_origin, erased_at, reason)
+                     VALUES ('memory', ?1, ?2, ?3, ?4, NULL)",
+                    params![
+                        op.record_id,
+                        op.stamp.time as i64,
+                        op.stamp.origin,
+                        haivemind_core::time_format::now_ms()
+                    ],
+                )?;
+                redact(tx, "memory", &op.record_id)?;
+                Ok(true)
+            }
+            OpKind::Withdraw => {
+                let Some((rowid, time, origin)) = current else {
+                    return Ok(false);
+                };
+                if HlcStamp::new(time as u64, origin) >= op.stamp {
+                    return Ok(false);
+                }
+                tx.execute("DELETE FROM memories WHERE rowid = ?1", [rowid])?;
+                tx.execute(
+                    "DELETE FROM memory_history WHERE memory_id = ?1",
+                    [&op.record_id],
+                )?;
+                forgotten_rowids.push(rowid);
+                Ok(true)
+            }
+            OpKind::Create | OpKind::Update | OpKind::SoftDelete | OpKind::Recover => {
+                let Some(memory) = memory else {
+                    // A redacted payload: its record was removed where it came from, and the
+                    // removal is on its way; nothing to show meanwhile.
+                    return Ok(false);
+                };
+                if let Some((_, time, origin)) = &current
+                    && HlcStamp::new(*time as u64, origin.clone()) >= op.stamp
+                {
+                    return Ok(false);
+                }
+                match current {
+                    Some((rowid, _, _)) => {
+                        let before = memory_by_id(tx, memory.id)?;
+                        replace_memory(tx, &memory, &op.stamp)?;
+                        if before.is_some_and(|b| b.content != memory.content) {
+                            // The vector described the old text; embed_missing makes a new one.
+                            tx.execute(
+                                "DELETE FROM memory_vectors WHERE memory_rowid = ?1",
+                                [rowid],
+                            )?;
+                            forgotten_rowids.push(rowid);
+                        }
+                    }
+                    None => {
+                        insert_memory(tx, &memory, &op.stamp)?;
+                    }
+                }
+                let mut details = Map::new();
+                details.insert("from_machine".into(), json!(op.stamp.origin));
+                details.insert("op".into(), json!(op.op.as_str()));
+                self.record_history(
+                    tx,
+                    &memory,
+                    "replicate",
+                    memory.agent_id.as_deref(),
+                    details,
+                )?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// A digest of the replicated state: every shareable memory's id, stamp and deletion
+    /// state, and every tombstone. Two nodes have equal digests exactly when they hold the
+    /// same replicated data.
+    pub fn state_digest(&self) -> Result<String, StoreError> {
+        let reader = self.reader()?;
+        let mut hasher = Sha256::new();
+        let mut memories = reader.prepare_cached(
+            "SELECT id, hlc, hlc_origin, deleted_at IS NOT NULL FROM memories
+             WHERE scope IN ('project-shared', 'user-global', 'team-global')
+               AND confidentiality IN ('normal', 'internal')
+             ORDER BY id",
+        )?;
+        let rows = memories.query_map([], |row| {
+            Ok(format!(
+                "m|{}|{}|{}|{}\n",
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, bool>(3)? as u8
+            ))
+        })?;
+        for line in rows {
+            hasher.update(line?.as_bytes());
+        }
+        let mut tombstones = reader.prepare_cached(
+            "SELECT record_kind, record_id, hlc, hlc_origin FROM tombstones ORDER BY record_kind, record_id",
+        )?;
+        let rows = tombstones.query_map([], |row| {
+            Ok(format!(
+                "t|{}|{}|{}|{}\n",
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, String>(3)?
+            ))
+        })?;
+        for line in rows {
+            hasher.update(line?.as_bytes());
+        }
+        Ok(hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+}

@@ -1,0 +1,256 @@
+//! The engine side of replication between real files: exchanging `ops_after` pages
+//! converges, conflicts resolve the same way everywhere, removals win and stay, what may
+//! not leave a machine never does, and exchanges are incremental and idempotent.
+
+use haivemind_core::{Confidentiality, MemoryPatch, NewMemory, Scope};
+use haivemind_store::{Store, StoreOptions, VersionVector};
+use tempfile::TempDir;
+
+struct Node {
+    _dir: TempDir,
+    store: Store,
+}
+
+impl std::ops::Deref for Node {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+fn node(machine: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreOptions::new(dir.path().join("db.sqlite3"), machine)).unwrap();
+    Node { _dir: dir, store }
+}
+
+/// Pulls everything `to` lacks from `from`, page by page; returns the records moved.
+fn pull(from: &Store, to: &Store, page: usize) -> usize {
+    let mut moved = 0;
+    loop {
+        let seen: VersionVector = to.version_vector().unwrap();
+        let ops = from.ops_after(&seen, page).unwrap();
+        if ops.is_empty() {
+            return moved;
+        }
+        moved += ops.len();
+        let outcome = to.apply_remote(&ops).unwrap();
+        assert_eq!(
+            outcome.already_known + outcome.logged + outcome.refused,
+            ops.len()
+        );
+    }
+}
+
+fn sync(a: &Store, b: &Store) {
+    pull(a, b, 50);
+    pull(b, a, 50);
+}
+
+fn content_of(store: &Store, id: haivemind_core::MemoryId) -> Option<String> {
+    store.get(id).ok().map(|m| m.content)
+}
+
+#[test]
+fn writes_on_three_nodes_converge_through_relays() {
+    let (a, b, c) = (node("alpha"), node("beta"), node("gamma"));
+    for (i, n) in [&a, &b, &c].iter().enumerate() {
+        for j in 0..20 {
+            n.store
+                .create(NewMemory::new(format!("note {j} from node {i}")))
+                .unwrap();
+        }
+    }
+    // a and c never talk directly: b relays.
+    sync(&a, &b);
+    sync(&b, &c);
+    sync(&a, &b);
+    let digests: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|n| n.store.state_digest().unwrap())
+        .collect();
+    assert_eq!(digests[0], digests[1]);
+    assert_eq!(digests[1], digests[2]);
+    assert_eq!(c.store.stats().unwrap().live, 60);
+    // Nothing more to send anywhere.
+    assert_eq!(pull(&a, &c, 50), 0);
+}
+
+#[test]
+fn conflicting_updates_pick_the_same_winner_everywhere() {
+    let (a, b) = (node("alpha"), node("beta"));
+    let memory = a
+        .store
+        .create(NewMemory::new("nginx worker_connections is 1024"))
+        .unwrap();
+    sync(&a, &b);
+    let patch = |text: &str| MemoryPatch {
+        content: Some(text.into()),
+        ..MemoryPatch::default()
+    };
+    a.store
+        .update(memory.id, patch("raised to 2048 on alpha"), None)
+        .unwrap();
+    b.store
+        .update(memory.id, patch("raised to 4096 on beta"), None)
+        .unwrap();
+    sync(&a, &b);
+    let (on_a, on_b) = (
+        content_of(&a.store, memory.id),
+        content_of(&b.store, memory.id),
+    );
+    assert_eq!(on_a, on_b);
+    assert!(on_a.unwrap().starts_with("raised to"));
+    assert_eq!(
+        a.store.state_digest().unwrap(),
+        b.store.state_digest().unwrap()
+    );
+}
+
+#[test]
+fn removals_win_and_an_old_copy_cannot_bring_content_back() {
+    let (a, b, late) = (node("alpha"), node("beta"), node("late"));
+    let kept = a.store.create(NewMemory::new("stays")).unwrap();
+    let gone = a
+        .store
+        .create(NewMemory::new("the old root password was hunter2"))
+        .unwrap();
+    sync(&a, &b);
+    sync(&b, &late); // late holds a copy, then goes away
+    a.store.hard_delete(gone.id, Some("leaked".into())).unwrap();
+    sync(&a, &b);
+    assert!(b.store.get(gone.id).is_err());
+    // The late node comes back with its old copy and syncs both ways.
+    sync(&late, &b);
+    sync(&a, &b);
+    for n in [&a, &b, &late] {
+        assert!(n.store.get(gone.id).is_err());
+        assert!(n.store.get(kept.id).is_ok());
+    }
+    assert_eq!(
+        a.store.state_digest().unwrap(),
+        late.store.state_digest().unwrap()
+    );
+    // The content is gone from every log too.
+    for n in [&b, &late] {
+        let ops = n.store.ops_since(0, 10_000).unwrap();
+        assert!(
+            !serde_json::to_string(&ops.iter().map(|o| &o.payload).collect::<Vec<_>>())
+                .unwrap()
+                .contains("hunter2")
+        );
+    }
+}
+
+#[test]
+fn private_and_pii_memories_never_leave_and_are_refused_if_sent() {
+    let (a, b) = (node("alpha"), node("beta"));
+    let mut private = NewMemory::new("my private note");
+    private.scope = Scope::Private;
+    let mut pii = NewMemory::new("alice's phone is 555-0100");
+    pii.confidentiality = Confidentiality::Pii;
+    let private = a.store.create(private).unwrap();
+    let pii = a.store.create(pii).unwrap();
+    let shared = a.store.create(NewMemory::new("shared fact")).unwrap();
+    let ops = a.store.ops_after(&VersionVector::new(), 100).unwrap();
+    assert_eq!(ops.len(), 1, "only the shared memory leaves");
+    sync(&a, &b);
+    assert!(b.store.get(shared.id).is_ok());
+    assert!(b.store.get(private.id).is_err() && b.store.get(pii.id).is_err());
+    // A peer that sends a restricted memory anyway is refused.
+    let mut forged = a.store.ops_since(0, 100).unwrap();
+    for op in &mut forged {
+        op.shareable = true;
+        op.op_id = format!("forged-{}", op.op_id);
+    }
+    let outcome = b.store.apply_remote(&forged).unwrap();
+    assert_eq!(outcome.refused, 2, "{outcome:?}");
+    assert!(b.store.get(pii.id).is_err());
+}
+
+#[test]
+fn exchanges_are_incremental_and_idempotent() {
+    let (a, b) = (node("alpha"), node("beta"));
+    let batch: Vec<NewMemory> = (0..2_000)
+        .map(|i| NewMemory::new(format!("memory {i}")))
+        .collect();
+    a.store.create_batch(batch).unwrap();
+    assert_eq!(pull(&a.store, &b.store, 500), 2_000);
+    a.store.create(NewMemory::new("one more")).unwrap();
+    assert_eq!(
+        pull(&a.store, &b.store, 500),
+        1,
+        "one new write moves one record"
+    );
+    // Applying the same page again changes nothing.
+    let again = a.store.ops_after(&VersionVector::new(), 10).unwrap();
+    let outcome = b.store.apply_remote(&again).unwrap();
+    assert_eq!(outcome.already_known, 10);
+    assert_eq!(
+        a.store.state_digest().unwrap(),
+        b.store.state_digest().unwrap()
+    );
+}
+
+#[test]
+fn soft_delete_and_recover_replicate() {
+    let (a, b) = (node("alpha"), node("beta"));
+    let memory = a.store.create(NewMemory::new("flaky disk on db3")).unwrap();
+    sync(&a, &b);
+    a.store
+        .soft_delete(memory.id, Some("replaced".into()))
+        .unwrap();
+    sync(&a, &b);
+    assert!(b.store.get(memory.id).is_err());
+    b.store.recover(memory.id).unwrap();
+    sync(&a, &b);
+    assert_eq!(
+        content_of(&a.store, memory.id).as_deref(),
+        Some("flaky disk on db3")
+    );
+    assert_eq!(
+        a.store.state_digest().unwrap(),
+        b.store.state_digest().unwrap()
+    );
+}
+
+#[test]
+fn a_memory_made_confidential_is_withdrawn_from_peers_and_returns_when_shared_again() {
+    let (a, b) = (node("alpha"), node("beta"));
+    let memory = a.store.create(NewMemory::new("vault is on db3")).unwrap();
+    sync(&a, &b);
+    assert!(b.store.get(memory.id).is_ok());
+    let restrict = MemoryPatch {
+        content: Some("vault unseal share: 7f3a...".into()),
+        confidentiality: Some(Confidentiality::Confidential),
+        ..MemoryPatch::default()
+    };
+    a.store.update(memory.id, restrict, None).unwrap();
+    sync(&a, &b);
+    assert!(b.store.get(memory.id).is_err(), "the peer dropped its copy");
+    let ops = b.store.ops_since(0, 100).unwrap();
+    assert!(
+        !serde_json::to_string(&ops.iter().map(|o| &o.payload).collect::<Vec<_>>())
+            .unwrap()
+            .contains("unseal")
+    );
+    assert_eq!(
+        a.store.state_digest().unwrap(),
+        b.store.state_digest().unwrap()
+    );
+    let share = MemoryPatch {
+        content: Some("vault moved to db4".into()),
+        confidentiality: Some(Confidentiality::Normal),
+        ..MemoryPatch::default()
+    };
+    a.store.update(memory.id, share, None).unwrap();
+    sync(&a, &b);
+    assert_eq!(
+        content_of(&b.store, memory.id).as_deref(),
+        Some("vault moved to db4")
+    );
+    assert_eq!(
+        a.store.state_digest().unwrap(),
+        b.store.state_digest().unwrap()
+    );
+}
