@@ -1,4 +1,5 @@
-//! `haivemind serve`: remote MCP on `server.mcp_port`, and the sync port's `/health`.
+//! `haivemind serve`: remote MCP on `server.mcp_port`; `/health`, `/api/status` and the
+//! replication exchange on the sync port.
 
 use std::sync::Arc;
 
@@ -82,8 +83,8 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
             let _ = receiver.wait_for(|stop| *stop).await;
         };
         let mcp_task = tokio::spawn(mcp.serve(app.router(), stopped(stop.subscribe())));
-        // The sync service's replication routes come with the sync service; until then the
-        // port answers /health, so deployments can already probe both ports.
+        // The sync port: /health, /api/status and the replication exchange. Peer discovery,
+        // push and anti-entropy (which call other nodes' /api/sync) come next.
         let sync_task = tokio::spawn(sync.serve(app.health_router(), stopped(stop.subscribe())));
         shutdown_signal().await;
         tracing::info!("stopping");

@@ -17,6 +17,7 @@ mod auth;
 mod guard;
 mod listener;
 mod sse;
+mod sync_routes;
 mod tls;
 
 use std::collections::HashMap;
@@ -74,6 +75,9 @@ pub(crate) struct AppState {
     request_timeout: Duration,
     audit: Option<Arc<AuditLog>>,
     audit_auth_failures: bool,
+    audit_sync_events: bool,
+    /// With `sync.security.whitelist_only`, the machines allowed to replicate.
+    listed_machines: Option<Vec<String>>,
     sse_sessions: sse::SseSessions,
     /// The minute each token was last noted as used.
     token_minutes: Mutex<HashMap<String, i64>>,
@@ -184,6 +188,8 @@ impl McpApp {
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
             audit,
             audit_auth_failures: config.logging.log_auth_failures,
+            audit_sync_events: config.logging.log_sync_events,
+            listed_machines: listed_machines(config),
             sse_sessions: sse::SseSessions::default(),
             token_minutes: Mutex::new(HashMap::new()),
             session_owners: Mutex::new(SessionOwners::default()),
@@ -220,9 +226,16 @@ impl McpApp {
                 Arc::clone(&state),
                 guard::host_and_origin,
             ));
+        let sync_guarded = Router::new()
+            .route("/api/status", get(sync_routes::status))
+            .route("/api/sync", post(sync_routes::exchange))
+            .layer(from_fn_with_state(Arc::clone(&state), guard::time_limit))
+            .layer(from_fn_with_state(Arc::clone(&state), guard::authenticate));
         let health_only = Router::new()
             .route("/health", get(health))
+            .merge(sync_guarded)
             .fallback(not_found)
+            .layer(from_fn_with_state(Arc::clone(&state), guard::body_size))
             .layer(from_fn_with_state(
                 Arc::clone(&state),
                 guard::allowed_network,
@@ -250,8 +263,7 @@ impl McpApp {
         self.router.clone()
     }
 
-    /// `/health` alone, behind the network allowlist: the sync port until the sync
-    /// service serves it.
+    /// The sync port: `/health`, `/api/status` and the replication exchange `/api/sync`.
     pub fn health_router(&self) -> Router {
         self.health.clone()
     }
@@ -260,6 +272,44 @@ impl McpApp {
     pub fn close_sessions(&self) {
         self.cancel.cancel();
     }
+}
+
+/// The machines of `sync.discovery.machines` when `sync.security.whitelist_only` (default
+/// true once any machine is listed) restricts replication to them. An entry is
+/// `{"machine_id": …}`, a `"host"` / `"host:port"` string whose host is the id, or, as in
+/// the seed, an object keyed by machine id.
+fn listed_machines(config: &Config) -> Option<Vec<String>> {
+    let discovery = config.sync.get("discovery")?;
+    let machines = discovery.get("machines")?;
+    let ids: Vec<String> = match machines {
+        serde_json::Value::Array(entries) => entries
+            .iter()
+            .filter_map(|entry| match entry {
+                serde_json::Value::String(text) => Some(
+                    text.rsplit_once(':')
+                        .map_or(text.as_str(), |(h, _)| h)
+                        .to_string(),
+                ),
+                serde_json::Value::Object(map) => map
+                    .get("machine_id")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string),
+                _ => None,
+            })
+            .collect(),
+        serde_json::Value::Object(map) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    if ids.is_empty() {
+        return None;
+    }
+    let whitelist_only = config
+        .sync
+        .get("security")
+        .and_then(|s| s.get("whitelist_only"))
+        .and_then(|w| w.as_bool())
+        .unwrap_or(true);
+    whitelist_only.then_some(ids)
 }
 
 /// Host names accepted on `/mcp` and `/sse`: loopback names, this machine's id and host

@@ -86,6 +86,62 @@ pub struct OpLogEntry {
     pub shareable: bool,
 }
 
+impl OpLogEntry {
+    /// The entry as it travels between machines. The local `seq` and `shareable` stay
+    /// home: only shareable entries travel.
+    pub fn to_wire(&self) -> Value {
+        serde_json::json!({
+            "op_id": self.op_id,
+            "hlc": self.stamp.time,
+            "origin": self.stamp.origin,
+            "record_kind": self.record_kind,
+            "record_id": self.record_id,
+            "op": self.op.as_str(),
+            "payload": self.payload,
+        })
+    }
+
+    /// Reads an entry sent by another machine; `field` names it in errors (`ops[3]`).
+    pub fn from_wire(field: &str, value: &Value) -> Result<Self, haivemind_core::InvalidInput> {
+        use haivemind_core::InvalidInput;
+        let text = |key: &str| -> Result<String, InvalidInput> {
+            value
+                .get(key)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty() && s.len() <= 256)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    InvalidInput::new(format!("{field}.{key}"), "must be a string of 1-256 bytes")
+                })
+        };
+        let hlc = value
+            .get("hlc")
+            .and_then(Value::as_u64)
+            .filter(|t| *t <= i64::MAX as u64)
+            .ok_or_else(|| {
+                InvalidInput::new(format!("{field}.hlc"), "must be a non-negative integer")
+            })?;
+        let op = text("op")?;
+        let payload = value
+            .get("payload")
+            .filter(|p| p.is_object())
+            .cloned()
+            .ok_or_else(|| InvalidInput::new(format!("{field}.payload"), "must be an object"))?;
+        Ok(OpLogEntry {
+            seq: 0,
+            op_id: text("op_id")?,
+            stamp: HlcStamp::new(hlc, text("origin")?),
+            record_kind: text("record_kind")?,
+            record_id: text("record_id")?,
+            op: OpKind::parse(&op).ok_or_else(|| {
+                InvalidInput::new(format!("{field}.op"), format!("unknown operation {op:?}"))
+            })?,
+            payload,
+            shareable: true,
+        })
+    }
+}
+
 pub(crate) struct NewOp<'a> {
     pub record_kind: &'a str,
     pub record_id: String,

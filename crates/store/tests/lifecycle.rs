@@ -498,7 +498,10 @@ fn removals_always_replicate_even_for_memories_restricted_later() {
         haivemind_store::OpKind::Withdraw,
         "the pii version never leaves: peers are told to drop their copy"
     );
-    assert!(ops[1].payload.get("content").is_none(), "without the content");
+    assert!(
+        ops[1].payload.get("content").is_none(),
+        "without the content"
+    );
     assert!(
         ops[2].shareable,
         "so peers holding the old copy must learn of the removal"

@@ -1,0 +1,192 @@
+//! The replication exchange over real HTTP between two `haivemind serve` processes: the
+//! test carries pages between them the way the sync service will, and checks that the
+//! nodes converge to one `state_digest`, that what may not leave a node never does, and
+//! that only the fleet (admin) token of a listed machine may replicate.
+
+mod common;
+
+use common::Scratch;
+use common::http::{Request, Served};
+use serde_json::{Value, json};
+
+const FLEET_TOKEN: &str = "fleet-token-0123456789abcdef";
+
+struct Node {
+    scratch: Scratch,
+    server: Served,
+    machine: &'static str,
+}
+
+fn node(machine: &'static str, config: Value) -> Node {
+    let scratch = Scratch::new();
+    scratch.write_config(&config.to_string());
+    let mut command = scratch.command();
+    command.env("HAIVEMIND_MACHINE_ID", machine);
+    let server = Served::start(command);
+    Node {
+        scratch,
+        server,
+        machine,
+    }
+}
+
+impl Node {
+    fn store(&self, content: &str, extra: &[&str]) {
+        let mut command = self.scratch.command();
+        command.env("HAIVEMIND_MACHINE_ID", self.machine);
+        let output = command
+            .args(["store", content])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn status(&self) -> Value {
+        let response = Request::new("GET", "/api/status")
+            .bearer(FLEET_TOKEN)
+            .send(&self.server.sync_address);
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.json()
+    }
+
+    fn exchange(&self, body: Value, token: &str) -> common::http::Response {
+        Request::new("POST", "/api/sync")
+            .bearer(token)
+            .json(&body)
+            .send(&self.server.sync_address)
+    }
+}
+
+/// Moves everything `to` lacks from `from`, a page at a time; returns the operations moved.
+fn carry(from: &Node, to: &Node) -> usize {
+    let mut moved = 0;
+    loop {
+        let seen = to.status()["vector_clock"].clone();
+        let page = from.exchange(
+            json!({"machine_id": to.machine, "seen": seen, "limit": 7}),
+            FLEET_TOKEN,
+        );
+        assert_eq!(page.status, 200, "{}", page.text());
+        let page = page.json();
+        let ops = page["ops"].as_array().unwrap().clone();
+        moved += ops.len();
+        let applied = to.exchange(
+            json!({"machine_id": from.machine, "ops": ops, "limit": 1}),
+            FLEET_TOKEN,
+        );
+        assert_eq!(applied.status, 200, "{}", applied.text());
+        assert_eq!(applied.json()["applied"]["refused"], 0);
+        if page["more"] == json!(false) {
+            return moved;
+        }
+    }
+}
+
+#[test]
+fn two_nodes_converge_over_http_and_keep_what_may_not_leave() {
+    let config = json!({"security": {"api_token": FLEET_TOKEN}});
+    let alpha = node("alpha", config.clone());
+    let beta = node("beta", config);
+    for i in 0..12 {
+        alpha.store(&format!("alpha learned fact {i}"), &[]);
+        beta.store(&format!("beta learned fact {i}"), &[]);
+    }
+    alpha.store("alpha's private scratch note", &["--scope", "private"]);
+    alpha.store(
+        "carol's home address is 12 Elm St",
+        &["--confidentiality", "pii"],
+    );
+    assert_ne!(
+        alpha.status()["state_digest"],
+        beta.status()["state_digest"]
+    );
+
+    assert_eq!(carry(&alpha, &beta), 12);
+    assert_eq!(carry(&beta, &alpha), 12);
+    let (a, b) = (alpha.status(), beta.status());
+    assert_eq!(a["state_digest"], b["state_digest"]);
+    assert_eq!(b["memory_count"], 24);
+    assert_eq!(
+        a["memory_count"], 26,
+        "the private and pii memories stay on alpha"
+    );
+    // Nothing more to move: the exchange is incremental.
+    assert_eq!(carry(&alpha, &beta), 0);
+    alpha.store("one more from alpha", &[]);
+    assert_eq!(carry(&alpha, &beta), 1);
+    assert_eq!(
+        alpha.status()["state_digest"],
+        beta.status()["state_digest"]
+    );
+
+    // Look in beta's file, not only its API.
+    let database = beta.scratch.data_dir().join("haivemind.sqlite3");
+    let connection = rusqlite::Connection::open(&database).unwrap();
+    let leaked: i64 = connection
+        .query_row(
+            "SELECT (SELECT count(*) FROM memories WHERE content LIKE '%Elm St%' OR content LIKE '%scratch note%')
+                  + (SELECT count(*) FROM op_log WHERE payload LIKE '%Elm St%' OR payload LIKE '%scratch note%')",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(leaked, 0);
+}
+
+#[test]
+fn only_the_fleet_token_of_a_listed_machine_may_replicate() {
+    let config = json!({
+        "security": {"api_token": FLEET_TOKEN},
+        "sync": {"discovery": {"machines": [{"machine_id": "beta", "address": "127.0.0.1:1"}, "gamma:8899"]}}
+    });
+    let alpha = node("alpha", config);
+    let agent = {
+        let output = alpha.scratch.run(&["token", "create", "--role", "agent"]);
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string()
+    };
+    let body = json!({"machine_id": "beta", "seen": {}});
+    assert_eq!(
+        Request::new("POST", "/api/sync")
+            .json(&body)
+            .send(&alpha.server.sync_address)
+            .status,
+        401
+    );
+    let as_agent = alpha.exchange(body.clone(), &agent);
+    assert_eq!(as_agent.status, 403);
+    assert_eq!(as_agent.json()["error"]["code"], "forbidden");
+    assert_eq!(alpha.exchange(body, FLEET_TOKEN).status, 200);
+    assert_eq!(
+        alpha
+            .exchange(json!({"machine_id": "gamma"}), FLEET_TOKEN)
+            .status,
+        200
+    );
+    let stranger = alpha.exchange(json!({"machine_id": "mallory"}), FLEET_TOKEN);
+    assert_eq!(stranger.status, 403);
+    assert_eq!(stranger.json()["error"]["code"], "machine_not_listed");
+    let bad = alpha.exchange(
+        json!({"machine_id": "beta", "ops": [{"op_id": "x"}]}),
+        FLEET_TOKEN,
+    );
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ops[0].")
+    );
+    let audit = std::fs::read_to_string(alpha.scratch.data_dir().join("audit.log")).unwrap();
+    assert!(audit.contains("\"sync_denied\"") && audit.contains("\"sync_exchange\""));
+    assert!(!audit.contains(FLEET_TOKEN));
+}

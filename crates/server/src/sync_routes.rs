@@ -1,0 +1,218 @@
+//! The sync port's routes (issue 5, first part): `GET /api/status` and `POST /api/sync`,
+//! the replication exchange. The peer discovery, push and anti-entropy that call these on
+//! other nodes come next; the exchange is complete and safe to drive by hand.
+//!
+//! One exchange: the caller posts what it has seen (its version vector), the operations it
+//! sends, and a page size; the server applies those operations, then answers with the
+//! operations the caller lacks (one page, at most [`MAX_PAGE_BYTES`] of JSON), whether more
+//! remain, and its own version vector, which tells the caller what to send next.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use haivemind_core::VERSION;
+use haivemind_core::audit::AuditEvent;
+use haivemind_core::security::Role;
+use haivemind_store::{OpLogEntry, VersionVector};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::guard::{caller_of, read_body, refusal};
+
+/// The most operations one answer carries.
+const MAX_PAGE_OPS: usize = 1_000;
+/// Roughly the most JSON one answer carries; a page stops at the operation that passes it.
+const MAX_PAGE_BYTES: usize = 2 << 20;
+
+/// `GET /api/status`.
+pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
+    let store = Arc::clone(&state.store);
+    let answer =
+        tokio::task::spawn_blocking(move || -> Result<Value, haivemind_store::StoreError> {
+            let stats = store.stats()?;
+            Ok(json!({
+                "machine_id": store.machine_id(),
+                "version": VERSION,
+                "memory_count": stats.live,
+                "deleted_count": stats.deleted,
+                "state_digest": store.state_digest()?,
+                "vector_clock": store.version_vector()?,
+                "op_log_entries": stats.op_log_entries,
+                "tombstones": stats.tombstones,
+                "peers": [],
+                "connected_websockets": 0,
+            }))
+        })
+        .await;
+    match answer {
+        Ok(Ok(value)) => axum::Json(value).into_response(),
+        Ok(Err(error)) => internal(error),
+        Err(error) => internal(error),
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> Response {
+    tracing::error!(%error, "sync route failed");
+    refusal(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the server failed; see its log",
+    )
+}
+
+/// `POST /api/sync`.
+pub(crate) async fn exchange(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let Some(caller) = caller_of(request.extensions()) else {
+        return refusal(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "not authenticated",
+        );
+    };
+    if caller.role != Role::Admin {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "role {} may not replicate: peers use the fleet token (security.api_token) or an admin token",
+                caller.role
+            ),
+        );
+    }
+    let bytes = match read_body(request.into_body(), state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    let body: Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(error) => {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "invalid_argument",
+                format!("the body must be JSON: {error}"),
+            );
+        }
+    };
+    let parsed = parse_exchange(&body);
+    let (machine_id, seen, ops, limit) = match parsed {
+        Ok(parts) => parts,
+        Err(error) => {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "invalid_argument",
+                error.to_string(),
+            );
+        }
+    };
+    if let Some(listed) = &state.listed_machines
+        && !listed.iter().any(|m| m == &machine_id)
+    {
+        state.audit(
+            AuditEvent::new("sync_denied")
+                .with("machine_id", machine_id.clone())
+                .with("token_id", caller.token_id.clone()),
+        );
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "machine_not_listed",
+            format!(
+                "machine {machine_id:?} is not in sync.discovery.machines (sync.security.whitelist_only)"
+            ),
+        );
+    }
+    let store = Arc::clone(&state.store);
+    let received = ops.len();
+    let answer =
+        tokio::task::spawn_blocking(move || -> Result<Value, haivemind_store::StoreError> {
+            let applied = store.apply_remote(&ops)?;
+            let page = store.ops_after(&seen, limit + 1)?;
+            let mut more = page.len() > limit;
+            let mut out = Vec::new();
+            let mut bytes = 0;
+            for op in page.into_iter().take(limit) {
+                let wire = op.to_wire();
+                bytes += wire.to_string().len();
+                out.push(wire);
+                if bytes > MAX_PAGE_BYTES {
+                    more = true;
+                    break;
+                }
+            }
+            Ok(json!({
+                "machine_id": store.machine_id(),
+                "seen": store.version_vector()?,
+                "ops": out,
+                "more": more,
+                "applied": {
+                    "received": applied.received,
+                    "logged": applied.logged,
+                    "changed": applied.changed,
+                    "already_known": applied.already_known,
+                    "refused": applied.refused,
+                },
+            }))
+        })
+        .await;
+    let value = match answer {
+        Ok(Ok(value)) => value,
+        Ok(Err(error)) => return internal(error),
+        Err(error) => return internal(error),
+    };
+    if state.audit_sync_events {
+        state.audit(
+            AuditEvent::new("sync_exchange")
+                .with("peer_machine_id", machine_id)
+                .with("token_id", caller.token_id)
+                .with("received", received)
+                .with("sent", value["ops"].as_array().map_or(0, Vec::len)),
+        );
+    }
+    axum::Json(value).into_response()
+}
+
+type Exchange = (String, VersionVector, Vec<OpLogEntry>, usize);
+
+fn parse_exchange(body: &Value) -> Result<Exchange, haivemind_core::InvalidInput> {
+    use haivemind_core::InvalidInput;
+    let machine_id = body
+        .get("machine_id")
+        .and_then(Value::as_str)
+        .filter(|m| !m.trim().is_empty() && m.len() <= 128)
+        .ok_or_else(|| {
+            InvalidInput::new(
+                "machine_id",
+                "is required: the calling machine's id (1-128 bytes)",
+            )
+        })?
+        .to_string();
+    let seen: VersionVector = match body.get("seen") {
+        None | Some(Value::Null) => VersionVector::new(),
+        Some(value) => serde_json::from_value(value.clone()).map_err(|_| {
+            InvalidInput::new(
+                "seen",
+                "must be an object of machine id to the newest stamp seen from it",
+            )
+        })?,
+    };
+    let ops = match body.get("ops") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| OpLogEntry::from_wire(&format!("ops[{i}]"), item))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(InvalidInput::new("ops", "must be an array of operations")),
+    };
+    let limit = match body.get("limit") {
+        None | Some(Value::Null) => 500,
+        Some(value) => value
+            .as_u64()
+            .filter(|l| (1..=MAX_PAGE_OPS as u64).contains(l))
+            .ok_or_else(|| {
+                InvalidInput::new("limit", format!("must be between 1 and {MAX_PAGE_OPS}"))
+            })? as usize,
+    };
+    Ok((machine_id, seen, ops, limit))
+}
