@@ -190,3 +190,123 @@ fn only_the_fleet_token_of_a_listed_machine_may_replicate() {
     assert!(audit.contains("\"sync_denied\"") && audit.contains("\"sync_exchange\""));
     assert!(!audit.contains(FLEET_TOKEN));
 }
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn fleet_config(me: &str, ports: &[(&str, u16)]) -> Value {
+    let machines: Vec<Value> = ports
+        .iter()
+        .filter(|(m, _)| *m != me)
+        .map(|(m, p)| json!({"machine_id": m, "address": format!("127.0.0.1:{p}")}))
+        .collect();
+    json!({
+        "security": {"api_token": FLEET_TOKEN},
+        "sync": {"sync_interval": 1, "discovery": {"machines": machines}}
+    })
+}
+
+#[test]
+fn three_serving_nodes_replicate_on_their_own_and_survive_a_sigkill() {
+    use common::http::free_port;
+    let ports = [
+        ("alpha", free_port()),
+        ("beta", free_port()),
+        ("gamma", free_port()),
+    ];
+    let start = |scratch: &Scratch, machine: &'static str, port: u16| {
+        let mut command = scratch.command();
+        command.env("HAIVEMIND_MACHINE_ID", machine);
+        Served::start_on(command, port)
+    };
+    let mut nodes: Vec<Node> = ports
+        .iter()
+        .map(|(machine, port)| {
+            let scratch = Scratch::new();
+            scratch.write_config(&fleet_config(machine, &ports).to_string());
+            let server = start(&scratch, machine, *port);
+            Node {
+                scratch,
+                server,
+                machine,
+            }
+        })
+        .collect();
+    for (i, n) in nodes.iter().enumerate() {
+        for j in 0..5 {
+            n.store(&format!("fact {j} learned on node {i}"), &[]);
+        }
+    }
+    let converged = |nodes: &[Node], count: u64| {
+        let statuses: Vec<Value> = nodes.iter().map(Node::status).collect();
+        statuses
+            .iter()
+            .all(|s| s["memory_count"] == count && s["state_digest"] == statuses[0]["state_digest"])
+    };
+    wait_for("three nodes to converge", || converged(&nodes, 15));
+    let peers = nodes[0].status()["peers"].clone();
+    assert_eq!(peers.as_array().unwrap().len(), 2, "{peers}");
+
+    // gamma dies hard; alpha and beta keep writing, and alpha erases a memory.
+    let gamma = nodes.pop().unwrap();
+    let Node {
+        scratch: gamma_scratch,
+        mut server,
+        ..
+    } = gamma;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+    nodes[0].store("written while gamma was down", &[]);
+    nodes[1].store("beta also wrote while gamma was down", &[]);
+    let doomed = {
+        let mut command = nodes[0].scratch.command();
+        command.env("HAIVEMIND_MACHINE_ID", "alpha");
+        let found = common::run_json(
+            command,
+            &[
+                "search",
+                "fact 0 learned on node 2",
+                "--full-text",
+                "--limit",
+                "1",
+            ],
+        );
+        found["memories"][0]["id"].as_str().unwrap().to_string()
+    };
+    let mut command = nodes[0].scratch.command();
+    command.env("HAIVEMIND_MACHINE_ID", "alpha");
+    assert!(
+        command
+            .args(["delete", &doomed, "--hard"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    wait_for("alpha and beta to converge", || converged(&nodes, 16));
+
+    // gamma comes back with its old copy of the erased memory, and catches up.
+    let server = start(&gamma_scratch, "gamma", ports[2].1);
+    nodes.push(Node {
+        scratch: gamma_scratch,
+        server,
+        machine: "gamma",
+    });
+    wait_for("gamma to catch up", || converged(&nodes, 16));
+    let mut command = nodes[2].scratch.command();
+    command.env("HAIVEMIND_MACHINE_ID", "gamma");
+    let output = command.args(["get", &doomed]).output().unwrap();
+    assert!(
+        !output.status.success(),
+        "the erased memory stays gone on gamma"
+    );
+}

@@ -17,6 +17,7 @@ mod auth;
 mod guard;
 mod listener;
 mod sse;
+mod sync_client;
 mod sync_routes;
 mod tls;
 
@@ -41,6 +42,7 @@ use serde_json::json;
 
 pub use auth::{AuthFailure, Authenticator, RateLimiter, TokenSourceError};
 pub use listener::{Listener, ServeError};
+pub use sync_client::{Peer, PeerState, PeerStates, configured_peers, sync_interval};
 pub use tls::{TlsError, acceptor as tls_acceptor};
 
 /// Why the HTTP services could not be set up.
@@ -78,6 +80,8 @@ pub(crate) struct AppState {
     audit_sync_events: bool,
     /// With `sync.security.whitelist_only`, the machines allowed to replicate.
     listed_machines: Option<Vec<String>>,
+    /// How replication with each peer is going.
+    peer_states: PeerStates,
     sse_sessions: sse::SseSessions,
     /// The minute each token was last noted as used.
     token_minutes: Mutex<HashMap<String, i64>>,
@@ -137,6 +141,7 @@ impl AppState {
 
 /// The remote MCP application: routes and guards, ready to serve.
 pub struct McpApp {
+    state: Arc<AppState>,
     router: Router,
     health: Router,
     cancel: tokio_util::sync::CancellationToken,
@@ -190,6 +195,7 @@ impl McpApp {
             audit_auth_failures: config.logging.log_auth_failures,
             audit_sync_events: config.logging.log_sync_events,
             listed_machines: listed_machines(config),
+            peer_states: PeerStates::default(),
             sse_sessions: sse::SseSessions::default(),
             token_minutes: Mutex::new(HashMap::new()),
             session_owners: Mutex::new(SessionOwners::default()),
@@ -250,8 +256,9 @@ impl McpApp {
                 Arc::clone(&state),
                 guard::allowed_network,
             ))
-            .with_state(state);
+            .with_state(Arc::clone(&state));
         Ok(Self {
+            state: Arc::clone(&state),
             router,
             health: health_only,
             cancel,
@@ -266,6 +273,29 @@ impl McpApp {
     /// The sync port: `/health`, `/api/status` and the replication exchange `/api/sync`.
     pub fn health_router(&self) -> Router {
         self.health.clone()
+    }
+
+    /// Runs the sync service's client side (pull and push with every configured peer)
+    /// until the returned task is aborted; `None` when there are no peers or no fleet token.
+    pub fn spawn_sync(&self, config: &Config) -> Option<tokio::task::JoinHandle<()>> {
+        let peers = configured_peers(config, self.state.store.machine_id());
+        if peers.is_empty() {
+            return None;
+        }
+        let Some(token) = config.security.api_token.clone() else {
+            tracing::warn!(
+                "sync.discovery.machines lists peers but security.api_token (the fleet token) is not set: not replicating"
+            );
+            return None;
+        };
+        tracing::info!(peers = peers.len(), "replicating with configured peers");
+        Some(tokio::spawn(sync_client::run(
+            Arc::clone(&self.state.store),
+            peers,
+            token,
+            sync_interval(config),
+            Arc::clone(&self.state.peer_states),
+        )))
     }
 
     /// Ends every MCP session (at shutdown).

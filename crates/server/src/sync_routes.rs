@@ -29,6 +29,26 @@ const MAX_PAGE_BYTES: usize = 2 << 20;
 /// `GET /api/status`.
 pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
     let store = Arc::clone(&state.store);
+    let now = haivemind_core::time_format::now_ms();
+    let peers: Vec<Value> = state
+        .peer_states
+        .lock()
+        .map(|peers| {
+            peers
+                .iter()
+                .map(|(machine_id, p)| {
+                    json!({
+                        "machine_id": machine_id,
+                        "last_sync": p.last_sync_ms.map(haivemind_core::time_format::ms_to_rfc3339),
+                        "lag_seconds": p.last_sync_ms.map(|at| (now - at) as f64 / 1000.0),
+                        "last_error": p.last_error,
+                        "received": p.received,
+                        "sent": p.sent,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let answer =
         tokio::task::spawn_blocking(move || -> Result<Value, haivemind_store::StoreError> {
             let stats = store.stats()?;
@@ -41,7 +61,7 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
                 "vector_clock": store.version_vector()?,
                 "op_log_entries": stats.op_log_entries,
                 "tombstones": stats.tombstones,
-                "peers": [],
+                "peers": peers,
                 "connected_websockets": 0,
             }))
         })

@@ -69,6 +69,17 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The local sequence number of the newest op-log entry (0 when empty): it moves
+    /// with every write, local or replicated, so a watcher knows when to push.
+    pub fn op_log_head(&self) -> Result<i64, StoreError> {
+        let reader = self.reader()?;
+        Ok(
+            reader.query_row("SELECT coalesce(max(seq), 0) FROM op_log", [], |row| {
+                row.get(0)
+            })?,
+        )
+    }
+
     /// Up to `limit` shareable operations that a node which has seen `seen` lacks, oldest
     /// stamp first. An empty page means it lacks nothing.
     pub fn ops_after(

@@ -178,10 +178,16 @@ pub struct Served {
 
 impl Served {
     /// Starts `haivemind serve` on free ports and waits until it listens.
-    pub fn start(mut command: Command) -> Self {
+    pub fn start(command: Command) -> Self {
+        Self::start_on(command, 0)
+    }
+
+    /// Starts `haivemind serve` with its sync port on `sync_port` (0: any free port).
+    pub fn start_on(mut command: Command, sync_port: u16) -> Self {
+        let sync_port = sync_port.to_string();
         let mut child = command
             .env("RUST_LOG", "warn")
-            .args(["serve", "--mcp-port", "0", "--sync-port", "0"])
+            .args(["serve", "--mcp-port", "0", "--sync-port", &sync_port])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -303,4 +309,12 @@ pub fn throwaway_certificate(
     std::fs::write(&cert_path, certified.cert.pem()).expect("write cert.pem");
     std::fs::write(&key_path, certified.signing_key.serialize_pem()).expect("write key.pem");
     (cert_path, key_path, certified.cert.der().to_vec())
+}
+
+/// A port that was free a moment ago, for servers whose peers must know it in advance.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

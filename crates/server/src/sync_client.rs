@@ -1,0 +1,278 @@
+//! The sync service's client side: for every configured peer, pull what this node lacks
+//! and push what the peer lacks, through the peer's `POST /api/sync`, right after local
+//! writes (within about a second) and every `sync.sync_interval` (anti-entropy).
+//!
+//! Peers come from `sync.discovery.machines`. The exchange is idempotent and resumable, so
+//! a cut-off or failed round is simply repeated at the next trigger.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use haivemind_core::Config;
+use haivemind_core::time_format::now_ms;
+use haivemind_store::{OpLogEntry, Store, VersionVector};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One peer to replicate with.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Its machine id.
+    pub machine_id: String,
+    /// `host:port` of its sync port.
+    pub address: String,
+}
+
+/// How replication with one peer is going, for `/api/status`.
+#[derive(Debug, Clone, Default)]
+pub struct PeerState {
+    /// When the last round completed, epoch milliseconds.
+    pub last_sync_ms: Option<i64>,
+    /// The last round's error, if it failed.
+    pub last_error: Option<String>,
+    /// Operations received from it, in total.
+    pub received: u64,
+    /// Operations sent to it, in total.
+    pub sent: u64,
+}
+
+/// Per-peer state shared with the status route.
+pub type PeerStates = Arc<Mutex<BTreeMap<String, PeerState>>>;
+
+/// The peers of `sync.discovery.machines` that have an address: `{"machine_id", "address"}`
+/// objects, or `"host:port"` strings whose host is the machine id (port 8899 when absent).
+pub fn configured_peers(config: &Config, me: &str) -> Vec<Peer> {
+    let Some(machines) = config
+        .sync
+        .get("discovery")
+        .and_then(|d| d.get("machines"))
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    machines
+        .iter()
+        .filter_map(|entry| match entry {
+            Value::String(text) => {
+                let host = text.rsplit_once(':').map_or(text.as_str(), |(h, _)| h);
+                let address = if text.contains(':') {
+                    text.clone()
+                } else {
+                    format!("{text}:8899")
+                };
+                Some(Peer {
+                    machine_id: host.to_string(),
+                    address,
+                })
+            }
+            Value::Object(map) => Some(Peer {
+                machine_id: map.get("machine_id")?.as_str()?.to_string(),
+                address: map.get("address")?.as_str()?.to_string(),
+            }),
+            _ => None,
+        })
+        .filter(|peer| peer.machine_id != me)
+        .collect()
+}
+
+/// `sync.sync_interval` in seconds (default 30).
+pub fn sync_interval(config: &Config) -> Duration {
+    let seconds = config
+        .sync
+        .get("sync_interval")
+        .and_then(Value::as_f64)
+        .filter(|s| *s > 0.0)
+        .unwrap_or(30.0);
+    Duration::from_secs_f64(seconds)
+}
+
+/// Runs the sync service until the task is dropped.
+pub async fn run(
+    store: Arc<Store>,
+    peers: Vec<Peer>,
+    token: String,
+    interval: Duration,
+    states: PeerStates,
+) {
+    if peers.is_empty() {
+        return;
+    }
+    let mut last_seq = -1i64;
+    let mut last_round = tokio::time::Instant::now() - interval;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let seq_store = Arc::clone(&store);
+        let seq = tokio::task::spawn_blocking(move || seq_store.op_log_head())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(last_seq);
+        let due = last_round.elapsed() >= interval;
+        if seq == last_seq && !due {
+            continue;
+        }
+        last_seq = seq;
+        last_round = tokio::time::Instant::now();
+        for peer in &peers {
+            let outcome =
+                tokio::time::timeout(Duration::from_secs(60), sync_with(&store, peer, &token))
+                    .await
+                    .unwrap_or_else(|_| Err("timed out after 60 s".into()));
+            let mut states = states.lock().unwrap_or_else(|p| p.into_inner());
+            let state = states.entry(peer.machine_id.clone()).or_default();
+            match outcome {
+                Ok((received, sent)) => {
+                    state.last_sync_ms = Some(now_ms());
+                    state.last_error = None;
+                    state.received += received;
+                    state.sent += sent;
+                }
+                Err(error) => {
+                    // Once per new error, not once per round, while a peer stays down.
+                    if state.last_error.as_deref() != Some(error.as_str()) {
+                        tracing::warn!(peer = %peer.machine_id, %error, "sync failed");
+                    }
+                    state.last_error = Some(error);
+                }
+            }
+        }
+        // Operations received in this round are relayed at the next tick.
+    }
+}
+
+/// One round with `peer`: pull until nothing is missing here, then push until nothing is
+/// missing there. Returns the operations received and sent.
+async fn sync_with(store: &Arc<Store>, peer: &Peer, token: &str) -> Result<(u64, u64), String> {
+    let me = store.machine_id().to_string();
+    let (mut received, mut sent) = (0u64, 0u64);
+    let mut theirs: VersionVector;
+    loop {
+        let mine = blocking(store, |s| s.version_vector()).await?;
+        let answer = post(
+            peer,
+            token,
+            &json!({"machine_id": me, "seen": mine, "limit": 500}),
+        )
+        .await?;
+        theirs = seen_of(&answer)?;
+        let ops = ops_of(&answer)?;
+        received += ops.len() as u64;
+        if !ops.is_empty() {
+            blocking(store, move |s| s.apply_remote(&ops)).await?;
+        }
+        if answer["more"] != json!(true) {
+            break;
+        }
+    }
+    loop {
+        let seen = theirs.clone();
+        let ops = blocking(store, move |s| s.ops_after(&seen, 500)).await?;
+        if ops.is_empty() {
+            return Ok((received, sent));
+        }
+        sent += ops.len() as u64;
+        let wire: Vec<Value> = ops.iter().map(OpLogEntry::to_wire).collect();
+        let mine = blocking(store, |s| s.version_vector()).await?;
+        let answer = post(
+            peer,
+            token,
+            &json!({"machine_id": me, "seen": mine, "ops": wire, "limit": 1}),
+        )
+        .await?;
+        let next = seen_of(&answer)?;
+        if next == theirs {
+            return Err("the peer accepted none of the operations sent".into());
+        }
+        theirs = next;
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    work: impl FnOnce(&Store) -> Result<T, haivemind_store::StoreError> + Send + 'static,
+) -> Result<T, String> {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || work(&store))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+fn seen_of(answer: &Value) -> Result<VersionVector, String> {
+    serde_json::from_value(answer["seen"].clone())
+        .map_err(|_| "the peer's answer has no `seen`".into())
+}
+
+fn ops_of(answer: &Value) -> Result<Vec<OpLogEntry>, String> {
+    answer["ops"]
+        .as_array()
+        .ok_or("the peer's answer has no `ops`")?
+        .iter()
+        .enumerate()
+        .map(|(i, op)| OpLogEntry::from_wire(&format!("ops[{i}]"), op).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// `POST /api/sync` to `peer` over plain HTTP/1.1; the answer's JSON.
+async fn post(peer: &Peer, token: &str, body: &Value) -> Result<Value, String> {
+    let body = body.to_string();
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(&peer.address),
+    )
+    .await
+    .map_err(|_| format!("connecting to {} timed out", peer.address))?
+    .map_err(|e| format!("cannot connect to {}: {e}", peer.address))?;
+    let request = format!(
+        "POST /api/sync HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        peer.address,
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| e.to_string())?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the peer's answer is not HTTP")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    let mut payload = raw[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        payload = dechunk(&payload);
+    }
+    if status != "200" {
+        return Err(format!(
+            "the peer answered {status}: {}",
+            String::from_utf8_lossy(&payload)
+                .chars()
+                .take(300)
+                .collect::<String>()
+        ));
+    }
+    serde_json::from_slice(&payload).map_err(|e| format!("the peer's answer is not JSON: {e}"))
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&raw[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = end + 2;
+        let stop = (start + size).min(raw.len());
+        out.extend_from_slice(&raw[start..stop]);
+        raw = &raw[(stop + 2).min(raw.len())..];
+    }
+    out
+}
