@@ -86,7 +86,7 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         // The sync port: /health, /api/status and the replication exchange. Peer discovery,
         // push and anti-entropy (which call other nodes' /api/sync) come next.
         let sync_task = tokio::spawn(sync.serve(app.health_router(), stopped(stop.subscribe())));
-        let sync_service = app.spawn_sync(&config);
+        let sync_service = app.spawn_sync(&config, sync_address.port());
         shutdown_signal().await;
         if let Some(task) = sync_service {
             task.abort();

@@ -310,3 +310,82 @@ fn three_serving_nodes_replicate_on_their_own_and_survive_a_sigkill() {
         "the erased memory stays gone on gamma"
     );
 }
+
+#[test]
+fn peers_are_found_through_tailscale_when_it_is_there() {
+    use common::http::free_port;
+    // Both nodes use one sync port, on two loopback addresses, as two tailnet machines would.
+    let port = free_port();
+    let beta_scratch = Scratch::new();
+    beta_scratch.write_config(
+        &json!({"server": {"host": "127.0.0.2"}, "security": {"api_token": FLEET_TOKEN},
+                "sync": {"discovery": {"tailscale": false}}})
+        .to_string(),
+    );
+    let mut command = beta_scratch.command();
+    command.env("HAIVEMIND_MACHINE_ID", "beta");
+    let beta = Node {
+        server: Served::start_on(command, port),
+        scratch: beta_scratch,
+        machine: "beta",
+    };
+
+    let alpha_scratch = Scratch::new();
+    alpha_scratch.write_config(
+        &json!({"security": {"api_token": FLEET_TOKEN}, "sync": {"sync_interval": 1}}).to_string(),
+    );
+    // A stand-in `tailscale` on PATH that prints what `tailscale status --json` prints.
+    let bin = alpha_scratch.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let status = json!({
+        "Self": {"HostName": "alpha", "TailscaleIPs": ["127.0.0.1"], "Online": true},
+        "Peer": {
+            "nodekey:1": {"HostName": "beta", "TailscaleIPs": ["127.0.0.2", "fd7a:115c:a1e0::2"], "Online": true},
+            "nodekey:2": {"HostName": "laptop-asleep", "TailscaleIPs": ["127.0.0.3"], "Online": false}
+        }
+    });
+    let script = bin.join("tailscale");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1 $2\" = \"status --json\" ] || exit 2\ncat <<'JSON'\n{status}\nJSON\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = alpha_scratch.command();
+    command.env("HAIVEMIND_MACHINE_ID", "alpha").env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    let alpha = Node {
+        server: Served::start_on(command, port),
+        scratch: alpha_scratch,
+        machine: "alpha",
+    };
+
+    alpha.store("alpha's fact", &[]);
+    beta.store("beta's fact", &[]);
+    wait_for(
+        "alpha and beta to converge through Tailscale discovery",
+        || {
+            let (a, b) = (alpha.status(), beta.status());
+            a["memory_count"] == 2
+                && b["memory_count"] == 2
+                && a["state_digest"] == b["state_digest"]
+        },
+    );
+    let peers = alpha.status()["peers"].clone();
+    let names: Vec<&str> = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["machine_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["beta"], "online tailnet peers only");
+}

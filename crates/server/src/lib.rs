@@ -42,7 +42,9 @@ use serde_json::json;
 
 pub use auth::{AuthFailure, Authenticator, RateLimiter, TokenSourceError};
 pub use listener::{Listener, ServeError};
-pub use sync_client::{Peer, PeerState, PeerStates, configured_peers, sync_interval};
+pub use sync_client::{
+    Peer, PeerState, PeerStates, configured_peers, discover_peers, sync_interval, tailscale_peers,
+};
 pub use tls::{TlsError, acceptor as tls_acceptor};
 
 /// Why the HTTP services could not be set up.
@@ -277,8 +279,12 @@ impl McpApp {
 
     /// Runs the sync service's client side (pull and push with every configured peer)
     /// until the returned task is aborted; `None` when there are no peers or no fleet token.
-    pub fn spawn_sync(&self, config: &Config) -> Option<tokio::task::JoinHandle<()>> {
-        let peers = configured_peers(config, self.state.store.machine_id());
+    pub fn spawn_sync(
+        &self,
+        config: &Config,
+        sync_port: u16,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let peers = discover_peers(config, self.state.store.machine_id(), sync_port);
         if peers.is_empty() {
             return None;
         }
@@ -288,7 +294,8 @@ impl McpApp {
             );
             return None;
         };
-        tracing::info!(peers = peers.len(), "replicating with configured peers");
+        let names: Vec<&str> = peers.iter().map(|p| p.machine_id.as_str()).collect();
+        tracing::info!(peers = ?names, "replicating with peers");
         Some(tokio::spawn(sync_client::run(
             Arc::clone(&self.state.store),
             peers,

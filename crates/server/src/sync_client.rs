@@ -76,6 +76,82 @@ pub fn configured_peers(config: &Config, me: &str) -> Vec<Peer> {
         .collect()
 }
 
+/// Peers Tailscale knows (`tailscale status --json`), when the `tailscale` command exists
+/// and `sync.discovery.tailscale` is not false: each online peer's host name is its machine
+/// id, its first Tailscale IPv4 address (else IPv6) with this node's sync port its address.
+/// Machines already configured keep their configured address.
+pub fn tailscale_peers(config: &Config, me: &str, sync_port: u16) -> Vec<Peer> {
+    let enabled = config
+        .sync
+        .get("discovery")
+        .and_then(|d| d.get("tailscale"))
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    if !enabled {
+        return Vec::new();
+    }
+    let output = match std::process::Command::new("tailscale")
+        .args(["status", "--json"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+    {
+        Ok(output) if output.status.success() => output,
+        Ok(_) => {
+            tracing::info!(
+                "`tailscale status --json` failed; peers come from sync.discovery.machines only"
+            );
+            return Vec::new();
+        }
+        // No tailscale here: nothing to discover.
+        Err(_) => return Vec::new(),
+    };
+    let Ok(status) = serde_json::from_slice::<Value>(&output.stdout) else {
+        tracing::warn!("`tailscale status --json` printed something that is not JSON; ignored");
+        return Vec::new();
+    };
+    let Some(peers) = status.get("Peer").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    peers
+        .values()
+        .filter(|peer| peer.get("Online").and_then(Value::as_bool).unwrap_or(false))
+        .filter_map(|peer| {
+            let name = peer.get("HostName")?.as_str()?.trim();
+            let ips: Vec<&str> = peer
+                .get("TailscaleIPs")?
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            let ip = ips
+                .iter()
+                .find(|ip| !ip.contains(':'))
+                .or_else(|| ips.first())?;
+            let address = if ip.contains(':') {
+                format!("[{ip}]:{sync_port}")
+            } else {
+                format!("{ip}:{sync_port}")
+            };
+            (!name.is_empty() && name != me).then(|| Peer {
+                machine_id: name.to_string(),
+                address,
+            })
+        })
+        .collect()
+}
+
+/// Configured peers, then Tailscale's that are not configured.
+pub fn discover_peers(config: &Config, me: &str, sync_port: u16) -> Vec<Peer> {
+    let mut peers = configured_peers(config, me);
+    for found in tailscale_peers(config, me, sync_port) {
+        if !peers.iter().any(|p| p.machine_id == found.machine_id) {
+            peers.push(found);
+        }
+    }
+    peers
+}
+
 /// `sync.sync_interval` in seconds (default 30).
 pub fn sync_interval(config: &Config) -> Duration {
     let seconds = config
@@ -115,11 +191,22 @@ pub async fn run(
         }
         last_seq = seq;
         last_round = tokio::time::Instant::now();
+        // Peers are synced side by side, so one that hangs does not hold up the others.
+        let mut round = tokio::task::JoinSet::new();
         for peer in &peers {
-            let outcome =
-                tokio::time::timeout(Duration::from_secs(60), sync_with(&store, peer, &token))
-                    .await
-                    .unwrap_or_else(|_| Err("timed out after 60 s".into()));
+            let (store, peer, token) = (Arc::clone(&store), peer.clone(), token.clone());
+            round.spawn(async move {
+                let outcome =
+                    tokio::time::timeout(Duration::from_secs(60), sync_with(&store, &peer, &token))
+                        .await
+                        .unwrap_or_else(|_| Err("timed out after 60 s".into()));
+                (peer, outcome)
+            });
+        }
+        while let Some(joined) = round.join_next().await {
+            let Ok((peer, outcome)) = joined else {
+                continue;
+            };
             let mut states = states.lock().unwrap_or_else(|p| p.into_inner());
             let state = states.entry(peer.machine_id.clone()).or_default();
             match outcome {
