@@ -28,6 +28,10 @@ pub enum Command {
     /// machines, behind tokens (`haivemind token create`), the network allowlist and, when
     /// security.tls is set, TLS. Prints `listening mcp URL` on stdout once ready.
     Serve(ServeArgs),
+    /// Show the replication peers and how syncing with each is going, as the running
+    /// `haivemind serve` reports it (asks the sync port with $HAIVEMIND_TOKEN, else the
+    /// fleet token security.api_token).
+    Peers,
     /// Make, list and revoke the tokens HTTP clients present as `Authorization: Bearer`.
     Token {
         #[command(subcommand)]

@@ -38,6 +38,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Mcp => serve_mcp(&config),
         Command::Serve(args) => crate::serve::run(config, args),
         Command::Token { action } => crate::tokens::run(&config, &printer, action),
+        Command::Peers => peers(&config, &printer),
         Command::Store(args) => store(&open_with_model(&config)?.0, &printer, args),
         Command::Search(args) => search(&open_with_model(&config)?.0, &printer, args),
         Command::Get { id } => {
@@ -593,4 +594,88 @@ fn audit_cli(config: &Config, event: haivemind_core::audit::AuditEvent) {
     if let Some(audit) = open_audit(config) {
         audit.record(event.with("token_id", "local").with("transport", "cli"));
     }
+}
+
+/// `haivemind peers`: the running server's view of each peer, or the configured peers when
+/// no server answers.
+fn peers(config: &Config, printer: &Printer) -> Result<()> {
+    let me = config.machine_id();
+    let configured = haivemind_server::configured_peers(config, &me);
+    let port = config.server.sync_port.unwrap_or(config.server.port);
+    let host = match config.server.host.as_str() {
+        "0.0.0.0" | "::" => "127.0.0.1".to_string(),
+        host if host.contains(':') => format!("[{host}]"),
+        host => host.to_string(),
+    };
+    let address = format!("{host}:{port}");
+    let token = std::env::var("HAIVEMIND_TOKEN")
+        .ok()
+        .or_else(|| config.security.api_token.clone());
+    let live = match &token {
+        Some(token) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(haivemind_server::fetch_status(&address, token))
+        }
+        None => Err("no token: set HAIVEMIND_TOKEN or security.api_token".into()),
+    };
+    let configured_json: Vec<Value> = configured
+        .iter()
+        .map(|p| json!({"machine_id": p.machine_id, "address": p.address}))
+        .collect();
+    match live {
+        Ok(status) => {
+            let peers = status["peers"].as_array().cloned().unwrap_or_default();
+            let mut text = format!(
+                "{} (state {}…): {} peer(s)",
+                status["machine_id"].as_str().unwrap_or("?"),
+                status["state_digest"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(12)
+                    .collect::<String>(),
+                peers.len()
+            );
+            for p in &peers {
+                text.push_str(&format!(
+                    "\n  {:<20} last sync {:<26} lag {:>7} s  sent {:>6}  received {:>6}{}",
+                    p["machine_id"].as_str().unwrap_or("?"),
+                    p["last_sync"].as_str().unwrap_or("never"),
+                    p["lag_seconds"]
+                        .as_f64()
+                        .map_or("-".into(), |l| format!("{l:.1}")),
+                    p["sent"],
+                    p["received"],
+                    p["last_error"]
+                        .as_str()
+                        .map_or(String::new(), |e| format!("  error: {e}"))
+                ));
+            }
+            if peers.is_empty() && !configured.is_empty() {
+                text.push_str("\n  (no round finished yet)");
+            }
+            printer.done(
+                json!({"server": "running", "status": status, "configured": configured_json}),
+                &text,
+            );
+        }
+        Err(problem) => {
+            let mut text =
+                format!("no running server answered on {address} ({problem}); configured peers:");
+            for p in &configured {
+                text.push_str(&format!("\n  {:<20} {}", p.machine_id, p.address));
+            }
+            if configured.is_empty() {
+                text.push_str(" none (sync.discovery.machines)");
+            }
+            printer.done(
+                json!({"server": "unreachable", "problem": problem, "configured": configured_json}),
+                &text,
+            );
+        }
+    }
+    Ok(())
 }

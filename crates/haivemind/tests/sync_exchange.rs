@@ -254,6 +254,21 @@ fn three_serving_nodes_replicate_on_their_own_and_survive_a_sigkill() {
     wait_for("three nodes to converge", || converged(&nodes, 15));
     let peers = nodes[0].status()["peers"].clone();
     assert_eq!(peers.as_array().unwrap().len(), 2, "{peers}");
+    // `haivemind peers` asks the running server.
+    let mut command = nodes[0].scratch.command();
+    command
+        .env("HAIVEMIND_MACHINE_ID", "alpha")
+        .env("HAIVEMIND_SERVER__SYNC_PORT", ports[0].1.to_string());
+    let shown = common::run_json(command, &["peers"]);
+    assert_eq!(shown["server"], "running", "{shown}");
+    let names: Vec<&str> = shown["status"]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["machine_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["beta", "gamma"]);
+    assert!(shown["status"]["peers"][0]["last_sync"].is_string());
 
     // gamma dies hard; alpha and beta keep writing, and alpha erases a memory.
     let gamma = nodes.pop().unwrap();
@@ -293,6 +308,13 @@ fn three_serving_nodes_replicate_on_their_own_and_survive_a_sigkill() {
             .success()
     );
     wait_for("alpha and beta to converge", || converged(&nodes, 16));
+    wait_for("alpha to report gamma down", || {
+        nodes[0].status()["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["machine_id"] == "gamma" && p["last_error"].is_string())
+    });
 
     // gamma comes back with its old copy of the erased memory, and catches up.
     let server = start(&gamma_scratch, "gamma", ports[2].1);

@@ -43,7 +43,8 @@ use serde_json::json;
 pub use auth::{AuthFailure, Authenticator, RateLimiter, TokenSourceError};
 pub use listener::{Listener, ServeError};
 pub use sync_client::{
-    Peer, PeerState, PeerStates, configured_peers, discover_peers, sync_interval, tailscale_peers,
+    Peer, PeerState, PeerStates, configured_peers, discover_peers, fetch_status, sync_interval,
+    tailscale_peers,
 };
 pub use tls::{TlsError, acceptor as tls_acceptor};
 

@@ -302,9 +302,29 @@ fn ops_of(answer: &Value) -> Result<Vec<OpLogEntry>, String> {
         .collect()
 }
 
+/// `GET /api/status` of the node at `address` (`host:port`), as `haivemind peers` asks its
+/// own server.
+pub async fn fetch_status(address: &str, token: &str) -> Result<Value, String> {
+    let peer = Peer {
+        machine_id: String::new(),
+        address: address.to_string(),
+    };
+    request(&peer, token, "GET", "/api/status", None).await
+}
+
 /// `POST /api/sync` to `peer` over plain HTTP/1.1; the answer's JSON.
 async fn post(peer: &Peer, token: &str, body: &Value) -> Result<Value, String> {
-    let body = body.to_string();
+    request(peer, token, "POST", "/api/sync", Some(body)).await
+}
+
+async fn request(
+    peer: &Peer,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, String> {
+    let body = body.map(Value::to_string).unwrap_or_default();
     let mut stream = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect(&peer.address),
@@ -313,7 +333,7 @@ async fn post(peer: &Peer, token: &str, body: &Value) -> Result<Value, String> {
     .map_err(|_| format!("connecting to {} timed out", peer.address))?
     .map_err(|e| format!("cannot connect to {}: {e}", peer.address))?;
     let request = format!(
-        "POST /api/sync HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         peer.address,
         body.len()
     );
