@@ -12,16 +12,7 @@ use common::http::{Request, Served, throwaway_certificate};
 use serde_json::{Value, json};
 
 fn token(scratch: &Scratch, role: &str, name: &str) -> String {
-    let output = scratch.run(&["token", "create", "--role", role, "--name", name]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let token = stdout.lines().last().expect("a token line").to_string();
-    assert!(token.starts_with("hv_") && token.len() == 67, "{token}");
-    token
+    scratch.create_token(role, Some(name))
 }
 
 fn audit_lines(scratch: &Scratch) -> Vec<Value> {

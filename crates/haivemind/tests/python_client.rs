@@ -105,16 +105,7 @@ fn drive_http(tls: bool) {
         );
         cafile = Some(cert);
     }
-    let token = |role: &str| {
-        let output = scratch.run(&["token", "create", "--role", role]);
-        assert!(output.status.success());
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_string()
-    };
+    let token = |role: &str| scratch.create_token(role, None);
     let (agent, readonly) = (token("agent"), token("readonly"));
     let server = Served::start(scratch.command());
     let mut command = Command::new(python());

@@ -145,15 +145,7 @@ fn only_the_fleet_token_of_a_listed_machine_may_replicate() {
         "sync": {"discovery": {"machines": [{"machine_id": "beta", "address": "127.0.0.1:1"}, "gamma:8899"]}}
     });
     let alpha = node("alpha", config);
-    let agent = {
-        let output = alpha.scratch.run(&["token", "create", "--role", "agent"]);
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_string()
-    };
+    let agent = alpha.scratch.create_token("agent", None);
     let body = json!({"machine_id": "beta", "seen": {}});
     assert_eq!(
         Request::new("POST", "/api/sync")

@@ -251,6 +251,15 @@ impl RateLimiter {
         })
     }
 
+    /// A limiter keyed by peer address, with a fixed non-zero rate.
+    pub(crate) fn per_address(requests_per_minute: u32, burst: u32) -> Self {
+        Self {
+            per_second: f64::from(requests_per_minute.max(1)) / 60.0,
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Takes one request from `token_id`'s bucket, or says how long until one is free.
     pub fn check(&self, token_id: &str) -> Result<(), Duration> {
         let now = Instant::now();

@@ -177,16 +177,11 @@ impl McpApp {
             store,
             auth,
             limiter: RateLimiter::new(&config.security.rate_limit),
-            failure_limiter: RateLimiter::new(&haivemind_core::security::RateLimitConfig {
-                requests_per_minute: FAILED_AUTH_PER_MINUTE,
-                burst: FAILED_AUTH_BURST,
-            })
-            .expect("a non-zero rate"),
-            refusal_audit_limiter: RateLimiter::new(&haivemind_core::security::RateLimitConfig {
-                requests_per_minute: FAILED_AUTH_PER_MINUTE,
-                burst: FAILED_AUTH_BURST,
-            })
-            .expect("a non-zero rate"),
+            failure_limiter: RateLimiter::per_address(FAILED_AUTH_PER_MINUTE, FAILED_AUTH_BURST),
+            refusal_audit_limiter: RateLimiter::per_address(
+                FAILED_AUTH_PER_MINUTE,
+                FAILED_AUTH_BURST,
+            ),
             networks: config.security.networks()?,
             origin_policy: guard::OriginPolicy {
                 hosts: allowed_hosts(config),
@@ -240,26 +235,8 @@ impl McpApp {
             .route("/api/sync", post(sync_routes::exchange))
             .layer(from_fn_with_state(Arc::clone(&state), guard::time_limit))
             .layer(from_fn_with_state(Arc::clone(&state), guard::authenticate));
-        let health_only = Router::new()
-            .route("/health", get(health))
-            .merge(sync_guarded)
-            .fallback(not_found)
-            .layer(from_fn_with_state(Arc::clone(&state), guard::body_size))
-            .layer(from_fn_with_state(
-                Arc::clone(&state),
-                guard::allowed_network,
-            ))
-            .with_state(Arc::clone(&state));
-        let router = Router::new()
-            .route("/health", get(health))
-            .merge(guarded)
-            .fallback(not_found)
-            .layer(from_fn_with_state(Arc::clone(&state), guard::body_size))
-            .layer(from_fn_with_state(
-                Arc::clone(&state),
-                guard::allowed_network,
-            ))
-            .with_state(Arc::clone(&state));
+        let health_only = with_health_and_outer_guards(sync_guarded, &state);
+        let router = with_health_and_outer_guards(guarded, &state);
         Ok(Self {
             state: Arc::clone(&state),
             router,
@@ -462,6 +439,21 @@ impl SessionOwners {
             .filter(|(t, _)| t == token_id)
             .count()
     }
+}
+
+/// `/health` beside `routes`, and the guards every route of a port passes first: the
+/// network allowlist, then the body size.
+fn with_health_and_outer_guards(routes: Router<Arc<AppState>>, state: &Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .merge(routes)
+        .fallback(not_found)
+        .layer(from_fn_with_state(Arc::clone(state), guard::body_size))
+        .layer(from_fn_with_state(
+            Arc::clone(state),
+            guard::allowed_network,
+        ))
+        .with_state(Arc::clone(state))
 }
 
 /// rmcp answers a session's `DELETE` with 202; the official Python client expects 200 or

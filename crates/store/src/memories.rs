@@ -100,7 +100,7 @@ fn check_mergeable(field: &str, kept: &Memory, duplicate: &Memory) -> Result<(),
     Ok(())
 }
 
-fn shareable(memory: &Memory) -> bool {
+pub(crate) fn shareable(memory: &Memory) -> bool {
     memory.scope.may_leave_machine() && memory.confidentiality.may_leave_machine()
 }
 

@@ -31,8 +31,9 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::{Map, json};
 use sha2::{Digest, Sha256};
 
+use crate::memories::shareable;
 use crate::oplog::{OP_COLUMNS, OpKind, OpLogEntry, read_entries, redact};
-use crate::rows::{insert_memory, memory_by_id, replace_memory};
+use crate::rows::{insert_memory, replace_memory};
 use crate::{Store, StoreError};
 
 /// The newest stamp seen from each origin.
@@ -51,10 +52,6 @@ pub struct ApplyOutcome {
     pub already_known: usize,
     /// Refused: not shareable, an unknown record kind, or a payload that is not a memory.
     pub refused: usize,
-}
-
-fn shareable(memory: &Memory) -> bool {
-    memory.scope.may_leave_machine() && memory.confidentiality.may_leave_machine()
 }
 
 impl Store {
@@ -192,18 +189,30 @@ impl Store {
             redact(tx, "memory", &op.record_id)?;
             return Ok(false);
         }
-        let current: Option<(i64, i64, String)> = tx
+        // The local copy: its rowid, the stamp of its state, and its text.
+        let current: Option<(i64, HlcStamp, String)> = tx
             .query_row(
-                "SELECT rowid, hlc, hlc_origin FROM memories WHERE id = ?1",
+                "SELECT rowid, hlc, hlc_origin, content FROM memories WHERE id = ?1",
                 [&op.record_id],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        HlcStamp::new(row.get::<_, i64>(1)? as u64, row.get::<_, String>(2)?),
+                        row.get(3)?,
+                    ))
+                },
             )
             .optional()?;
+        // Removes the local copy and its history (its vector goes by ON DELETE CASCADE).
+        let mut drop_copy = |rowid: i64| -> Result<(), StoreError> {
+            tx.execute("DELETE FROM memories WHERE rowid = ?1", [rowid])?;
+            forgotten_rowids.push(rowid);
+            Ok(())
+        };
         match op.op {
             OpKind::HardDelete | OpKind::Erase => {
                 if let Some((rowid, _, _)) = current {
-                    tx.execute("DELETE FROM memories WHERE rowid = ?1", [rowid])?;
-                    forgotten_rowids.push(rowid);
+                    drop_copy(rowid)?;
                 }
                 tx.execute(
                     "DELETE FROM memory_history WHERE memory_id = ?1",
@@ -223,18 +232,17 @@ impl Store {
                 Ok(true)
             }
             OpKind::Withdraw => {
-                let Some((rowid, time, origin)) = current else {
+                let Some((rowid, stamp, _)) = current else {
                     return Ok(false);
                 };
-                if HlcStamp::new(time as u64, origin) >= op.stamp {
+                if stamp >= op.stamp {
                     return Ok(false);
                 }
-                tx.execute("DELETE FROM memories WHERE rowid = ?1", [rowid])?;
+                drop_copy(rowid)?;
                 tx.execute(
                     "DELETE FROM memory_history WHERE memory_id = ?1",
                     [&op.record_id],
                 )?;
-                forgotten_rowids.push(rowid);
                 Ok(true)
             }
             OpKind::Create | OpKind::Update | OpKind::SoftDelete | OpKind::Recover => {
@@ -243,16 +251,16 @@ impl Store {
                     // removal is on its way; nothing to show meanwhile.
                     return Ok(false);
                 };
-                if let Some((_, time, origin)) = &current
-                    && HlcStamp::new(*time as u64, origin.clone()) >= op.stamp
+                if current
+                    .as_ref()
+                    .is_some_and(|(_, stamp, _)| *stamp >= op.stamp)
                 {
                     return Ok(false);
                 }
                 match current {
-                    Some((rowid, _, _)) => {
-                        let before = memory_by_id(tx, memory.id)?;
+                    Some((rowid, _, old_content)) => {
                         replace_memory(tx, &memory, &op.stamp)?;
-                        if before.is_some_and(|b| b.content != memory.content) {
+                        if old_content != memory.content {
                             // The vector described the old text; embed_missing makes a new one.
                             tx.execute(
                                 "DELETE FROM memory_vectors WHERE memory_rowid = ?1",

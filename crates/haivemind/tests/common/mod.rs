@@ -111,6 +111,25 @@ impl Scratch {
         run_json(self.command(), args)
     }
 
+    /// Makes a token with `role` (named `name` when given) through the CLI; returns the
+    /// secret, which `token create` prints alone on its last line.
+    pub fn create_token(&self, role: &str, name: Option<&str>) -> String {
+        let mut args = vec!["token", "create", "--role", role];
+        if let Some(name) = name {
+            args.extend(["--name", name]);
+        }
+        let output = self.run(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8(output.stdout).expect("utf-8");
+        let token = stdout.lines().last().expect("a token line").to_string();
+        assert!(token.starts_with("hv_") && token.len() == 67, "{token}");
+        token
+    }
+
     /// Starts `haivemind mcp` and completes the initialize handshake.
     pub fn mcp(&self) -> McpProcess {
         McpProcess::start(self.command())
