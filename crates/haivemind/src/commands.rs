@@ -398,6 +398,27 @@ fn status(config: &Config, printer: &Printer) -> Result<()> {
         + config.security.token_files.len();
     let tls = config.security.tls.cert_file.is_some();
     let scheme = if tls { "https" } else { "http" };
+    let configured_peers = haivemind_server::configured_peers(config, store.machine_id()).len();
+    let (sync_address, live) = running_server_status(config)?;
+    let (sync_json, sync_text) = match live {
+        Ok(server) => (
+            json!({"server": "running", "address": sync_address, "state_digest": server["state_digest"], "peers": server["peers"], "connected_websockets": server["connected_websockets"]}),
+            format!(
+                "\nsync:        serving on {sync_address}, state {}…, {} peer(s), {} WebSocket(s){}",
+                short_digest(&server),
+                server["peers"].as_array().map_or(0, Vec::len),
+                server["connected_websockets"],
+                peer_lines(&server)
+            ),
+        ),
+        Err(problem) => (
+            json!({"server": "unreachable", "address": sync_address, "problem": problem, "configured_peers": configured_peers, "state_digest": store.state_digest()?}),
+            format!(
+                "\nsync:        no server answered on {sync_address} ({problem}); {configured_peers} configured peer(s); state {}…",
+                store.state_digest()?.chars().take(12).collect::<String>()
+            ),
+        ),
+    };
     let value = json!({
         "machine_id": store.machine_id(),
         "version": haivemind_core::VERSION,
@@ -418,6 +439,7 @@ fn status(config: &Config, printer: &Printer) -> Result<()> {
             "live_tokens": live_tokens,
             "audit_log": config.logging.audit_enabled.then(|| config.audit_log_path().display().to_string()),
         },
+        "sync": sync_json,
     });
     let text = format!(
         "machine:     {}\nversion:     {}\ndatabase:    {} (schema {})\nmemories:    {} live, {} deleted\nop log:      {} entries\nsearch:      {}",
@@ -456,9 +478,18 @@ fn status(config: &Config, printer: &Printer) -> Result<()> {
         } else {
             "off".into()
         }
-    );
+    ) + &sync_text;
     printer.done(value, &text);
     Ok(())
+}
+
+fn short_digest(status: &Value) -> String {
+    status["state_digest"]
+        .as_str()
+        .unwrap_or("")
+        .chars()
+        .take(12)
+        .collect()
 }
 
 fn progress_bar(length: u64, what: &str) -> indicatif::ProgressBar {
@@ -596,11 +627,9 @@ fn audit_cli(config: &Config, event: haivemind_core::audit::AuditEvent) {
     }
 }
 
-/// `haivemind peers`: the running server's view of each peer, or the configured peers when
-/// no server answers.
-fn peers(config: &Config, printer: &Printer) -> Result<()> {
-    let me = config.machine_id();
-    let configured = haivemind_server::configured_peers(config, &me);
+/// Asks the running server (this config's sync port) for its `/api/status`, with
+/// `HAIVEMIND_TOKEN` or the fleet token. Returns the address asked and the answer.
+fn running_server_status(config: &Config) -> Result<(String, Result<Value, String>)> {
     let port = config.server.sync_port.unwrap_or(config.server.port);
     let host = match config.server.host.as_str() {
         "0.0.0.0" | "::" => "127.0.0.1".to_string(),
@@ -621,40 +650,50 @@ fn peers(config: &Config, printer: &Printer) -> Result<()> {
         }
         None => Err("no token: set HAIVEMIND_TOKEN or security.api_token".into()),
     };
+    Ok((address, live))
+}
+
+/// One line per peer of a server's `/api/status`: last sync, lag, counts, last error.
+fn peer_lines(status: &Value) -> String {
+    let mut text = String::new();
+    for p in status["peers"].as_array().into_iter().flatten() {
+        text.push_str(&format!(
+            "\n  {:<20} last sync {:<26} lag {:>7} s  sent {:>6}  received {:>6}{}",
+            p["machine_id"].as_str().unwrap_or("?"),
+            p["last_sync"].as_str().unwrap_or("never"),
+            p["lag_seconds"]
+                .as_f64()
+                .map_or("-".into(), |l| format!("{l:.1}")),
+            p["sent"],
+            p["received"],
+            p["last_error"]
+                .as_str()
+                .map_or(String::new(), |e| format!("  error: {e}"))
+        ));
+    }
+    text
+}
+
+/// `haivemind peers`: the running server's view of each peer, or the configured peers when
+/// no server answers.
+fn peers(config: &Config, printer: &Printer) -> Result<()> {
+    let me = config.machine_id();
+    let configured = haivemind_server::configured_peers(config, &me);
+    let (address, live) = running_server_status(config)?;
     let configured_json: Vec<Value> = configured
         .iter()
         .map(|p| json!({"machine_id": p.machine_id, "address": p.address}))
         .collect();
     match live {
         Ok(status) => {
-            let peers = status["peers"].as_array().cloned().unwrap_or_default();
+            let peers = status["peers"].as_array().map_or(0, Vec::len);
             let mut text = format!(
                 "{} (state {}…): {} peer(s)",
                 status["machine_id"].as_str().unwrap_or("?"),
-                status["state_digest"]
-                    .as_str()
-                    .unwrap_or("")
-                    .chars()
-                    .take(12)
-                    .collect::<String>(),
-                peers.len()
-            );
-            for p in &peers {
-                text.push_str(&format!(
-                    "\n  {:<20} last sync {:<26} lag {:>7} s  sent {:>6}  received {:>6}{}",
-                    p["machine_id"].as_str().unwrap_or("?"),
-                    p["last_sync"].as_str().unwrap_or("never"),
-                    p["lag_seconds"]
-                        .as_f64()
-                        .map_or("-".into(), |l| format!("{l:.1}")),
-                    p["sent"],
-                    p["received"],
-                    p["last_error"]
-                        .as_str()
-                        .map_or(String::new(), |e| format!("  error: {e}"))
-                ));
-            }
-            if peers.is_empty() && !configured.is_empty() {
+                short_digest(&status),
+                peers
+            ) + &peer_lines(&status);
+            if peers == 0 && !configured.is_empty() {
                 text.push_str("\n  (no round finished yet)");
             }
             printer.done(

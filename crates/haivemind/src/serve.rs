@@ -83,12 +83,12 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
             let _ = receiver.wait_for(|stop| *stop).await;
         };
         let mcp_task = tokio::spawn(mcp.serve(app.router(), stopped(stop.subscribe())));
-        // The sync port: /health, /api/status and the replication exchange. Peer discovery,
-        // push and anti-entropy (which call other nodes' /api/sync) come next.
+        // The sync port: /health, /api/status, the replication exchange, live events and
+        // metrics; spawn_sync starts the op-log watcher and the sync service behind them.
         let sync_task = tokio::spawn(sync.serve(app.health_router(), stopped(stop.subscribe())));
-        let sync_service = app.spawn_sync(&config, sync_address.port());
+        let background = app.spawn_sync(&config, sync_address.port());
         shutdown_signal().await;
-        if let Some(task) = sync_service {
+        for task in background {
             task.abort();
         }
         tracing::info!("stopping");

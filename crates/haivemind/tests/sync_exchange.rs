@@ -403,3 +403,465 @@ fn peers_are_found_through_tailscale_when_it_is_there() {
         .collect();
     assert_eq!(names, ["beta"], "online tailnet peers only");
 }
+
+/// A serving node of a fleet on fixed sync ports, which can be killed and restarted.
+struct FleetNode {
+    scratch: Scratch,
+    machine: &'static str,
+    port: u16,
+    /// Extra environment for its server (the clock-skew test shifts its clock).
+    env: Vec<(String, String)>,
+    server: Option<Served>,
+}
+
+impl FleetNode {
+    fn new(machine: &'static str, ports: &[(&'static str, u16)], sync_interval: u64) -> Self {
+        let scratch = Scratch::new();
+        let mut config = fleet_config(machine, ports);
+        config["sync"]["sync_interval"] = json!(sync_interval);
+        scratch.write_config(&config.to_string());
+        let port = ports.iter().find(|(m, _)| *m == machine).unwrap().1;
+        FleetNode {
+            scratch,
+            machine,
+            port,
+            env: Vec::new(),
+            server: None,
+        }
+    }
+
+    fn command(&self) -> std::process::Command {
+        let mut command = self.scratch.command();
+        command.env("HAIVEMIND_MACHINE_ID", self.machine);
+        command
+    }
+
+    fn start(&mut self) {
+        let mut command = self.command();
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        self.server = Some(Served::start_on(command, self.port));
+    }
+
+    /// SIGKILL, no goodbye.
+    fn kill(&mut self) {
+        let mut server = self.server.take().expect("running");
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+    }
+
+    fn served(&self) -> &Served {
+        self.server.as_ref().expect("running")
+    }
+
+    fn status(&self) -> Value {
+        let response = Request::new("GET", "/api/status")
+            .bearer(FLEET_TOKEN)
+            .send(&self.served().sync_address);
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.json()
+    }
+
+    /// Stores `content` through the CLI; returns its id.
+    fn store(&self, content: &str, extra: &[&str]) -> String {
+        let mut args = vec!["store", content];
+        args.extend_from_slice(extra);
+        let stored = common::run_json(self.command(), &args);
+        stored["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no id in {stored}"))
+            .to_string()
+    }
+
+    fn content_of(&self, id: &str) -> Option<String> {
+        let output = self.command().args(["--json", "get", id]).output().unwrap();
+        if !output.status.success() {
+            return None;
+        }
+        let memory: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let memory = memory.get("memory").unwrap_or(&memory);
+        Some(memory["content"].as_str().unwrap().to_string())
+    }
+
+    /// Calls an MCP tool over this node's HTTP port with a fresh admin token.
+    fn tool(&self, name: &str, arguments: Value) -> Value {
+        let token = self.scratch.create_token("admin", None);
+        let server = self.served();
+        let session = server.initialize(&token);
+        let result = server.tool(&token, &session, 2, name, arguments.clone());
+        assert_eq!(
+            result["isError"],
+            json!(false),
+            "{name} {arguments}: {result}"
+        );
+        result["structuredContent"].clone()
+    }
+
+    /// Rows of this node's SQLite file (memories and op log) whose text contains `needle`.
+    fn rows_containing(&self, needle: &str) -> i64 {
+        let database = self.scratch.data_dir().join("haivemind.sqlite3");
+        let connection = rusqlite::Connection::open(database).unwrap();
+        connection
+            .query_row(
+                "SELECT (SELECT count(*) FROM memories WHERE content LIKE '%' || ?1 || '%')
+                      + (SELECT count(*) FROM op_log WHERE payload LIKE '%' || ?1 || '%')",
+                [needle],
+                |row| row.get(0),
+            )
+            .unwrap()
+    }
+}
+
+/// Whether every running node of `nodes` holds `count` memories and one state digest.
+fn fleet_converged<'a>(nodes: impl IntoIterator<Item = &'a FleetNode>, count: u64) -> bool {
+    let statuses: Vec<Value> = nodes.into_iter().map(FleetNode::status).collect();
+    statuses
+        .iter()
+        .all(|s| s["memory_count"] == count && s["state_digest"] == statuses[0]["state_digest"])
+}
+
+fn fleet_of(names: &[&'static str], sync_interval: u64) -> Vec<FleetNode> {
+    use common::http::free_port;
+    let ports: Vec<(&'static str, u16)> = names.iter().map(|m| (*m, free_port())).collect();
+    names
+        .iter()
+        .map(|m| FleetNode::new(m, &ports, sync_interval))
+        .collect()
+}
+
+/// Opens `/ws/{subscriber}` on `node` with `token`.
+fn websocket(
+    node: &FleetNode,
+    subscriber: &str,
+    token: Option<&str>,
+) -> Result<tungstenite::WebSocket<std::net::TcpStream>, tungstenite::Error> {
+    use tungstenite::client::IntoClientRequest;
+    let url = format!("ws://{}/ws/{subscriber}", node.served().sync_address);
+    let mut request = url.into_client_request().unwrap();
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    let stream = std::net::TcpStream::connect(&node.served().sync_address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    match tungstenite::client(request, stream) {
+        Ok((socket, _)) => Ok(socket),
+        Err(tungstenite::HandshakeError::Failure(error)) => Err(error),
+        Err(tungstenite::HandshakeError::Interrupted(_)) => {
+            panic!("blocking handshake interrupted")
+        }
+    }
+}
+
+/// The next JSON text frame whose `type` is `wanted`, skipping others (failing on timeout).
+fn next_event(socket: &mut tungstenite::WebSocket<std::net::TcpStream>, wanted: &str) -> Value {
+    loop {
+        match socket.read().expect("a frame before the timeout") {
+            tungstenite::Message::Text(text) => {
+                let event: Value = serde_json::from_str(text.as_str()).unwrap();
+                if event["type"] == wanted {
+                    return event;
+                }
+            }
+            tungstenite::Message::Pong(_) if wanted == "<pong frame>" => return json!({}),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn live_events_trigger_sync_and_metrics_on_the_sync_port() {
+    let mut nodes = fleet_of(&["alpha", "beta"], 3600);
+    for node in &mut nodes {
+        node.start();
+    }
+    let (alpha, beta) = (&nodes[0], &nodes[1]);
+
+    // Only a token gets a socket, and only for a listed machine (or this one).
+    match websocket(beta, "alpha", None) {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+    match websocket(beta, "mallory", Some(FLEET_TOKEN)) {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    let mut socket = websocket(beta, "alpha", Some(FLEET_TOKEN)).unwrap();
+    let hello = next_event(&mut socket, "hello");
+    assert_eq!(hello["machine_id"], "beta");
+    assert_eq!(beta.status()["connected_websockets"], 1);
+
+    // A private memory on alpha is never announced, not even on alpha's own socket; the
+    // shared one that follows is, on alpha and (once replicated) on beta.
+    let mut own = websocket(alpha, "alpha", Some(FLEET_TOKEN)).unwrap();
+    next_event(&mut own, "hello");
+    alpha.store("alpha's private scratch note", &["--scope", "private"]);
+    let shared = alpha.store("alpha learned that the cache is cold at 6am", &[]);
+    let created = next_event(&mut own, "memory_created");
+    assert_eq!(created["memory_id"], shared.as_str());
+    let replicated = next_event(&mut socket, "memory_created");
+    assert_eq!(replicated["memory_id"], shared.as_str());
+    assert_eq!(replicated["origin"], "alpha");
+    assert_eq!(replicated["machine_id"], "beta");
+    let synced = next_event(&mut own, "sync");
+    assert_eq!(synced["peer"], "beta");
+
+    // Ping, both ways of asking.
+    socket
+        .send(tungstenite::Message::Text(r#"{"type":"ping"}"#.into()))
+        .unwrap();
+    next_event(&mut socket, "pong");
+    socket
+        .send(tungstenite::Message::Ping(b"are you there".to_vec().into()))
+        .unwrap();
+    next_event(&mut socket, "<pong frame>");
+
+    // Metrics, in Prometheus's text format.
+    let metrics = Request::new("GET", "/metrics")
+        .bearer(FLEET_TOKEN)
+        .send(&beta.served().sync_address);
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = metrics.text();
+    for line in [
+        "haivemind_memories 1",
+        "haivemind_websocket_connections 1",
+        "haivemind_peer_up{peer=\"alpha\"} 1",
+        "# TYPE haivemind_sync_ops_received_total counter",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing in\n{text}"
+        );
+    }
+    assert_eq!(
+        Request::new("GET", "/metrics")
+            .send(&beta.served().sync_address)
+            .status,
+        401
+    );
+
+    // trigger-sync: a round now, with each peer's result; readonly may not.
+    let agent = alpha.scratch.create_token("agent", None);
+    let triggered = Request::new("POST", "/api/trigger-sync")
+        .bearer(&agent)
+        .send(&alpha.served().sync_address);
+    assert_eq!(triggered.status, 200, "{}", triggered.text());
+    let triggered = triggered.json();
+    assert_eq!(triggered["peers"][0]["machine_id"], "beta");
+    assert_eq!(triggered["peers"][0]["ok"], true);
+    let readonly = alpha.scratch.create_token("readonly", None);
+    assert_eq!(
+        Request::new("POST", "/api/trigger-sync")
+            .bearer(&readonly)
+            .send(&alpha.served().sync_address)
+            .status,
+        403
+    );
+    drop(socket);
+    nodes[1].kill();
+    let failed = Request::new("POST", "/api/trigger-sync")
+        .bearer(&agent)
+        .send(&nodes[0].served().sync_address)
+        .json();
+    assert_eq!(failed["peers"][0]["ok"], false, "{failed}");
+    assert!(failed["peers"][0]["error"].is_string());
+}
+
+#[test]
+fn a_fleet_converges_through_a_sigkill_mid_sync_a_partition_a_conflict_and_an_erasure() {
+    let mut nodes = fleet_of(&["alpha", "beta", "gamma"], 1);
+    for node in &mut nodes {
+        node.start();
+    }
+
+    // Concurrent writes on all three.
+    std::thread::scope(|scope| {
+        for node in &nodes {
+            scope.spawn(move || {
+                for j in 0..10 {
+                    node.store(&format!("{} learned fact {j}", node.machine), &[]);
+                }
+            });
+        }
+    });
+    let contested = nodes[0].store("the deploy target is blue", &[]);
+    nodes[1].store("carol prefers the night shift", &["--user", "carol"]);
+    let mut expected = 32;
+    wait_for("three nodes to converge", || {
+        fleet_converged(&nodes, expected)
+    });
+
+    // 5,000 memories on alpha; gamma is killed while they stream in.
+    let file = nodes[0].scratch.dir.path().join("bulk.jsonl");
+    let lines: String = (0..5_000)
+        .map(|i| format!("{}\n", json!({"content": format!("bulk runbook line {i}")})))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let importer = nodes[0]
+        .command()
+        .args(["import", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    expected += 5_000;
+    let mut seen_on_gamma = 0;
+    wait_for("gamma to be mid-way through the bulk", || {
+        seen_on_gamma = nodes[2].status()["memory_count"].as_u64().unwrap();
+        seen_on_gamma > 500
+    });
+    nodes[2].kill();
+    assert!(
+        seen_on_gamma < expected,
+        "gamma was killed mid-sync ({seen_on_gamma} of {expected})"
+    );
+    assert!(importer.wait_with_output().unwrap().status.success());
+
+    // The partition: gamma is down. It changes the contested memory offline (through its
+    // own stdio MCP server), and meanwhile alpha and beta write, alpha changes the same
+    // memory later, and alpha erases carol's data.
+    let mut offline = common::McpProcess::start(nodes[2].command());
+    offline.ok(
+        "update_memory",
+        json!({"memory_id": contested, "content": "the deploy target is green (gamma, offline)"}),
+    );
+    offline.finish();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    nodes[0].tool(
+        "update_memory",
+        json!({"memory_id": contested, "content": "the deploy target is red (alpha, later)"}),
+    );
+    nodes[0].store("alpha wrote during the partition", &[]);
+    nodes[1].store("beta wrote during the partition", &[]);
+    expected += 2;
+    let erased = nodes[0].tool(
+        "gdpr_delete_user_data",
+        json!({"user_id": "carol", "confirm": true}),
+    );
+    assert_eq!(erased["erased"], 1, "{erased}");
+    expected -= 1;
+    wait_for("alpha and beta to converge", || {
+        fleet_converged([&nodes[0], &nodes[1]], expected)
+    });
+
+    // Incremental: with 5,000 synced, one new write is one record in the exchange.
+    let before = nodes[1].status()["vector_clock"].clone();
+    nodes[0].store("one more after the bulk", &[]);
+    expected += 1;
+    let page = Request::new("POST", "/api/sync")
+        .bearer(FLEET_TOKEN)
+        .json(&json!({"machine_id": "beta", "seen": before, "limit": 1000}))
+        .send(&nodes[0].served().sync_address)
+        .json();
+    assert_eq!(page["ops"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["more"], false);
+
+    // gamma returns with its offline change and its old copy of carol's memory.
+    nodes[2].start();
+    wait_for("the fleet to converge after the partition", || {
+        fleet_converged(&nodes, expected)
+    });
+    for node in &nodes {
+        assert_eq!(
+            node.content_of(&contested).as_deref(),
+            Some("the deploy target is red (alpha, later)"),
+            "the later write wins on {}",
+            node.machine
+        );
+        assert_eq!(
+            node.rows_containing("night shift"),
+            0,
+            "carol's erased memory is gone from {}'s file",
+            node.machine
+        );
+        for machine in ["alpha", "beta", "gamma"] {
+            let found = common::run_json(
+                node.command(),
+                &[
+                    "search",
+                    &format!("{machine} learned fact 9"),
+                    "--full-text",
+                ],
+            );
+            assert!(
+                found["memories"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["content"] == format!("{machine} learned fact 9")),
+                "{machine}'s acknowledged write reached {}",
+                node.machine
+            );
+        }
+    }
+}
+
+#[test]
+fn a_node_whose_clock_is_an_hour_ahead_still_converges_and_loses_no_later_write() {
+    let library = std::env::var("HAIVEMIND_TEST_FAKETIME").unwrap_or_else(|_| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        root.join("target/faketime/libfaketime.so.1")
+            .display()
+            .to_string()
+    });
+    assert!(
+        std::path::Path::new(&library).is_file(),
+        "this test shifts a node's clock with libfaketime: run scripts/fetch-faketime (scripts/test does)"
+    );
+    let mut nodes = fleet_of(&["alpha", "beta"], 1);
+    nodes[1].env = vec![
+        ("LD_PRELOAD".into(), library),
+        ("FAKETIME".into(), "+1h".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ];
+    for node in &mut nodes {
+        node.start();
+    }
+    // beta's server really runs an hour ahead: its stamps say so.
+    let shared = nodes[0].store("the build cache lives on nfs2", &[]);
+    wait_for("beta to receive alpha's write", || {
+        fleet_converged(&nodes, 1)
+    });
+    nodes[1].tool(
+        "update_memory",
+        json!({"memory_id": shared, "content": "the build cache moved to nfs3 (beta, clock ahead)"}),
+    );
+    let beta_stamp = nodes[1].status()["vector_clock"]["beta"].as_u64().unwrap();
+    let wall_ms = |stamp: u64| stamp >> 16;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        wall_ms(beta_stamp) > now_ms + 3_000_000,
+        "beta stamps an hour ahead"
+    );
+    wait_for("alpha to receive beta's change", || {
+        nodes[0].content_of(&shared).as_deref()
+            == Some("the build cache moved to nfs3 (beta, clock ahead)")
+    });
+    // alpha changes it afterwards, with a wall clock an hour behind beta's stamp: its
+    // hybrid clock has moved past the stamp it received, so its later write still wins.
+    nodes[0].tool(
+        "update_memory",
+        json!({"memory_id": shared, "content": "the build cache is back on nfs2 (alpha, later)"}),
+    );
+    nodes[0].store("alpha's next fact", &[]);
+    nodes[1].store("beta's next fact", &[]);
+    wait_for("the two nodes to converge", || fleet_converged(&nodes, 3));
+    for node in &nodes {
+        assert_eq!(
+            node.content_of(&shared).as_deref(),
+            Some("the build cache is back on nfs2 (alpha, later)"),
+            "on {}",
+            node.machine
+        );
+    }
+}

@@ -14,12 +14,15 @@
 #![deny(missing_docs)]
 
 mod auth;
+mod events;
 mod guard;
 mod listener;
+mod metrics;
 mod sse;
 mod sync_client;
 mod sync_routes;
 mod tls;
+mod websocket;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,8 +46,8 @@ use serde_json::json;
 pub use auth::{AuthFailure, Authenticator, RateLimiter, TokenSourceError};
 pub use listener::{Listener, ServeError};
 pub use sync_client::{
-    Peer, PeerState, PeerStates, configured_peers, discover_peers, fetch_status, sync_interval,
-    tailscale_peers,
+    Peer, PeerOutcome, PeerState, PeerStates, SyncService, configured_peers, discover_peers,
+    fetch_status, sync_interval, tailscale_peers,
 };
 pub use tls::{TlsError, acceptor as tls_acceptor};
 
@@ -85,6 +88,10 @@ pub(crate) struct AppState {
     listed_machines: Option<Vec<String>>,
     /// How replication with each peer is going.
     peer_states: PeerStates,
+    /// Live events for `/ws/{machine_id}`, fed by the op-log watcher.
+    events: Arc<events::EventHub>,
+    /// The sync service, once `spawn_sync` started it (for `/api/trigger-sync`).
+    sync_service: std::sync::OnceLock<Arc<SyncService>>,
     sse_sessions: sse::SseSessions,
     /// The minute each token was last noted as used.
     token_minutes: Mutex<HashMap<String, i64>>,
@@ -194,6 +201,8 @@ impl McpApp {
             audit_sync_events: config.logging.log_sync_events,
             listed_machines: listed_machines(config),
             peer_states: PeerStates::default(),
+            events: Arc::new(events::EventHub::default()),
+            sync_service: std::sync::OnceLock::new(),
             sse_sessions: sse::SseSessions::default(),
             token_minutes: Mutex::new(HashMap::new()),
             session_owners: Mutex::new(SessionOwners::default()),
@@ -233,6 +242,9 @@ impl McpApp {
         let sync_guarded = Router::new()
             .route("/api/status", get(sync_routes::status))
             .route("/api/sync", post(sync_routes::exchange))
+            .route("/api/trigger-sync", post(sync_routes::trigger))
+            .route("/ws/{machine_id}", get(websocket::subscribe))
+            .route("/metrics", get(metrics::render))
             .layer(from_fn_with_state(Arc::clone(&state), guard::time_limit))
             .layer(from_fn_with_state(Arc::clone(&state), guard::authenticate));
         let health_only = with_health_and_outer_guards(sync_guarded, &state);
@@ -255,32 +267,38 @@ impl McpApp {
         self.health.clone()
     }
 
-    /// Runs the sync service's client side (pull and push with every configured peer)
-    /// until the returned task is aborted; `None` when there are no peers or no fleet token.
-    pub fn spawn_sync(
-        &self,
-        config: &Config,
-        sync_port: u16,
-    ) -> Option<tokio::task::JoinHandle<()>> {
+    /// Starts the background work of the sync port: the op-log watcher (live events for
+    /// `/ws/{machine_id}`) and, when there are peers and a fleet token, the sync service
+    /// (pull and push with every peer after each write and every `sync.sync_interval`).
+    /// The tasks run until aborted.
+    pub fn spawn_sync(&self, config: &Config, sync_port: u16) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = vec![tokio::spawn(events::watch(
+            Arc::clone(&self.state.store),
+            Arc::clone(&self.state.events),
+        ))];
         let peers = discover_peers(config, self.state.store.machine_id(), sync_port);
         if peers.is_empty() {
-            return None;
+            return tasks;
         }
         let Some(token) = config.security.api_token.clone() else {
             tracing::warn!(
                 "sync.discovery.machines lists peers but security.api_token (the fleet token) is not set: not replicating"
             );
-            return None;
+            return tasks;
         };
         let names: Vec<&str> = peers.iter().map(|p| p.machine_id.as_str()).collect();
         tracing::info!(peers = ?names, "replicating with peers");
-        Some(tokio::spawn(sync_client::run(
+        let service = Arc::new(SyncService::new(
             Arc::clone(&self.state.store),
             peers,
             token,
             sync_interval(config),
             Arc::clone(&self.state.peer_states),
-        )))
+            Arc::clone(&self.state.events),
+        ));
+        let _ = self.state.sync_service.set(Arc::clone(&service));
+        tasks.push(tokio::spawn(service.run()));
+        tasks
     }
 
     /// Ends every MCP session (at shutdown).

@@ -15,6 +15,8 @@ use haivemind_store::{OpLogEntry, Store, VersionVector};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::events::EventHub;
+
 /// One peer to replicate with.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -35,6 +37,10 @@ pub struct PeerState {
     pub received: u64,
     /// Operations sent to it, in total.
     pub sent: u64,
+    /// Rounds run with it.
+    pub rounds: u64,
+    /// Rounds that failed.
+    pub failures: u64,
 }
 
 /// Per-peer state shared with the status route.
@@ -163,71 +169,130 @@ pub fn sync_interval(config: &Config) -> Duration {
     Duration::from_secs_f64(seconds)
 }
 
-/// Runs the sync service until the task is dropped.
-pub async fn run(
+/// The client side of the sync service: the peers, the fleet token, and how each peer is
+/// doing. Rounds run one at a time (a trigger during a round waits for it, then runs its own).
+pub struct SyncService {
     store: Arc<Store>,
     peers: Vec<Peer>,
     token: String,
     interval: Duration,
     states: PeerStates,
-) {
-    if peers.is_empty() {
-        return;
-    }
-    let mut last_seq = -1i64;
-    let mut last_round = tokio::time::Instant::now() - interval;
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        tick.tick().await;
-        let seq_store = Arc::clone(&store);
-        let seq = tokio::task::spawn_blocking(move || seq_store.op_log_head())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(last_seq);
-        let due = last_round.elapsed() >= interval;
-        if seq == last_seq && !due {
-            continue;
+    events: Arc<EventHub>,
+    round_lock: tokio::sync::Mutex<()>,
+}
+
+/// How one peer's part of a round went.
+#[derive(Debug, Clone)]
+pub struct PeerOutcome {
+    /// The peer.
+    pub machine_id: String,
+    /// Operations received from it and sent to it, or why the round failed.
+    pub result: Result<(u64, u64), String>,
+}
+
+impl SyncService {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        peers: Vec<Peer>,
+        token: String,
+        interval: Duration,
+        states: PeerStates,
+        events: Arc<EventHub>,
+    ) -> Self {
+        Self {
+            store,
+            peers,
+            token,
+            interval,
+            states,
+            events,
+            round_lock: tokio::sync::Mutex::new(()),
         }
-        last_seq = seq;
-        last_round = tokio::time::Instant::now();
-        // Peers are synced side by side, so one that hangs does not hold up the others.
+    }
+
+    /// One round with every peer, side by side (one that hangs holds up no other); records
+    /// the outcome per peer for `/api/status` and announces it to WebSocket subscribers.
+    pub async fn round(&self) -> Vec<PeerOutcome> {
+        let _one_at_a_time = self.round_lock.lock().await;
         let mut round = tokio::task::JoinSet::new();
-        for peer in &peers {
-            let (store, peer, token) = (Arc::clone(&store), peer.clone(), token.clone());
+        for peer in &self.peers {
+            let (store, peer, token) = (Arc::clone(&self.store), peer.clone(), self.token.clone());
             round.spawn(async move {
-                let outcome =
-                    tokio::time::timeout(Duration::from_secs(60), sync_with(&store, &peer, &token))
-                        .await
-                        .unwrap_or_else(|_| Err("timed out after 60 s".into()));
+                let outcome = tokio::time::timeout(ROUND_TIMEOUT, sync_with(&store, &peer, &token))
+                    .await
+                    .unwrap_or_else(|_| Err("timed out after 60 s".into()));
                 (peer, outcome)
             });
         }
+        let mut outcomes = Vec::new();
         while let Some(joined) = round.join_next().await {
             let Ok((peer, outcome)) = joined else {
                 continue;
             };
-            let mut states = states.lock().unwrap_or_else(|p| p.into_inner());
-            let state = states.entry(peer.machine_id.clone()).or_default();
-            match outcome {
-                Ok((received, sent)) => {
-                    state.last_sync_ms = Some(now_ms());
-                    state.last_error = None;
-                    state.received += received;
-                    state.sent += sent;
-                }
-                Err(error) => {
-                    // Once per new error, not once per round, while a peer stays down.
-                    if state.last_error.as_deref() != Some(error.as_str()) {
-                        tracing::warn!(peer = %peer.machine_id, %error, "sync failed");
-                    }
-                    state.last_error = Some(error);
+            self.record(&peer, &outcome);
+            outcomes.push(PeerOutcome {
+                machine_id: peer.machine_id,
+                result: outcome,
+            });
+        }
+        outcomes.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
+        outcomes
+    }
+
+    fn record(&self, peer: &Peer, outcome: &Result<(u64, u64), String>) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let state = states.entry(peer.machine_id.clone()).or_default();
+        state.rounds += 1;
+        match outcome {
+            Ok((received, sent)) => {
+                state.last_sync_ms = Some(now_ms());
+                state.last_error = None;
+                state.received += received;
+                state.sent += sent;
+                if received + sent > 0 {
+                    self.events.publish(json!({
+                        "type": "sync",
+                        "machine_id": self.store.machine_id(),
+                        "peer": peer.machine_id,
+                        "received": received,
+                        "sent": sent,
+                    }));
                 }
             }
+            Err(error) => {
+                state.failures += 1;
+                // Once per new error, not once per round, while a peer stays down.
+                if state.last_error.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(peer = %peer.machine_id, %error, "sync failed");
+                    self.events.publish(json!({
+                        "type": "sync_failed",
+                        "machine_id": self.store.machine_id(),
+                        "peer": peer.machine_id,
+                        "error": error,
+                    }));
+                }
+                state.last_error = Some(error.clone());
+            }
         }
-        // Operations received in this round are relayed at the next tick.
+    }
+
+    /// Runs rounds until the task is aborted: after every change to the op log (local
+    /// writes, and replicated ones, which is what relays them onwards) and every
+    /// `sync.sync_interval` (anti-entropy).
+    pub async fn run(self: Arc<Self>) {
+        let changed = Arc::clone(&self.events.changed);
+        loop {
+            self.round().await;
+            tokio::select! {
+                _ = changed.notified() => {}
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+        }
     }
 }
+
+/// The longest one round with one peer may take.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One round with `peer`: pull until nothing is missing here, then push until nothing is
 /// missing there. Returns the operations received and sent.

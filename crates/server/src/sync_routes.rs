@@ -1,6 +1,5 @@
-//! The sync port's routes (issue 5, first part): `GET /api/status` and `POST /api/sync`,
-//! the replication exchange. The peer discovery, push and anti-entropy that call these on
-//! other nodes come next; the exchange is complete and safe to drive by hand.
+//! The sync port's JSON routes: `GET /api/status`, `POST /api/sync` (the replication
+//! exchange, which other nodes' sync services call) and `POST /api/trigger-sync`.
 //!
 //! One exchange: the caller posts what it has seen (its version vector), the operations it
 //! sends, and a page size; the server applies those operations, then answers with the
@@ -44,11 +43,14 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
                         "last_error": p.last_error,
                         "received": p.received,
                         "sent": p.sent,
+                        "rounds": p.rounds,
+                        "failures": p.failures,
                     })
                 })
                 .collect()
         })
         .unwrap_or_default();
+    let websockets = state.events.subscribers();
     let answer =
         tokio::task::spawn_blocking(move || -> Result<Value, haivemind_store::StoreError> {
             let stats = store.stats()?;
@@ -62,7 +64,7 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
                 "op_log_entries": stats.op_log_entries,
                 "tombstones": stats.tombstones,
                 "peers": peers,
-                "connected_websockets": 0,
+                "connected_websockets": websockets,
             }))
         })
         .await;
@@ -71,6 +73,51 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
         Ok(Err(error)) => internal(error),
         Err(error) => internal(error),
     }
+}
+
+/// `POST /api/trigger-sync`: a round with every peer now; answers with each peer's result.
+/// Agents and admins may ask (the `hv-sync force` command does); readonly tokens may not.
+pub(crate) async fn trigger(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let Some(caller) = caller_of(request.extensions()) else {
+        return refusal(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "not authenticated",
+        );
+    };
+    if caller.role == Role::Readonly {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "role readonly may not trigger a sync",
+        );
+    }
+    let Some(service) = state.sync_service.get() else {
+        return axum::Json(json!({
+            "machine_id": state.store.machine_id(),
+            "peers": [],
+            "note": "no peers to sync with: list them in sync.discovery.machines (with security.api_token) or run Tailscale",
+        }))
+        .into_response();
+    };
+    let outcomes = service.round().await;
+    let peers: Vec<Value> = outcomes
+        .into_iter()
+        .map(|outcome| match outcome.result {
+            Ok((received, sent)) => json!({
+                "machine_id": outcome.machine_id,
+                "ok": true,
+                "received": received,
+                "sent": sent,
+            }),
+            Err(error) => json!({
+                "machine_id": outcome.machine_id,
+                "ok": false,
+                "error": error,
+            }),
+        })
+        .collect();
+    axum::Json(json!({"machine_id": state.store.machine_id(), "peers": peers})).into_response()
 }
 
 fn internal(error: impl std::fmt::Display) -> Response {

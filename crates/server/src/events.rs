@@ -1,0 +1,130 @@
+//! The change feed: one task watches the op log and turns every new operation, local or
+//! replicated, into a live event for `/ws/{machine_id}` subscribers, and wakes the sync
+//! service so new writes reach peers within a second.
+//!
+//! Events describe records that may leave this machine only (a private or confidential
+//! memory's changes are never announced), and carry ids and stamps, never content:
+//! subscribers that want the record ask for it with their own token and role.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use haivemind_store::{OpKind, OpLogEntry, Store};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, broadcast};
+
+/// How often the op log is looked at.
+const POLL: Duration = Duration::from_millis(100);
+/// Events a slow subscriber may fall behind by before it is told it missed some.
+const BACKLOG: usize = 1_024;
+
+/// Live events, and the wake-up call for the sync service.
+pub struct EventHub {
+    sender: broadcast::Sender<Arc<str>>,
+    /// Notified whenever the op log moves.
+    pub(crate) changed: Arc<Notify>,
+    subscribers: AtomicUsize,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self {
+            sender: broadcast::channel(BACKLOG).0,
+            changed: Arc::new(Notify::new()),
+            subscribers: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl EventHub {
+    /// Sends `event` to every subscriber (none listening is fine).
+    pub(crate) fn publish(&self, event: Value) {
+        let _ = self.sender.send(Arc::from(event.to_string()));
+    }
+
+    /// A new subscription; counted in `connected_websockets` until the guard drops.
+    pub(crate) fn subscribe(self: &Arc<Self>) -> (broadcast::Receiver<Arc<str>>, Subscription) {
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        (
+            self.sender.subscribe(),
+            Subscription {
+                hub: Arc::clone(self),
+            },
+        )
+    }
+
+    /// Open WebSocket subscriptions.
+    pub(crate) fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one subscriber while it lives.
+pub(crate) struct Subscription {
+    hub: Arc<EventHub>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Watches the op log until the task is aborted: publishes an event per new shareable
+/// operation and wakes the sync service. Starts at the log's current end (history is not
+/// replayed; `/api/sync` is how a node catches up).
+pub(crate) async fn watch(store: Arc<Store>, hub: Arc<EventHub>) {
+    let head_store = Arc::clone(&store);
+    let mut after = tokio::task::spawn_blocking(move || head_store.op_log_head())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        loop {
+            let read_store = Arc::clone(&store);
+            let batch = tokio::task::spawn_blocking(move || read_store.ops_since(after, 500))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            let Some(last) = batch.last() else {
+                break;
+            };
+            after = last.seq;
+            hub.changed.notify_one();
+            for op in batch.iter().filter(|op| op.shareable) {
+                hub.publish(event_of(store.machine_id(), op));
+            }
+            if batch.len() < 500 {
+                break;
+            }
+        }
+    }
+}
+
+/// The event announcing `op`.
+fn event_of(machine_id: &str, op: &OpLogEntry) -> Value {
+    let kind = match op.op {
+        OpKind::Create => "memory_created",
+        OpKind::Update => "memory_updated",
+        OpKind::SoftDelete => "memory_deleted",
+        OpKind::Recover => "memory_recovered",
+        OpKind::HardDelete => "memory_hard_deleted",
+        OpKind::Erase => "memory_erased",
+        OpKind::Withdraw => "memory_withdrawn",
+    };
+    json!({
+        "type": kind,
+        "machine_id": machine_id,
+        "record_kind": op.record_kind,
+        "memory_id": op.record_id,
+        "origin": op.stamp.origin,
+        "hlc": op.stamp.time,
+        "category": op.payload.get("category"),
+    })
+}
