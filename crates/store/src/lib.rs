@@ -62,7 +62,7 @@ pub use error::StoreError;
 pub use export::{ExportFormat, UserExport, csv_of_memories};
 pub use hybrid::{Fusion, FusionMethod};
 pub use memories::{BulkDeleteOutcome, HistoryEntry, ImportOutcome, MergeOutcome};
-pub use oplog::{OpKind, OpLogEntry};
+pub use oplog::{OpKind, OpLogEntry, WireVector};
 pub use replication::{ApplyOutcome, VersionVector};
 pub use search::{MemoryFilter, RecentQuery, SearchHit, SearchMode, SearchQuery, SearchResults};
 pub use stats::MemoryStats;

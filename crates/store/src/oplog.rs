@@ -84,13 +84,75 @@ pub struct OpLogEntry {
     pub payload: Value,
     /// Whether the change may be sent to other machines (scope and confidentiality allow it).
     pub shareable: bool,
+    /// The record's vector, when it travels with the operation: not kept in the log, but
+    /// attached when the operation is sent (see `Store::ops_after`).
+    pub vector: Option<WireVector>,
+}
+
+/// A memory's vector as it travels, with the id of the model that made it: a receiver
+/// holding vectors of the same model does not embed the text again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireVector {
+    /// The embedding model's id (`Embedder::model_id`).
+    pub model_id: String,
+    /// The unit vector.
+    pub data: Vec<f32>,
+}
+
+/// The longest vector accepted from another machine.
+const MAX_WIRE_DIMS: usize = 8_192;
+
+impl WireVector {
+    fn to_wire(&self) -> Value {
+        use base64::Engine;
+        serde_json::json!({
+            "model_id": self.model_id,
+            "dims": self.data.len(),
+            "f32le": base64::engine::general_purpose::STANDARD.encode(crate::vectors::to_blob(&self.data)),
+        })
+    }
+
+    fn from_wire(field: &str, value: &Value) -> Result<Self, haivemind_core::InvalidInput> {
+        use base64::Engine;
+        let invalid = || {
+            haivemind_core::InvalidInput::new(
+                format!("{field}.vector"),
+                format!(
+                    "must be {{model_id, dims (1-{MAX_WIRE_DIMS}), f32le: base64 of dims little-endian f32s}}"
+                ),
+            )
+        };
+        let model_id = value
+            .get("model_id")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty() && m.len() <= 256)
+            .ok_or_else(invalid)?;
+        let dims = value
+            .get("dims")
+            .and_then(Value::as_u64)
+            .filter(|d| (1..=MAX_WIRE_DIMS as u64).contains(d))
+            .ok_or_else(invalid)? as usize;
+        let bytes = value
+            .get("f32le")
+            .and_then(Value::as_str)
+            .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+            .ok_or_else(invalid)?;
+        let data = crate::vectors::from_blob(&bytes, dims).ok_or_else(invalid)?;
+        if data.iter().any(|x| !x.is_finite()) {
+            return Err(invalid());
+        }
+        Ok(Self {
+            model_id: model_id.to_string(),
+            data,
+        })
+    }
 }
 
 impl OpLogEntry {
     /// The entry as it travels between machines. The local `seq` and `shareable` stay
     /// home: only shareable entries travel.
     pub fn to_wire(&self) -> Value {
-        serde_json::json!({
+        let mut wire = serde_json::json!({
             "op_id": self.op_id,
             "hlc": self.stamp.time,
             "origin": self.stamp.origin,
@@ -98,7 +160,11 @@ impl OpLogEntry {
             "record_id": self.record_id,
             "op": self.op.as_str(),
             "payload": self.payload,
-        })
+        });
+        if let Some(vector) = &self.vector {
+            wire["vector"] = vector.to_wire();
+        }
+        wire
     }
 
     /// Reads an entry sent by another machine; `field` names it in errors (`ops[3]`).
@@ -138,6 +204,10 @@ impl OpLogEntry {
             })?,
             payload,
             shareable: true,
+            vector: match value.get("vector") {
+                None | Some(Value::Null) => None,
+                Some(vector) => Some(WireVector::from_wire(field, vector)?),
+            },
         })
     }
 }
@@ -249,6 +319,7 @@ pub(crate) fn read_entries(
             op: OpKind::parse(&op).ok_or_else(|| corrupt(format!("unknown op {op}")))?,
             payload: serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?,
             shareable,
+            vector: None,
         });
     }
     Ok(entries)

@@ -32,7 +32,7 @@ use serde_json::{Map, json};
 use sha2::{Digest, Sha256};
 
 use crate::memories::shareable;
-use crate::oplog::{OP_COLUMNS, OpKind, OpLogEntry, read_entries, redact};
+use crate::oplog::{OP_COLUMNS, OpKind, OpLogEntry, WireVector, read_entries, redact};
 use crate::rows::{insert_memory, replace_memory};
 use crate::{Store, StoreError};
 
@@ -94,7 +94,29 @@ impl Store {
              WHERE o.shareable = 1 AND o.hlc > coalesce(v.value, -1)
              ORDER BY o.hlc, o.origin LIMIT ?2"
         ))?;
-        read_entries(&mut statement, params![seen_json, limit as i64])
+        let mut entries = read_entries(&mut statement, params![seen_json, limit as i64])?;
+        // The vector travels with the operation that carries the text it was made from: a
+        // record's current vector goes with each of its operations whose text is still the
+        // record's text (an older text's vector is gone; a receiver embeds it if it must).
+        let mut vector_of = reader.prepare_cached(
+            "SELECT v.model_id, v.vector FROM memories m JOIN memory_vectors v ON v.memory_rowid = m.rowid
+             WHERE m.id = ?1 AND m.content = ?2",
+        )?;
+        for entry in &mut entries {
+            let Some(content) = entry.payload.get("content").and_then(|c| c.as_str()) else {
+                continue;
+            };
+            let found: Option<(String, Vec<u8>)> = vector_of
+                .query_row(params![entry.record_id, content], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            entry.vector = found.and_then(|(model_id, blob)| {
+                let data = crate::vectors::from_blob(&blob, blob.len() / 4)?;
+                Some(WireVector { model_id, data })
+            });
+        }
+        Ok(entries)
     }
 
     /// Applies operations received from another node, in one transaction.
@@ -104,6 +126,9 @@ impl Store {
             ..ApplyOutcome::default()
         };
         let mut forgotten_rowids = Vec::new();
+        // Memories given a new vector here: the index replaces theirs when it catches up,
+        // so they must not be forgotten after it did.
+        let mut revectored = Vec::new();
         self.write(|tx, clock| {
             for op in ops {
                 let known: Option<i64> = tx
@@ -149,14 +174,47 @@ impl Store {
                 outcome.logged += 1;
                 if self.apply_effect(tx, op, memory, &mut forgotten_rowids)? {
                     outcome.changed += 1;
+                    if let Some(rowid) = self.keep_vector(tx, op)? {
+                        revectored.push(rowid);
+                    }
                 }
             }
             Ok(())
         })?;
         if let Some(index) = &self.vectors {
+            forgotten_rowids.retain(|rowid| !revectored.contains(rowid));
             index.forget(&forgotten_rowids);
         }
         Ok(outcome)
+    }
+
+    /// Stores the vector that came with `op` (which just set its record's text), unless this
+    /// node embeds with another model: then its own vector is made in the background.
+    /// Returns the memory's rowid when a vector was stored.
+    fn keep_vector(&self, tx: &Transaction<'_>, op: &OpLogEntry) -> Result<Option<i64>, StoreError> {
+        let Some(vector) = &op.vector else {
+            return Ok(None);
+        };
+        if let Some(embedder) = &self.embedder
+            && (embedder.model_id() != vector.model_id
+                || embedder.dimensions() != vector.data.len())
+        {
+            return Ok(None);
+        }
+        let Some(content) = op.payload.get("content").and_then(|c| c.as_str()) else {
+            return Ok(None);
+        };
+        let rowid: Option<i64> = tx
+            .query_row(
+                "SELECT rowid FROM memories WHERE id = ?1 AND content = ?2",
+                params![op.record_id, content],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(rowid) = rowid {
+            crate::vectors::put(tx, rowid, &vector.model_id, &vector.data)?;
+        }
+        Ok(rowid)
     }
 
     /// Makes the record's state follow `op` if `op` is the newest word on it. Returns

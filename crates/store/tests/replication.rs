@@ -4,6 +4,7 @@
 
 use haivemind_core::{Confidentiality, MemoryPatch, NewMemory, Scope};
 use haivemind_store::{Store, StoreOptions, VersionVector};
+use serde_json::json;
 use tempfile::TempDir;
 
 struct Node {
@@ -253,4 +254,101 @@ fn a_memory_made_confidential_is_withdrawn_from_peers_and_returns_when_shared_ag
         a.store.state_digest().unwrap(),
         b.store.state_digest().unwrap()
     );
+}
+
+/// A stand-in model that counts the texts it embeds.
+struct CountingModel {
+    id: &'static str,
+    embedded: std::sync::atomic::AtomicUsize,
+}
+
+impl haivemind_core::Embedder for CountingModel {
+    fn model_id(&self) -> &str {
+        self.id
+    }
+    fn dimensions(&self) -> usize {
+        4
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, haivemind_core::EmbedError> {
+        self.embedded
+            .fetch_add(texts.len(), std::sync::atomic::Ordering::SeqCst);
+        Ok(texts
+            .iter()
+            .map(|text| {
+                let raw: Vec<f32> = (0..4)
+                    .map(|i| 1.0 + text.bytes().skip(i).step_by(4).map(f32::from).sum::<f32>())
+                    .collect();
+                let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt();
+                raw.iter().map(|x| x / norm).collect()
+            })
+            .collect())
+    }
+}
+
+fn node_with_model(machine: &str, model: &std::sync::Arc<CountingModel>) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path().join("db.sqlite3"), machine);
+    options.embedder = Some(model.clone());
+    let store = Store::open(options).unwrap();
+    Node { _dir: dir, store }
+}
+
+fn model(id: &'static str) -> std::sync::Arc<CountingModel> {
+    std::sync::Arc::new(CountingModel {
+        id,
+        embedded: 0.into(),
+    })
+}
+
+fn embedded(model: &CountingModel) -> usize {
+    model.embedded.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[test]
+fn vectors_travel_with_their_model_id_and_are_not_made_twice() {
+    let (model_a, model_b, other) = (model("mini-v1"), model("mini-v1"), model("other-v2"));
+    let a = node_with_model("alpha", &model_a);
+    let b = node_with_model("beta", &model_b);
+    let c = node_with_model("gamma", &other);
+    let memory = a
+        .create(NewMemory::new("redis maxmemory is 4gb on cache1"))
+        .unwrap();
+    assert_eq!(embedded(&model_a), 1);
+    let sent = a.ops_after(&VersionVector::new(), 10).unwrap();
+    let wire = sent[0].to_wire();
+    assert_eq!(wire["vector"]["model_id"], "mini-v1");
+    assert_eq!(wire["vector"]["dims"], 4);
+
+    // Over the wire format, to the same model: stored, not embedded again.
+    let received: Vec<_> = sent
+        .iter()
+        .map(|op| haivemind_store::OpLogEntry::from_wire("op", &op.to_wire()).unwrap())
+        .collect();
+    b.apply_remote(&received).unwrap();
+    assert_eq!(embedded(&model_b), 0);
+    assert_eq!(b.vector_snapshot().unwrap(), a.vector_snapshot().unwrap());
+    assert_eq!(b.vector_coverage().unwrap().unwrap().missing, 0);
+
+    // A text change carries the new text's vector.
+    let patch = MemoryPatch {
+        content: Some("redis maxmemory is 8gb on cache1".into()),
+        ..MemoryPatch::default()
+    };
+    a.update(memory.id, patch, None).unwrap();
+    pull(&a, &b, 10);
+    assert_eq!(embedded(&model_b), 0);
+    assert_eq!(b.vector_snapshot().unwrap(), a.vector_snapshot().unwrap());
+
+    // Another model: the foreign vector is not used; this node embeds the text itself.
+    pull(&a, &c, 10);
+    assert_eq!(c.vector_coverage().unwrap().unwrap().missing, 1);
+    c.embed_missing(|_| {}).unwrap();
+    assert_eq!(embedded(&other), 1);
+    assert_eq!(c.vector_coverage().unwrap().unwrap().missing, 0);
+
+    // A malformed vector is refused with the field named.
+    let mut bad = sent[0].to_wire();
+    bad["vector"]["dims"] = json!(3);
+    let error = haivemind_store::OpLogEntry::from_wire("ops[0]", &bad).unwrap_err();
+    assert!(error.to_string().contains("ops[0].vector"), "{error}");
 }
