@@ -79,7 +79,8 @@ pub enum Command {
         /// The JSON-lines file.
         file: PathBuf,
     },
-    /// Hard-delete soft-deleted memories older than memory.recover_days.
+    /// Hard-delete soft-deleted memories older than memory.recover_days, and compact the op
+    /// log of records removed more than sync.compact_removed_after_days (7) ago.
     Purge,
     /// Embed every memory that lacks a vector of the loaded model (after an import, a
     /// model change, or writes made without the model), with a progress bar. Safe to stop

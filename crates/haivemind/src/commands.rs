@@ -104,10 +104,14 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Purge => {
-            let purged = open(&config)?.purge_expired()?;
+            let store = open(&config)?;
+            let purged = store.purge_expired()?;
+            let compacted = store.compact_removed(compact_cutoff_ms(&config))?;
             printer.done(
-                json!({"purged": purged}),
-                &format!("purged {purged} memories"),
+                json!({"purged": purged, "compacted_op_log_entries": compacted}),
+                &format!(
+                    "purged {purged} memories; compacted {compacted} op-log entries of removed records"
+                ),
             );
             Ok(())
         }
@@ -263,24 +267,48 @@ fn serve_mcp(config: &Config) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        spawn_hourly_purge(&store);
+        spawn_hourly_purge(&store, config);
         haivemind_mcp::serve_stdio(server).await
     })?;
     tracing::info!("client closed stdin; stopping");
     Ok(())
 }
 
-/// Hard-deletes expired soft deletions every hour, on the current runtime.
-pub(crate) fn spawn_hourly_purge(store: &Arc<Store>) {
+/// Removed records are compacted (`Store::compact_removed`) this many days after their
+/// removal: `sync.compact_removed_after_days`, default 7.
+pub(crate) fn compact_cutoff_ms(config: &Config) -> i64 {
+    let days = config
+        .sync
+        .get("compact_removed_after_days")
+        .and_then(Value::as_f64)
+        .filter(|d| *d >= 0.0)
+        .unwrap_or(7.0);
+    haivemind_core::time_format::now_ms() - (days * 86_400_000.0) as i64
+}
+
+/// Every hour, on the current runtime: hard-deletes expired soft deletions, and compacts
+/// the op log of records removed more than `sync.compact_removed_after_days` ago.
+pub(crate) fn spawn_hourly_purge(store: &Arc<Store>, config: &Config) {
     let purge_store = Arc::clone(store);
+    let config = config.clone();
     tokio::spawn(async move {
         let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
         every_hour.tick().await;
         loop {
             every_hour.tick().await;
             let store = Arc::clone(&purge_store);
-            match tokio::task::spawn_blocking(move || store.purge_expired()).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(purged = n, "purged expired deletions"),
+            let cutoff = compact_cutoff_ms(&config);
+            let work = move || -> Result<(usize, usize), haivemind_store::StoreError> {
+                Ok((store.purge_expired()?, store.compact_removed(cutoff)?))
+            };
+            match tokio::task::spawn_blocking(work).await {
+                Ok(Ok((purged, compacted))) if purged + compacted > 0 => {
+                    tracing::info!(
+                        purged,
+                        compacted,
+                        "purged expired deletions, compacted the op log"
+                    )
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "purge failed"),
                 _ => {}
             }

@@ -77,7 +77,7 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         announce(&format!("listening mcp {scheme}://{mcp_address}"));
         announce(&format!("listening sync {scheme}://{sync_address}"));
         spawn_background_embedding(&store);
-        spawn_hourly_purge(&store);
+        spawn_hourly_purge(&store, &config);
         let (stop, _) = tokio::sync::watch::channel(false);
         let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
             let _ = receiver.wait_for(|stop| *stop).await;

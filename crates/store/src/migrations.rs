@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_1_MEMORIES_FTS_OPLOG,
     MIGRATION_2_VECTORS,
     MIGRATION_3_API_TOKENS,
+    MIGRATION_4_OP_LOG_FLOOR,
 ];
 
 /// The schema version this binary writes.
@@ -170,5 +171,15 @@ CREATE TABLE api_tokens (
     created_at   INTEGER NOT NULL,
     last_used_at INTEGER,
     revoked_at   INTEGER
+);
+"#;
+
+/// The newest stamp per origin among op-log entries removed by compaction
+/// (`Store::compact_removed`): the version vector and the clock keep counting from it, so
+/// compaction never makes a node look as if it had seen less, nor reuse a stamp.
+const MIGRATION_4_OP_LOG_FLOOR: &str = r#"
+CREATE TABLE op_log_floor (
+    origin TEXT PRIMARY KEY,
+    hlc    INTEGER NOT NULL
 );
 "#;

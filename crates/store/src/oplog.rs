@@ -231,7 +231,12 @@ pub(crate) fn append(
     // The transaction holds the write lock, so no stamp can be issued between this read and
     // the insert below.
     let newest: Option<i64> = tx
-        .query_row("SELECT max(hlc) FROM op_log", [], |row| row.get(0))
+        .query_row(
+            "SELECT max(coalesce((SELECT max(hlc) FROM op_log), 0),
+                        coalesce((SELECT max(hlc) FROM op_log_floor), 0))",
+            [],
+            |row| row.get(0),
+        )
         .optional()?
         .flatten();
     if let Some(newest) = newest {

@@ -58,12 +58,51 @@ impl Store {
     /// The newest stamp this node holds from each origin.
     pub fn version_vector(&self) -> Result<VersionVector, StoreError> {
         let reader = self.reader()?;
-        let mut statement =
-            reader.prepare_cached("SELECT origin, max(hlc) FROM op_log GROUP BY origin")?;
-        let rows = statement.query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut vector = VersionVector::new();
+        // Compacted entries still count as seen (see `compact_removed`).
+        for sql in [
+            "SELECT origin, max(hlc) FROM op_log GROUP BY origin",
+            "SELECT origin, hlc FROM op_log_floor",
+        ] {
+            let mut statement = reader.prepare_cached(sql)?;
+            let rows = statement.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+            })?;
+            for row in rows {
+                let (origin, hlc) = row?;
+                let seen = vector.entry(origin).or_insert(0);
+                *seen = (*seen).max(hlc);
+            }
+        }
+        Ok(vector)
+    }
+
+    /// Compacts removed records: deletes the op-log entries of every record removed (hard
+    /// delete or erasure) before `removed_before_ms`, except the removal operations. Those
+    /// earlier entries are already redacted (content-free) and can change nothing, since
+    /// the tombstone beats them; the removal operation and the tombstone stay for good, so
+    /// any node, however long it was away, still learns of the removal, and no old copy,
+    /// backup or export can bring the record back. Returns the entries deleted.
+    pub fn compact_removed(&self, removed_before_ms: i64) -> Result<usize, StoreError> {
+        const DOOMED: &str = "o.op NOT IN ('hard_delete', 'erase') AND EXISTS (
+            SELECT 1 FROM tombstones t
+            WHERE t.record_kind = o.record_kind AND t.record_id = o.record_id AND t.erased_at < ?1)";
+        self.write(|tx, _clock| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO op_log_floor (origin, hlc)
+                     SELECT o.origin, max(o.hlc) FROM op_log o WHERE {DOOMED} GROUP BY o.origin
+                     ON CONFLICT (origin) DO UPDATE SET hlc = max(hlc, excluded.hlc)"
+                ),
+                [removed_before_ms],
+            )?;
+            Ok(tx.execute(
+                &format!(
+                    "DELETE FROM op_log WHERE seq IN (SELECT o.seq FROM op_log o WHERE {DOOMED})"
+                ),
+                [removed_before_ms],
+            )?)
+        })
     }
 
     /// The local sequence number of the newest op-log entry (0 when empty): it moves
@@ -191,7 +230,11 @@ impl Store {
     /// Stores the vector that came with `op` (which just set its record's text), unless this
     /// node embeds with another model: then its own vector is made in the background.
     /// Returns the memory's rowid when a vector was stored.
-    fn keep_vector(&self, tx: &Transaction<'_>, op: &OpLogEntry) -> Result<Option<i64>, StoreError> {
+    fn keep_vector(
+        &self,
+        tx: &Transaction<'_>,
+        op: &OpLogEntry,
+    ) -> Result<Option<i64>, StoreError> {
         let Some(vector) = &op.vector else {
             return Ok(None);
         };

@@ -352,3 +352,58 @@ fn vectors_travel_with_their_model_id_and_are_not_made_twice() {
     let error = haivemind_store::OpLogEntry::from_wire("ops[0]", &bad).unwrap_err();
     assert!(error.to_string().contains("ops[0].vector"), "{error}");
 }
+
+#[test]
+fn compaction_keeps_removals_effective_for_nodes_that_were_away() {
+    let (a, b, late) = (node("alpha"), node("beta"), node("latecomer"));
+    let doomed = a
+        .create(NewMemory::new("the old vpn key is abc123"))
+        .unwrap();
+    let kept = a
+        .create(NewMemory::new("the vpn moved to wireguard"))
+        .unwrap();
+    let patch = MemoryPatch {
+        content: Some("the old vpn key is abc123, rotated".into()),
+        ..MemoryPatch::default()
+    };
+    a.update(doomed.id, patch, None).unwrap();
+    // beta changes it too (its only write, so the newest stamp alpha holds from beta),
+    // then goes away with its copy before the removal.
+    sync(&a, &b);
+    let patch = MemoryPatch {
+        tags: Some(vec!["vpn".into()]),
+        ..MemoryPatch::default()
+    };
+    b.update(doomed.id, patch, None).unwrap();
+    sync(&a, &b);
+    a.hard_delete(doomed.id, None).unwrap();
+    let (vector, digest) = (a.version_vector().unwrap(), a.state_digest().unwrap());
+    let entries = a.stats().unwrap().op_log_entries;
+
+    // Nothing removed before the cut-off: nothing compacted.
+    assert_eq!(a.compact_removed(0).unwrap(), 0);
+    // The create and both updates of the removed record go; the removal stays.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(a.compact_removed(now + 1).unwrap(), 3);
+    assert_eq!(a.stats().unwrap().op_log_entries, entries - 3);
+    assert_eq!(a.version_vector().unwrap(), vector, "nothing looks unseen");
+    assert_eq!(a.state_digest().unwrap(), digest);
+
+    // A node that was never there learns of the removal, and one that was away drops its copy.
+    pull(&a, &late, 50);
+    assert_eq!(late.state_digest().unwrap(), digest);
+    sync(&a, &b);
+    assert_eq!(content_of(&b, doomed.id), None);
+    assert_eq!(b.state_digest().unwrap(), digest);
+    // beta's old copy cannot come back to alpha either.
+    assert!(content_of(&a, doomed.id).is_none());
+    assert!(content_of(&a, kept.id).is_some());
+
+    // The clock keeps counting past what was compacted: a new write reaches beta.
+    a.create(NewMemory::new("after compaction")).unwrap();
+    assert!(a.version_vector().unwrap()["alpha"] > vector["alpha"]);
+    assert_eq!(pull(&a, &b, 50), 1);
+}
