@@ -155,6 +155,10 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// PEM private key.
     pub key_file: Option<PathBuf>,
+    /// PEM certificates trusted when this node connects to peers over TLS (the fleet's own
+    /// CA, or the peers' self-signed certificates). Without it, `cert_file` is trusted: a
+    /// fleet sharing one certificate needs nothing more.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `security.rate_limit.*`: a token bucket per token.

@@ -664,17 +664,23 @@ fn running_server_status(config: &Config) -> Result<(String, Result<Value, Strin
         host if host.contains(':') => format!("[{host}]"),
         host => host.to_string(),
     };
-    let address = format!("{host}:{port}");
+    let tls = config.security.tls.cert_file.is_some();
+    let address = format!("{}{host}:{port}", if tls { "https://" } else { "" });
     let token = std::env::var("HAIVEMIND_TOKEN")
         .ok()
         .or_else(|| config.security.api_token.clone());
     let live = match &token {
         Some(token) => {
+            let connector = if tls {
+                Some(haivemind_server::peer_connector(config)?)
+            } else {
+                None
+            };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(haivemind_server::fetch_status(&address, token))
+            runtime.block_on(haivemind_server::fetch_status(&address, token, connector))
         }
         None => Err("no token: set HAIVEMIND_TOKEN or security.api_token".into()),
     };

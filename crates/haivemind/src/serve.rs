@@ -86,7 +86,7 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         // The sync port: /health, /api/status, the replication exchange, live events and
         // metrics; spawn_sync starts the op-log watcher and the sync service behind them.
         let sync_task = tokio::spawn(sync.serve(app.health_router(), stopped(stop.subscribe())));
-        let background = app.spawn_sync(&config, sync_address.port());
+        let background = app.spawn_sync(&config, sync_address.port())?;
         shutdown_signal().await;
         for task in background {
             task.abort();

@@ -271,20 +271,31 @@ impl McpApp {
     /// `/ws/{machine_id}`) and, when there are peers and a fleet token, the sync service
     /// (pull and push with every peer after each write and every `sync.sync_interval`).
     /// The tasks run until aborted.
-    pub fn spawn_sync(&self, config: &Config, sync_port: u16) -> Vec<tokio::task::JoinHandle<()>> {
+    ///
+    /// Fails when peers are reached over TLS and the trusted certificates cannot be read.
+    pub fn spawn_sync(
+        &self,
+        config: &Config,
+        sync_port: u16,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, TlsError> {
         let mut tasks = vec![tokio::spawn(events::watch(
             Arc::clone(&self.state.store),
             Arc::clone(&self.state.events),
         ))];
         let peers = discover_peers(config, self.state.store.machine_id(), sync_port);
         if peers.is_empty() {
-            return tasks;
+            return Ok(tasks);
         }
         let Some(token) = config.security.api_token.clone() else {
             tracing::warn!(
                 "sync.discovery.machines lists peers but security.api_token (the fleet token) is not set: not replicating"
             );
-            return tasks;
+            return Ok(tasks);
+        };
+        let connector = if peers.iter().any(|p| p.tls) {
+            Some(peer_connector(config)?)
+        } else {
+            None
         };
         let names: Vec<&str> = peers.iter().map(|p| p.machine_id.as_str()).collect();
         tracing::info!(peers = ?names, "replicating with peers");
@@ -295,16 +306,39 @@ impl McpApp {
             sync_interval(config),
             Arc::clone(&self.state.peer_states),
             Arc::clone(&self.state.events),
+            connector,
         ));
         let _ = self.state.sync_service.set(Arc::clone(&service));
         tasks.push(tokio::spawn(service.run()));
-        tasks
+        Ok(tasks)
     }
 
     /// Ends every MCP session (at shutdown).
     pub fn close_sessions(&self) {
         self.cancel.cancel();
     }
+}
+
+/// The TLS client for peers: trusting `security.tls.ca_file`, else this node's own
+/// `cert_file`; `sync.security.verify_certificates: false` accepts any certificate.
+pub fn peer_connector(config: &Config) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let verify = config
+        .sync
+        .get("security")
+        .and_then(|s| s.get("verify_certificates"))
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true);
+    if !verify {
+        tracing::warn!(
+            "sync.security.verify_certificates is false: peers' certificates are not checked, so an impostor could pose as a peer"
+        );
+    }
+    let trusted = config.security.tls.ca_file.as_deref().or(config
+        .security
+        .tls
+        .cert_file
+        .as_deref());
+    tls::peer_connector(trusted, verify)
 }
 
 /// The machines of `sync.discovery.machines` when `sync.security.whitelist_only` (default

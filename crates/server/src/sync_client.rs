@@ -15,6 +15,9 @@ use haivemind_store::{OpLogEntry, Store, VersionVector};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls;
+
 use crate::events::EventHub;
 
 /// One peer to replicate with.
@@ -24,6 +27,27 @@ pub struct Peer {
     pub machine_id: String,
     /// `host:port` of its sync port.
     pub address: String,
+    /// Whether it is reached over TLS: an `https://` address, or, without a scheme, when
+    /// this node serves TLS itself (a fleet is configured alike).
+    pub tls: bool,
+}
+
+impl Peer {
+    /// A peer at `address` (`host:port`, optionally `http://` or `https://` in front).
+    pub fn at(machine_id: impl Into<String>, address: &str, serves_tls: bool) -> Self {
+        let (address, tls) = if let Some(rest) = address.strip_prefix("https://") {
+            (rest, true)
+        } else if let Some(rest) = address.strip_prefix("http://") {
+            (rest, false)
+        } else {
+            (address, serves_tls)
+        };
+        Self {
+            machine_id: machine_id.into(),
+            address: address.trim_end_matches('/').to_string(),
+            tls,
+        }
+    }
 }
 
 /// How replication with one peer is going, for `/api/status`.
@@ -41,43 +65,68 @@ pub struct PeerState {
     pub rounds: u64,
     /// Rounds that failed.
     pub failures: u64,
+    /// Rounds that failed since the last one that did not.
+    pub failures_in_a_row: u32,
+    /// While it keeps failing: no round before this (backoff).
+    pub retry_at: Option<std::time::Instant>,
 }
 
 /// Per-peer state shared with the status route.
 pub type PeerStates = Arc<Mutex<BTreeMap<String, PeerState>>>;
 
 /// The peers of `sync.discovery.machines` that have an address: `{"machine_id", "address"}`
-/// objects, or `"host:port"` strings whose host is the machine id (port 8899 when absent).
+/// objects, `"host"` / `"host:port"` strings whose host is the machine id, or, as in the
+/// seed, an object keyed by machine id whose entries give an `address` or a `tailscale_ip`.
+/// A missing port is this node's sync port (a fleet uses one port).
 pub fn configured_peers(config: &Config, me: &str) -> Vec<Peer> {
-    let Some(machines) = config
-        .sync
-        .get("discovery")
-        .and_then(|d| d.get("machines"))
-        .and_then(Value::as_array)
-    else {
+    let Some(machines) = config.sync.get("discovery").and_then(|d| d.get("machines")) else {
         return Vec::new();
     };
-    machines
-        .iter()
-        .filter_map(|entry| match entry {
-            Value::String(text) => {
-                let host = text.rsplit_once(':').map_or(text.as_str(), |(h, _)| h);
-                let address = if text.contains(':') {
-                    text.clone()
-                } else {
-                    format!("{text}:8899")
-                };
-                Some(Peer {
-                    machine_id: host.to_string(),
-                    address,
-                })
-            }
-            Value::Object(map) => Some(Peer {
-                machine_id: map.get("machine_id")?.as_str()?.to_string(),
-                address: map.get("address")?.as_str()?.to_string(),
-            }),
-            _ => None,
-        })
+    let serves_tls = config.security.tls.cert_file.is_some();
+    let port = config.server.sync_port.unwrap_or(config.server.port);
+    let with_port = |host: &str| -> String {
+        let bare = host
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        if bare.contains(':') && !bare.starts_with('[') || bare.contains("]:") {
+            host.to_string()
+        } else {
+            format!("{host}:{port}")
+        }
+    };
+    let peers: Vec<Peer> = match machines {
+        Value::Array(entries) => entries
+            .iter()
+            .filter_map(|entry| match entry {
+                Value::String(text) => {
+                    let host = text
+                        .trim_start_matches("https://")
+                        .trim_start_matches("http://");
+                    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+                    Some(Peer::at(host, &with_port(text), serves_tls))
+                }
+                Value::Object(map) => Some(Peer::at(
+                    map.get("machine_id")?.as_str()?,
+                    &with_port(map.get("address")?.as_str()?),
+                    serves_tls,
+                )),
+                _ => None,
+            })
+            .collect(),
+        Value::Object(by_id) => by_id
+            .iter()
+            .filter_map(|(id, entry)| {
+                let host = entry
+                    .get("address")
+                    .or_else(|| entry.get("tailscale_ip"))?
+                    .as_str()?;
+                Some(Peer::at(id.as_str(), &with_port(host), serves_tls))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    peers
+        .into_iter()
         .filter(|peer| peer.machine_id != me)
         .collect()
 }
@@ -142,6 +191,7 @@ pub fn tailscale_peers(config: &Config, me: &str, sync_port: u16) -> Vec<Peer> {
             (!name.is_empty() && name != me).then(|| Peer {
                 machine_id: name.to_string(),
                 address,
+                tls: config.security.tls.cert_file.is_some(),
             })
         })
         .collect()
@@ -178,6 +228,8 @@ pub struct SyncService {
     interval: Duration,
     states: PeerStates,
     events: Arc<EventHub>,
+    /// For peers reached over TLS.
+    connector: Option<TlsConnector>,
     round_lock: tokio::sync::Mutex<()>,
 }
 
@@ -198,6 +250,7 @@ impl SyncService {
         interval: Duration,
         states: PeerStates,
         events: Arc<EventHub>,
+        connector: Option<TlsConnector>,
     ) -> Self {
         Self {
             store,
@@ -206,19 +259,43 @@ impl SyncService {
             interval,
             states,
             events,
+            connector,
             round_lock: tokio::sync::Mutex::new(()),
         }
     }
 
     /// One round with every peer, side by side (one that hangs holds up no other); records
     /// the outcome per peer for `/api/status` and announces it to WebSocket subscribers.
-    pub async fn round(&self) -> Vec<PeerOutcome> {
+    ///
+    /// A peer whose last rounds failed is left alone for a while (1 s after the first
+    /// failure, doubling, at most `sync.sync_interval`), unless `forced` (trigger-sync).
+    pub async fn round(&self, forced: bool) -> Vec<PeerOutcome> {
         let _one_at_a_time = self.round_lock.lock().await;
         let mut round = tokio::task::JoinSet::new();
+        let now = std::time::Instant::now();
         for peer in &self.peers {
-            let (store, peer, token) = (Arc::clone(&self.store), peer.clone(), self.token.clone());
+            let resting = !forced
+                && self
+                    .states
+                    .lock()
+                    .map(|states| {
+                        states
+                            .get(&peer.machine_id)
+                            .and_then(|s| s.retry_at)
+                            .is_some_and(|at| at > now)
+                    })
+                    .unwrap_or(false);
+            if resting {
+                continue;
+            }
+            let (store, peer) = (Arc::clone(&self.store), peer.clone());
+            let link = Link {
+                peer: peer.clone(),
+                token: self.token.clone(),
+                connector: self.connector.clone(),
+            };
             round.spawn(async move {
-                let outcome = tokio::time::timeout(ROUND_TIMEOUT, sync_with(&store, &peer, &token))
+                let outcome = tokio::time::timeout(ROUND_TIMEOUT, sync_with(&store, &link))
                     .await
                     .unwrap_or_else(|_| Err("timed out after 60 s".into()));
                 (peer, outcome)
@@ -247,6 +324,8 @@ impl SyncService {
             Ok((received, sent)) => {
                 state.last_sync_ms = Some(now_ms());
                 state.last_error = None;
+                state.failures_in_a_row = 0;
+                state.retry_at = None;
                 state.received += received;
                 state.sent += sent;
                 if received + sent > 0 {
@@ -261,6 +340,9 @@ impl SyncService {
             }
             Err(error) => {
                 state.failures += 1;
+                state.failures_in_a_row += 1;
+                let backoff = Duration::from_secs(1 << (state.failures_in_a_row - 1).min(16));
+                state.retry_at = Some(std::time::Instant::now() + backoff.min(self.interval));
                 // Once per new error, not once per round, while a peer stays down.
                 if state.last_error.as_deref() != Some(error.as_str()) {
                     tracing::warn!(peer = %peer.machine_id, %error, "sync failed");
@@ -282,10 +364,17 @@ impl SyncService {
     pub async fn run(self: Arc<Self>) {
         let changed = Arc::clone(&self.events.changed);
         loop {
-            self.round().await;
+            self.round(false).await;
+            // The next anti-entropy round, or sooner when a resting peer's backoff ends.
+            let mut wake = tokio::time::Instant::now() + self.interval;
+            if let Ok(states) = self.states.lock()
+                && let Some(retry) = states.values().filter_map(|s| s.retry_at).min()
+            {
+                wake = wake.min(tokio::time::Instant::from_std(retry));
+            }
             tokio::select! {
                 _ = changed.notified() => {}
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = tokio::time::sleep_until(wake) => {}
             }
         }
     }
@@ -296,18 +385,15 @@ const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One round with `peer`: pull until nothing is missing here, then push until nothing is
 /// missing there. Returns the operations received and sent.
-async fn sync_with(store: &Arc<Store>, peer: &Peer, token: &str) -> Result<(u64, u64), String> {
+async fn sync_with(store: &Arc<Store>, link: &Link) -> Result<(u64, u64), String> {
     let me = store.machine_id().to_string();
     let (mut received, mut sent) = (0u64, 0u64);
     let mut theirs: VersionVector;
     loop {
         let mine = blocking(store, |s| s.version_vector()).await?;
-        let answer = post(
-            peer,
-            token,
-            &json!({"machine_id": me, "seen": mine, "limit": 500}),
-        )
-        .await?;
+        let answer = link
+            .post(&json!({"machine_id": me, "seen": mine, "limit": 500}))
+            .await?;
         theirs = seen_of(&answer)?;
         let ops = ops_of(&answer)?;
         received += ops.len() as u64;
@@ -327,12 +413,9 @@ async fn sync_with(store: &Arc<Store>, peer: &Peer, token: &str) -> Result<(u64,
         sent += ops.len() as u64;
         let wire: Vec<Value> = ops.iter().map(OpLogEntry::to_wire).collect();
         let mine = blocking(store, |s| s.version_vector()).await?;
-        let answer = post(
-            peer,
-            token,
-            &json!({"machine_id": me, "seen": mine, "ops": wire, "limit": 1}),
-        )
-        .await?;
+        let answer = link
+            .post(&json!({"machine_id": me, "seen": mine, "ops": wire, "limit": 1}))
+            .await?;
         let next = seen_of(&answer)?;
         if next == theirs {
             return Err("the peer accepted none of the operations sent".into());
@@ -367,70 +450,113 @@ fn ops_of(answer: &Value) -> Result<Vec<OpLogEntry>, String> {
         .collect()
 }
 
-/// `GET /api/status` of the node at `address` (`host:port`), as `haivemind peers` asks its
-/// own server.
-pub async fn fetch_status(address: &str, token: &str) -> Result<Value, String> {
-    let peer = Peer {
-        machine_id: String::new(),
-        address: address.to_string(),
-    };
-    request(&peer, token, "GET", "/api/status", None).await
-}
-
-/// `POST /api/sync` to `peer` over plain HTTP/1.1; the answer's JSON.
-async fn post(peer: &Peer, token: &str, body: &Value) -> Result<Value, String> {
-    request(peer, token, "POST", "/api/sync", Some(body)).await
-}
-
-async fn request(
-    peer: &Peer,
+/// `GET /api/status` of the node at `address` (`host:port`, `https://` for TLS), as
+/// `haivemind peers` asks its own server.
+pub async fn fetch_status(
+    address: &str,
     token: &str,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
+    connector: Option<TlsConnector>,
 ) -> Result<Value, String> {
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut stream = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect(&peer.address),
-    )
-    .await
-    .map_err(|_| format!("connecting to {} timed out", peer.address))?
-    .map_err(|e| format!("cannot connect to {}: {e}", peer.address))?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        peer.address,
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| e.to_string())?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the peer's answer is not HTTP")?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    let mut payload = raw[split + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        payload = dechunk(&payload);
+    let link = Link {
+        peer: Peer::at("", address, false),
+        token: token.to_string(),
+        connector,
+    };
+    link.request("GET", "/api/status", None).await
+}
+
+/// How to reach one peer: its address, the fleet token, and TLS when it serves TLS.
+struct Link {
+    peer: Peer,
+    token: String,
+    connector: Option<TlsConnector>,
+}
+
+/// A connection to a peer, plain or TLS.
+trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
+
+impl Link {
+    /// `POST /api/sync`; the answer's JSON.
+    async fn post(&self, body: &Value) -> Result<Value, String> {
+        self.request("POST", "/api/sync", Some(body)).await
     }
-    if status != "200" {
-        return Err(format!(
-            "the peer answered {status}: {}",
-            String::from_utf8_lossy(&payload)
-                .chars()
-                .take(300)
-                .collect::<String>()
-        ));
+
+    async fn connect(&self) -> Result<Box<dyn Connection>, String> {
+        let address = &self.peer.address;
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        .map_err(|_| format!("connecting to {address} timed out"))?
+        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+        if !self.peer.tls {
+            return Ok(Box::new(tcp));
+        }
+        let connector = self.connector.as_ref().ok_or_else(|| {
+            format!("{address} is reached over TLS, but no TLS client is set up (security.tls)")
+        })?;
+        let host = address
+            .rsplit_once(':')
+            .map_or(address.as_str(), |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| format!("{host} is not a valid TLS server name: {e}"))?;
+        let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+            .await
+            .map_err(|_| format!("the TLS handshake with {address} timed out"))?
+            .map_err(|e| format!("TLS with {address} failed: {e}"))?;
+        Ok(Box::new(tls))
     }
-    serde_json::from_slice(&payload).map_err(|e| format!("the peer's answer is not JSON: {e}"))
+
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, String> {
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let mut stream = self.connect().await?;
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.peer.address,
+            self.token,
+            body.len()
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        // A TLS peer may close without close_notify once it has answered in full.
+        if let Err(error) = stream.read_to_end(&mut raw).await
+            && (raw.is_empty() || error.kind() != std::io::ErrorKind::UnexpectedEof)
+        {
+            return Err(error.to_string());
+        }
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("the peer's answer is not HTTP")?;
+        let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+        let status = head.split_whitespace().nth(1).unwrap_or("");
+        let mut payload = raw[split + 4..].to_vec();
+        if head.contains("transfer-encoding: chunked") {
+            payload = dechunk(&payload);
+        }
+        if status != "200" {
+            return Err(format!(
+                "the peer answered {status}: {}",
+                String::from_utf8_lossy(&payload)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            ));
+        }
+        serde_json::from_slice(&payload).map_err(|e| format!("the peer's answer is not JSON: {e}"))
+    }
 }
 
 fn dechunk(mut raw: &[u8]) -> Vec<u8> {

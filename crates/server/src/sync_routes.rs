@@ -100,7 +100,7 @@ pub(crate) async fn trigger(State(state): State<Arc<AppState>>, request: Request
         }))
         .into_response();
     };
-    let outcomes = service.round().await;
+    let outcomes = service.round(true).await;
     let peers: Vec<Value> = outcomes
         .into_iter()
         .map(|outcome| match outcome.result {
