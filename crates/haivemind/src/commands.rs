@@ -426,7 +426,7 @@ fn status(config: &Config, printer: &Printer) -> Result<()> {
         + config.security.token_files.len();
     let tls = config.security.tls.cert_file.is_some();
     let scheme = if tls { "https" } else { "http" };
-    let configured_peers = haivemind_server::configured_peers(config, store.machine_id()).len();
+    let configured_peers = haivemind_sync::configured_peers(config, store.machine_id()).len();
     let (sync_address, live) = running_server_status(config)?;
     let (sync_json, sync_text) = match live {
         Ok(server) => (
@@ -672,7 +672,7 @@ fn running_server_status(config: &Config) -> Result<(String, Result<Value, Strin
     let live = match &token {
         Some(token) => {
             let connector = if tls {
-                Some(haivemind_server::peer_connector(config)?)
+                Some(haivemind_sync::peer_connector(config)?)
             } else {
                 None
             };
@@ -680,7 +680,7 @@ fn running_server_status(config: &Config) -> Result<(String, Result<Value, Strin
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(haivemind_server::fetch_status(&address, token, connector))
+            runtime.block_on(haivemind_sync::fetch_status(&address, token, connector))
         }
         None => Err("no token: set HAIVEMIND_TOKEN or security.api_token".into()),
     };
@@ -712,7 +712,7 @@ fn peer_lines(status: &Value) -> String {
 /// no server answers.
 fn peers(config: &Config, printer: &Printer) -> Result<()> {
     let me = config.machine_id();
-    let configured = haivemind_server::configured_peers(config, &me);
+    let configured = haivemind_sync::configured_peers(config, &me);
     let (address, live) = running_server_status(config)?;
     let configured_json: Vec<Value> = configured
         .iter()

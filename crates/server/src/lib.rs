@@ -14,12 +14,10 @@
 #![deny(missing_docs)]
 
 mod auth;
-mod events;
 mod guard;
 mod listener;
 mod metrics;
 mod sse;
-mod sync_client;
 mod sync_routes;
 mod tls;
 mod websocket;
@@ -44,11 +42,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::json;
 
 pub use auth::{AuthFailure, Authenticator, RateLimiter, TokenSourceError};
+use haivemind_sync::{EventHub, PeerStates, SyncService, discover_peers, sync_interval};
 pub use listener::{Listener, ServeError};
-pub use sync_client::{
-    Peer, PeerOutcome, PeerState, PeerStates, SyncService, configured_peers, discover_peers,
-    fetch_status, sync_interval, tailscale_peers,
-};
 pub use tls::{TlsError, acceptor as tls_acceptor};
 
 /// Why the HTTP services could not be set up.
@@ -89,7 +84,7 @@ pub(crate) struct AppState {
     /// How replication with each peer is going.
     peer_states: PeerStates,
     /// Live events for `/ws/{machine_id}`, fed by the op-log watcher.
-    events: Arc<events::EventHub>,
+    events: Arc<EventHub>,
     /// The sync service, once `spawn_sync` started it (for `/api/trigger-sync`).
     sync_service: std::sync::OnceLock<Arc<SyncService>>,
     sse_sessions: sse::SseSessions,
@@ -201,7 +196,7 @@ impl McpApp {
             audit_sync_events: config.logging.log_sync_events,
             listed_machines: listed_machines(config),
             peer_states: PeerStates::default(),
-            events: Arc::new(events::EventHub::default()),
+            events: Arc::new(EventHub::default()),
             sync_service: std::sync::OnceLock::new(),
             sse_sessions: sse::SseSessions::default(),
             token_minutes: Mutex::new(HashMap::new()),
@@ -277,8 +272,8 @@ impl McpApp {
         &self,
         config: &Config,
         sync_port: u16,
-    ) -> Result<Vec<tokio::task::JoinHandle<()>>, TlsError> {
-        let mut tasks = vec![tokio::spawn(events::watch(
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, haivemind_sync::TlsError> {
+        let mut tasks = vec![tokio::spawn(haivemind_sync::watch(
             Arc::clone(&self.state.store),
             Arc::clone(&self.state.events),
         ))];
@@ -293,7 +288,7 @@ impl McpApp {
             return Ok(tasks);
         };
         let connector = if peers.iter().any(|p| p.tls) {
-            Some(peer_connector(config)?)
+            Some(haivemind_sync::peer_connector(config)?)
         } else {
             None
         };
@@ -317,28 +312,6 @@ impl McpApp {
     pub fn close_sessions(&self) {
         self.cancel.cancel();
     }
-}
-
-/// The TLS client for peers: trusting `security.tls.ca_file`, else this node's own
-/// `cert_file`; `sync.security.verify_certificates: false` accepts any certificate.
-pub fn peer_connector(config: &Config) -> Result<tokio_rustls::TlsConnector, TlsError> {
-    let verify = config
-        .sync
-        .get("security")
-        .and_then(|s| s.get("verify_certificates"))
-        .and_then(|v| v.as_bool())
-        .unwrap_or(true);
-    if !verify {
-        tracing::warn!(
-            "sync.security.verify_certificates is false: peers' certificates are not checked, so an impostor could pose as a peer"
-        );
-    }
-    let trusted = config.security.tls.ca_file.as_deref().or(config
-        .security
-        .tls
-        .cert_file
-        .as_deref());
-    tls::peer_connector(trusted, verify)
 }
 
 /// The machines of `sync.discovery.machines` when `sync.security.whitelist_only` (default

@@ -84,12 +84,13 @@ pub(crate) async fn render(State(state): State<Arc<AppState>>) -> Response {
         .map(|peers| peers.clone())
         .unwrap_or_default();
     let now = haivemind_core::time_format::now_ms();
-    let per_peer = |value: &dyn Fn(&crate::PeerState) -> Option<f64>| -> Vec<(String, f64)> {
-        peers
-            .iter()
-            .filter_map(|(peer, s)| Some((format!("peer=\"{}\"", label(peer)), value(s)?)))
-            .collect()
-    };
+    let per_peer =
+        |value: &dyn Fn(&haivemind_sync::PeerState) -> Option<f64>| -> Vec<(String, f64)> {
+            peers
+                .iter()
+                .filter_map(|(peer, s)| Some((format!("peer=\"{}\"", label(peer)), value(s)?)))
+                .collect()
+        };
     gauge(
         &mut out,
         "haivemind_peer_up",

@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::AppState;
-use crate::events::Subscription;
 use crate::guard::refusal;
+use haivemind_sync::Subscription;
 
 const PING_EVERY: Duration = Duration::from_secs(20);
 const SILENT_LIMIT: Duration = Duration::from_secs(60);

@@ -1,5 +1,5 @@
 //! The change feed: one task watches the op log and turns every new operation, local or
-//! replicated, into a live event for `/ws/{machine_id}` subscribers, and wakes the sync
+//! replicated, into a live event for subscribers (the server's `/ws/{machine_id}`), and wakes the sync
 //! service so new writes reach peers within a second.
 //!
 //! Events describe records that may leave this machine only (a private or confidential
@@ -23,7 +23,7 @@ const BACKLOG: usize = 1_024;
 pub struct EventHub {
     sender: broadcast::Sender<Arc<str>>,
     /// Notified whenever the op log moves.
-    pub(crate) changed: Arc<Notify>,
+    changed: Arc<Notify>,
     subscribers: AtomicUsize,
 }
 
@@ -39,12 +39,12 @@ impl Default for EventHub {
 
 impl EventHub {
     /// Sends `event` to every subscriber (none listening is fine).
-    pub(crate) fn publish(&self, event: Value) {
+    pub fn publish(&self, event: Value) {
         let _ = self.sender.send(Arc::from(event.to_string()));
     }
 
     /// A new subscription; counted in `connected_websockets` until the guard drops.
-    pub(crate) fn subscribe(self: &Arc<Self>) -> (broadcast::Receiver<Arc<str>>, Subscription) {
+    pub fn subscribe(self: &Arc<Self>) -> (broadcast::Receiver<Arc<str>>, Subscription) {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         (
             self.sender.subscribe(),
@@ -54,14 +54,19 @@ impl EventHub {
         )
     }
 
-    /// Open WebSocket subscriptions.
-    pub(crate) fn subscribers(&self) -> usize {
+    /// Woken whenever the op log moves.
+    pub(crate) fn changed(&self) -> Arc<Notify> {
+        Arc::clone(&self.changed)
+    }
+
+    /// Open subscriptions.
+    pub fn subscribers(&self) -> usize {
         self.subscribers.load(Ordering::Relaxed)
     }
 }
 
 /// Counts one subscriber while it lives.
-pub(crate) struct Subscription {
+pub struct Subscription {
     hub: Arc<EventHub>,
 }
 
@@ -74,7 +79,7 @@ impl Drop for Subscription {
 /// Watches the op log until the task is aborted: publishes an event per new shareable
 /// operation and wakes the sync service. Starts at the log's current end (history is not
 /// replayed; `/api/sync` is how a node catches up).
-pub(crate) async fn watch(store: Arc<Store>, hub: Arc<EventHub>) {
+pub async fn watch(store: Arc<Store>, hub: Arc<EventHub>) {
     let head_store = Arc::clone(&store);
     let mut after = tokio::task::spawn_blocking(move || head_store.op_log_head())
         .await

@@ -243,7 +243,9 @@ pub struct PeerOutcome {
 }
 
 impl SyncService {
-    pub(crate) fn new(
+    /// A service replicating `store` with `peers`, authenticating with the fleet `token`,
+    /// recording into `states` and announcing to `events`; `connector` for TLS peers.
+    pub fn new(
         store: Arc<Store>,
         peers: Vec<Peer>,
         token: String,
@@ -362,7 +364,7 @@ impl SyncService {
     /// writes, and replicated ones, which is what relays them onwards) and every
     /// `sync.sync_interval` (anti-entropy).
     pub async fn run(self: Arc<Self>) {
-        let changed = Arc::clone(&self.events.changed);
+        let changed = self.events.changed();
         loop {
             self.round(false).await;
             // The next anti-entropy round, or sooner when a resting peer's backoff ends.
