@@ -264,6 +264,18 @@ fn three_serving_nodes_replicate_on_their_own_and_survive_a_sigkill() {
         .map(|p| p["machine_id"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["beta", "gamma"]);
+    // `haivemind status` carries the same view.
+    let mut asking = nodes[0].scratch.command();
+    asking
+        .env("HAIVEMIND_MACHINE_ID", "alpha")
+        .env("HAIVEMIND_SERVER__SYNC_PORT", ports[0].1.to_string());
+    let status = common::run_json(asking, &["status"]);
+    assert_eq!(status["sync"]["server"], "running", "{status}");
+    assert_eq!(status["sync"]["peers"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        status["sync"]["state_digest"],
+        nodes[0].status()["state_digest"]
+    );
 
     // gamma dies hard; alpha and beta keep writing, and alpha erases a memory.
     let gamma = nodes.pop().unwrap();
