@@ -213,6 +213,17 @@ const NAMED_VARIABLES: &[(&str, &[&str])] = &[
 ];
 
 impl Config {
+    /// `claudeops.agent_registry.agent_ttl` in milliseconds (seconds in the file; default
+    /// 900): an agent not heard from for this long is inactive and gets no new tasks.
+    pub fn agent_ttl_ms(&self) -> i64 {
+        self.claudeops
+            .get("agent_registry")
+            .and_then(|r| r.get("agent_ttl"))
+            .and_then(Value::as_f64)
+            .filter(|s| *s > 0.0)
+            .map_or(900_000, |s| (s * 1000.0) as i64)
+    }
+
     /// Finds, reads and validates the configuration, with overrides from the process
     /// environment.
     pub fn load() -> Result<Self, ConfigError> {

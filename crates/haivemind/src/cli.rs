@@ -32,6 +32,40 @@ pub enum Command {
     /// `haivemind serve` reports it (asks the sync port with $HAIVEMIND_TOKEN, else the
     /// fleet token security.api_token).
     Peers,
+    /// List the fleet's agents (registered with register_agent on any machine): role,
+    /// capabilities, last heartbeat, open tasks.
+    Agents {
+        /// Also agents not heard from within claudeops.agent_registry.agent_ttl.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List delegated tasks, newest first, or show one with its history.
+    Tasks {
+        /// Show this task in full.
+        id: Option<String>,
+        /// Only tasks in this state: pending, assigned, accepted, in_progress, completed,
+        /// failed, cancelled, expired.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only tasks held by this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// How many to list (at most 500).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Broadcast a discovery to every agent of the fleet (stored as a memory tagged
+    /// broadcast; pushed to WebSocket subscribers and MCP clients as it replicates).
+    Broadcast {
+        /// The message.
+        message: String,
+        /// info, warning, error or critical.
+        #[arg(long, default_value = "info")]
+        severity: String,
+        /// The memory category.
+        #[arg(long, default_value = "global")]
+        category: String,
+    },
     /// Make, list and revoke the tokens HTTP clients present as `Authorization: Bearer`.
     Token {
         #[command(subcommand)]

@@ -39,6 +39,18 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => crate::serve::run(config, args),
         Command::Token { action } => crate::tokens::run(&config, &printer, action),
         Command::Peers => peers(&config, &printer),
+        Command::Agents { all } => crate::coordination::agents(&config, &printer, all),
+        Command::Tasks {
+            id,
+            status,
+            agent,
+            limit,
+        } => crate::coordination::tasks(&config, &printer, id, status, agent, limit),
+        Command::Broadcast {
+            message,
+            severity,
+            category,
+        } => crate::coordination::broadcast(&config, &printer, message, &severity, category),
         Command::Store(args) => store(&open_with_model(&config)?.0, &printer, args),
         Command::Search(args) => search(&open_with_model(&config)?.0, &printer, args),
         Command::Get { id } => {
@@ -258,6 +270,7 @@ fn serve_mcp(config: &Config) -> Result<()> {
             data_dir: config.data_dir(),
             started_at_ms: now_ms(),
             transport: "stdio",
+            agent_ttl_ms: config.agent_ttl_ms(),
         },
     )
     .with_caller(haivemind_core::security::Caller::local())
@@ -268,7 +281,21 @@ fn serve_mcp(config: &Config) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         spawn_hourly_purge(&store, config);
-        haivemind_mcp::serve_stdio(server).await
+        // Fleet broadcasts reach this client as they land in the file (written by this
+        // process, by `haivemind serve` replicating, or by the CLI).
+        let events = Arc::new(haivemind_sync::EventHub::default());
+        let watcher = tokio::spawn(haivemind_sync::watch(
+            Arc::clone(&store),
+            Arc::clone(&events),
+        ));
+        let announcer = tokio::spawn(haivemind_server::announce_broadcasts(
+            events,
+            server.clone(),
+        ));
+        let served = haivemind_mcp::serve_stdio(server).await;
+        watcher.abort();
+        announcer.abort();
+        served
     })?;
     tracing::info!("client closed stdin; stopping");
     Ok(())
@@ -382,6 +409,7 @@ fn search(store: &Store, printer: &Printer, args: SearchArgs) -> Result<()> {
     let query = SearchQuery {
         text: args.query,
         filter: MemoryFilter {
+            agent_id: None,
             category: args.category,
             user_id: args.user,
             project: args.project,

@@ -5,6 +5,7 @@ mod bench;
 mod bench_hybrid;
 mod cli;
 mod commands;
+mod coordination;
 mod locomo;
 mod output;
 mod serve;

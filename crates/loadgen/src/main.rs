@@ -17,6 +17,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[derive(Parser)]
 #[command(name = "haivemind-loadgen", about)]
@@ -50,6 +51,44 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Task lifecycles through MCP on one node: each client registers an agent, then
+    /// delegates a task to it, claims it and completes it, as fast as it can.
+    Tasks {
+        /// `http://127.0.0.1:8900`.
+        #[arg(long)]
+        url: String,
+        /// A bearer token with the agent role.
+        #[arg(long, env = "HAIVEMIND_TOKEN")]
+        token: String,
+        /// Concurrent clients, one connection each.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// How long to measure, after a warm-up of a second.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Across two replicating nodes: delegate on one, time until the other shows the task;
+    /// broadcast on one, time until the other's WebSocket announces it.
+    Fleet {
+        /// MCP URL of the delegating node.
+        #[arg(long)]
+        from: String,
+        /// MCP URL of the receiving node.
+        #[arg(long)]
+        to: String,
+        /// `host:port` of the receiving node's sync port (for its WebSocket).
+        #[arg(long)]
+        to_sync: String,
+        /// The fleet token (admin on both nodes).
+        #[arg(long, env = "HAIVEMIND_TOKEN")]
+        token: String,
+        /// The machine id to subscribe as (one the receiving node lists).
+        #[arg(long, default_value = "alpha")]
+        subscriber: String,
+        /// How many of each.
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
     },
     /// Write cert.pem and key.pem for 127.0.0.1 and localhost into DIR.
     MakeCert {
@@ -367,8 +406,219 @@ async fn run(
     Ok(())
 }
 
+/// Each client: register an agent, then delegate → claim → complete in a loop.
+async fn tasks(url: String, token: String, clients: usize, seconds: u64) -> Result<()> {
+    let target = Arc::new(Target::parse(&url, None)?);
+    let warm_up = Instant::now() + Duration::from_secs(1);
+    let end = warm_up + Duration::from_secs(seconds);
+    let mut running = Vec::new();
+    for client in 0..clients {
+        let target = Arc::clone(&target);
+        let token = token.clone();
+        running.push(tokio::spawn(async move {
+            let mut connection = target.connect(&token).await?;
+            connection.initialize().await?;
+            let agent = format!("loadgen-{client}");
+            connection
+                .call(
+                    1,
+                    "register_agent",
+                    json!({"role": "worker_drone", "agent_id": agent,
+                      "capabilities": ["load"]}),
+                )
+                .await?;
+            let mut latencies = Vec::new();
+            let mut id = 1u64;
+            while Instant::now() < end {
+                let started = Instant::now();
+                id += 3;
+                let task = connection
+                    .call(
+                        id,
+                        "delegate_task",
+                        json!({"task_description": format!("load task {id}"),
+                          "target_agent": agent}),
+                    )
+                    .await?;
+                let task_id = task["task_id"].as_str().context("no task_id")?.to_string();
+                connection
+                    .call(
+                        id + 1,
+                        "claim_task",
+                        json!({"task_id": task_id, "agent_id": agent}),
+                    )
+                    .await?;
+                let done = connection
+                    .call(
+                        id + 2,
+                        "complete_task",
+                        json!({"task_id": task_id, "agent_id": agent,
+                          "result": "done"}),
+                    )
+                    .await?;
+                if done["status"] != "completed" {
+                    bail!("complete_task left the task {}", done["status"]);
+                }
+                if started >= warm_up {
+                    latencies.push(started.elapsed());
+                }
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in running {
+        latencies.extend(task.await??);
+    }
+    latencies.sort_unstable();
+    let per_second = latencies.len() as f64 / seconds as f64;
+    println!(
+        "{url}: {clients} clients, {} task lifecycles (delegate, claim, complete) in {seconds} s: {per_second:.0} tasks/s ({:.0} calls/s), lifecycle p50 {:.2} ms, p99 {:.2} ms",
+        latencies.len(),
+        per_second * 3.0,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99)
+    );
+    Ok(())
+}
+
+/// Delegate-to-visible and broadcast-to-WebSocket latency between two nodes.
+async fn fleet(
+    from: String,
+    to: String,
+    to_sync: String,
+    token: String,
+    subscriber: String,
+    rounds: usize,
+) -> Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    let sender = Target::parse(&from, None)?;
+    let receiver = Target::parse(&to, None)?;
+    let mut alpha = sender.connect(&token).await?;
+    alpha.initialize().await?;
+    let mut beta = receiver.connect(&token).await?;
+    beta.initialize().await?;
+    beta.call(
+        1,
+        "register_agent",
+        json!({"role": "worker_drone", "agent_id": "bench-worker",
+              "capabilities": ["bench"]}),
+    )
+    .await?;
+    // The agent must reach the delegating node's roster first.
+    let mut id = 10u64;
+    loop {
+        id += 1;
+        let roster = alpha.call(id, "get_agent_roster", json!({})).await?;
+        if roster["agents"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["agent_id"] == "bench-worker"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut delegations = Vec::new();
+    for i in 0..rounds {
+        let started = Instant::now();
+        id += 1;
+        let task = alpha
+            .call(
+                id,
+                "delegate_task",
+                json!({"task_description": format!("bench task {i}"),
+                  "target_agent": "bench-worker"}),
+            )
+            .await?;
+        let task_id = task["task_id"].as_str().context("no task_id")?.to_string();
+        loop {
+            id += 1;
+            if beta
+                .call(id, "get_task", json!({"task_id": task_id}))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("task {task_id} never reached the other node");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        delegations.push(started.elapsed());
+    }
+    let mut request = format!("ws://{to_sync}/ws/{subscriber}").into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse()?);
+    let tcp = TcpStream::connect(&to_sync).await?;
+    let (mut socket, _) = tokio_tungstenite::client_async(request, tcp).await?;
+    let mut broadcasts = Vec::new();
+    for i in 0..rounds {
+        let started = Instant::now();
+        id += 1;
+        let sent = alpha
+            .call(
+                id,
+                "broadcast_discovery",
+                json!({"message": format!("bench broadcast {i}"),
+                  "severity": "info"}),
+            )
+            .await?;
+        let wanted = sent["broadcast_id"].clone();
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(30), socket.next())
+                .await
+                .context("no broadcast on the WebSocket within 30 s")?
+                .context("the WebSocket closed")??;
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+                let event: Value = serde_json::from_str(text.as_str())?;
+                if event["type"] == "broadcast" && event["broadcast_id"] == wanted {
+                    break;
+                }
+            }
+        }
+        broadcasts.push(started.elapsed());
+    }
+    let _ = socket.close(None).await;
+    let _ = socket.flush().await;
+    delegations.sort_unstable();
+    broadcasts.sort_unstable();
+    println!(
+        "delegate on one node -> get_task answers on the other, {rounds} tasks: p50 {:.0} ms, p99 {:.0} ms",
+        percentile(&delegations, 0.50),
+        percentile(&delegations, 0.99)
+    );
+    println!(
+        "broadcast on one node -> event on the other's WebSocket, {rounds} broadcasts: p50 {:.0} ms, p99 {:.0} ms",
+        percentile(&broadcasts, 0.50),
+        percentile(&broadcasts, 0.99)
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Tasks {
+            url,
+            token,
+            clients,
+            seconds,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(tasks(url, token, clients, seconds)),
+        Command::Fleet {
+            from,
+            to,
+            to_sync,
+            token,
+            subscriber,
+            rounds,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(fleet(from, to, to_sync, token, subscriber, rounds)),
         Command::Run {
             url,
             token,

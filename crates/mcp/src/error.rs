@@ -79,6 +79,16 @@ impl ToolError {
                     caller("not_deleted", Some("memory_id"), error.to_string())
                 }
                 StoreError::Erased { .. } => caller("erased", Some("memory_id"), error.to_string()),
+                StoreError::RecordNotFound { kind, .. } => caller(
+                    "not_found",
+                    Some(if *kind == "agent" {
+                        "agent_id"
+                    } else {
+                        "task_id"
+                    }),
+                    error.to_string(),
+                ),
+                StoreError::Conflict(_) => caller("conflict", Some("task_id"), error.to_string()),
                 StoreError::ConfirmRequired { .. } => {
                     caller("confirm_required", Some("confirm"), error.to_string())
                 }

@@ -13,8 +13,13 @@ use rmcp::model::{
     ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities,
     ServerConfig,
 };
-use rmcp::service::RequestContext;
-use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+// Fleet broadcasts reach clients as `notifications/message`: the one server-to-client push
+// every protocol version we serve (2025-03-26 to 2025-11-25) defines. SEP-2577 deprecates
+// logging for later versions; the WebSocket and get_broadcasts carry broadcasts too.
+#[allow(deprecated)]
+use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam, SetLevelRequestParams};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt};
 
 use crate::resources::{
     INSTRUCTIONS, INSTRUCTIONS_URI, MACHINE_CONTEXT_URI, SHORT_INSTRUCTIONS, machine_context,
@@ -31,6 +36,9 @@ pub struct ServerContext {
     pub started_at_ms: i64,
     /// `stdio` or `http`.
     pub transport: &'static str,
+    /// An agent not heard from for this long is inactive
+    /// (`claudeops.agent_registry.agent_ttl`).
+    pub agent_ttl_ms: i64,
 }
 
 /// The MCP server over one memory engine. Cheap to clone: one per connection is fine.
@@ -40,6 +48,8 @@ pub struct HaivemindServer {
     context: Arc<ServerContext>,
     caller: Option<Caller>,
     audit: Option<Arc<AuditLog>>,
+    /// Every client session, shared by all the clones, for [`HaivemindServer::announce`].
+    clients: Arc<std::sync::Mutex<Vec<Peer<RoleServer>>>>,
 }
 
 impl HaivemindServer {
@@ -51,6 +61,35 @@ impl HaivemindServer {
             context: Arc::new(context),
             caller: None,
             audit: None,
+            clients: Arc::default(),
+        }
+    }
+
+    /// Sends a fleet broadcast (an event of `haivemind_sync`'s change feed with `type`
+    /// `broadcast`) to every connected client as a `notifications/message` whose level is
+    /// the broadcast's severity and whose data is the event. Sessions that ended are
+    /// forgotten.
+    #[allow(deprecated)]
+    pub async fn announce(&self, event: serde_json::Value) {
+        let level = match event.get("severity").and_then(|s| s.as_str()) {
+            Some("critical") => LoggingLevel::Critical,
+            Some("error") => LoggingLevel::Error,
+            Some("warning") => LoggingLevel::Warning,
+            _ => LoggingLevel::Info,
+        };
+        let clients: Vec<Peer<RoleServer>> = match self.clients.lock() {
+            Ok(mut clients) => {
+                clients.retain(|peer| !peer.is_transport_closed());
+                clients.clone()
+            }
+            Err(_) => return,
+        };
+        for client in clients {
+            let message = LoggingMessageNotificationParam::new(level, event.clone())
+                .with_logger("haivemind.broadcast");
+            if let Err(error) = client.notify_logging_message(message).await {
+                tracing::debug!(%error, "a client missed a broadcast");
+            }
         }
     }
 
@@ -115,15 +154,35 @@ fn internal(detail: impl std::fmt::Display) -> ErrorData {
 }
 
 impl ServerHandler for HaivemindServer {
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
         InitializeResult::new(
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_logging()
                 .build(),
         )
         .with_server_info(Implementation::new("haivemind", VERSION))
         .with_instructions(SHORT_INSTRUCTIONS)
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.retain(|peer| !peer.is_transport_closed());
+            clients.push(context.peer);
+        }
+    }
+
+    /// Accepted so clients that set a level do not see an error; broadcasts are sent at
+    /// every level, since an agent asked to be part of the collective.
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        _request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        Ok(())
     }
 
     async fn list_tools(
@@ -132,7 +191,7 @@ impl ServerHandler for HaivemindServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(
-            catalogue().iter().map(|entry| entry.tool()).collect(),
+            catalogue().map(|entry| entry.tool()).collect(),
         ))
     }
 

@@ -165,6 +165,7 @@ impl McpApp {
                 data_dir: config.data_dir(),
                 started_at_ms: haivemind_core::time_format::now_ms(),
                 transport: "http",
+                agent_ttl_ms: config.agent_ttl_ms(),
             },
         )
         .with_audit(audit.clone());
@@ -273,10 +274,16 @@ impl McpApp {
         config: &Config,
         sync_port: u16,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>, haivemind_sync::TlsError> {
-        let mut tasks = vec![tokio::spawn(haivemind_sync::watch(
-            Arc::clone(&self.state.store),
-            Arc::clone(&self.state.events),
-        ))];
+        let mut tasks = vec![
+            tokio::spawn(haivemind_sync::watch(
+                Arc::clone(&self.state.store),
+                Arc::clone(&self.state.events),
+            )),
+            tokio::spawn(announce_broadcasts(
+                Arc::clone(&self.state.events),
+                self.state.mcp.clone(),
+            )),
+        ];
         let peers = discover_peers(config, self.state.store.machine_id(), sync_port);
         if peers.is_empty() {
             return Ok(tasks);
@@ -311,6 +318,26 @@ impl McpApp {
     /// Ends every MCP session (at shutdown).
     pub fn close_sessions(&self) {
         self.cancel.cancel();
+    }
+}
+
+/// Passes every broadcast of the change feed to the MCP clients connected to `mcp`, until
+/// the task is aborted (used by `haivemind serve`, and by `haivemind mcp` for its client).
+pub async fn announce_broadcasts(events: Arc<EventHub>, mcp: HaivemindServer) {
+    let mut receiver = events.subscribe_quietly();
+    loop {
+        match receiver.recv().await {
+            Ok(event) => {
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(&event) else {
+                    continue;
+                };
+                if event["type"] == "broadcast" {
+                    mcp.announce(event).await;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

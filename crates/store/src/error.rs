@@ -34,6 +34,17 @@ pub enum StoreError {
         /// The id asked for.
         id: MemoryId,
     },
+    /// No agent or task has this id.
+    #[error("{kind} {id} not found")]
+    RecordNotFound {
+        /// `agent` or `task`.
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// The change does not fit the record's state (a task completed, claimed by another).
+    #[error("{0}")]
+    Conflict(String),
     /// A destructive request without `confirm: true`.
     #[error("confirm: must be true to {action}")]
     ConfirmRequired {
@@ -86,6 +97,8 @@ impl StoreError {
             | StoreError::MemoryDeleted { .. }
             | StoreError::NotDeleted { .. }
             | StoreError::Erased { .. }
+            | StoreError::RecordNotFound { .. }
+            | StoreError::Conflict(_)
             | StoreError::ConfirmRequired { .. } => true,
             StoreError::Io { .. }
             | StoreError::SchemaTooNew { .. }

@@ -31,6 +31,7 @@
 
 mod connection_pool;
 mod conversation;
+mod coordination;
 mod duplicates;
 mod embedding;
 mod error;
@@ -56,6 +57,10 @@ use haivemind_core::{Embedder, HybridClock};
 use rusqlite::Connection;
 
 pub use conversation::{ConversationImport, ImportedConversation, MAX_TRANSCRIPT_BYTES};
+pub use coordination::{
+    Agent, KNOWN_ROLES, NewAgent, NewBroadcast, NewTask, Priority, RosterEntry, SEVERITIES, Task,
+    TaskEvent, TaskStatus,
+};
 pub use duplicates::{DuplicateGroup, DuplicateQuery};
 pub use embedding::{EmbeddingProgress, VectorCoverage};
 pub use error::StoreError;

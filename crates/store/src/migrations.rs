@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_2_VECTORS,
     MIGRATION_3_API_TOKENS,
     MIGRATION_4_OP_LOG_FLOOR,
+    MIGRATION_5_COORDINATION,
 ];
 
 /// The schema version this binary writes.
@@ -182,4 +183,41 @@ CREATE TABLE op_log_floor (
     origin TEXT PRIMARY KEY,
     hlc    INTEGER NOT NULL
 );
+"#;
+
+/// The roster and delegated tasks (`coordination.rs`): caches of the replay of each
+/// record's operations in the op log, rebuilt per record on every new operation.
+const MIGRATION_5_COORDINATION: &str = r#"
+CREATE TABLE agents (
+    id            TEXT PRIMARY KEY,
+    machine_id    TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    capabilities  TEXT NOT NULL,
+    description   TEXT,
+    registered_at INTEGER NOT NULL,
+    last_seen     INTEGER NOT NULL,
+    hlc           INTEGER NOT NULL,
+    hlc_origin    TEXT NOT NULL
+);
+CREATE TABLE tasks (
+    id                    TEXT PRIMARY KEY,
+    description           TEXT NOT NULL,
+    required_capabilities TEXT NOT NULL,
+    target_agent          TEXT,
+    assigned_to           TEXT,
+    status                TEXT NOT NULL,
+    priority              TEXT NOT NULL,
+    priority_rank         INTEGER NOT NULL,
+    deadline              INTEGER,
+    created_by            TEXT,
+    created_on            TEXT NOT NULL,
+    created_at            INTEGER NOT NULL,
+    updated_at            INTEGER NOT NULL,
+    result                TEXT,
+    history               TEXT NOT NULL,
+    hlc                   INTEGER NOT NULL,
+    hlc_origin            TEXT NOT NULL
+);
+CREATE INDEX tasks_assigned ON tasks (assigned_to, status);
+CREATE INDEX tasks_status ON tasks (status, created_at);
 "#;

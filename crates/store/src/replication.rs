@@ -171,15 +171,35 @@ impl Store {
         self.write(|tx, clock| {
             for op in ops {
                 let known: Option<i64> = tx
-                    .query_row("SELECT seq FROM op_log WHERE op_id = ?1", [&op.op_id], |row| {
-                        row.get(0)
-                    })
+                    .query_row(
+                        "SELECT seq FROM op_log WHERE op_id = ?1",
+                        [&op.op_id],
+                        |row| row.get(0),
+                    )
                     .optional()?;
                 if known.is_some() {
                     outcome.already_known += 1;
                     continue;
                 }
-                if op.record_kind != "memory" || !op.shareable || op.stamp.origin.is_empty() {
+                if !op.shareable || op.stamp.origin.is_empty() {
+                    outcome.refused += 1;
+                    continue;
+                }
+                if matches!(op.record_kind.as_str(), "agent" | "task") {
+                    // Coordination records: the operation joins the record's log, and the
+                    // record's state is replayed from all of them.
+                    if op.payload.get("action").and_then(|a| a.as_str()).is_none() {
+                        outcome.refused += 1;
+                        continue;
+                    }
+                    clock.observe(op.stamp.time);
+                    self.log_remote(tx, op)?;
+                    outcome.logged += 1;
+                    crate::coordination::replay(tx, &op.record_kind, &op.record_id)?;
+                    outcome.changed += 1;
+                    continue;
+                }
+                if op.record_kind != "memory" {
                     outcome.refused += 1;
                     continue;
                 }
@@ -187,7 +207,9 @@ impl Store {
                     OpKind::HardDelete | OpKind::Erase | OpKind::Withdraw => None,
                     _ if op.payload.get("redacted").is_some() => None,
                     _ => match from_json(&op.payload, &op.stamp.origin) {
-                        Ok(memory) if memory.id.to_string() == op.record_id && shareable(&memory) => {
+                        Ok(memory)
+                            if memory.id.to_string() == op.record_id && shareable(&memory) =>
+                        {
                             Some(memory)
                         }
                         _ => {
@@ -197,19 +219,7 @@ impl Store {
                     },
                 };
                 clock.observe(op.stamp.time);
-                tx.execute(
-                    "INSERT INTO op_log (op_id, hlc, origin, record_kind, record_id, op, payload, shareable)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
-                    params![
-                        op.op_id,
-                        op.stamp.time as i64,
-                        op.stamp.origin,
-                        op.record_kind,
-                        op.record_id,
-                        op.op.as_str(),
-                        op.payload.to_string(),
-                    ],
-                )?;
+                self.log_remote(tx, op)?;
                 outcome.logged += 1;
                 if self.apply_effect(tx, op, memory, &mut forgotten_rowids)? {
                     outcome.changed += 1;
@@ -225,6 +235,25 @@ impl Store {
             index.forget(&forgotten_rowids);
         }
         Ok(outcome)
+    }
+
+    /// Appends a received operation to the local log with its original id, stamp and
+    /// origin, which is what relays it onwards.
+    fn log_remote(&self, tx: &Transaction<'_>, op: &OpLogEntry) -> Result<(), StoreError> {
+        tx.execute(
+            "INSERT INTO op_log (op_id, hlc, origin, record_kind, record_id, op, payload, shareable)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+            params![
+                op.op_id,
+                op.stamp.time as i64,
+                op.stamp.origin,
+                op.record_kind,
+                op.record_id,
+                op.op.as_str(),
+                op.payload.to_string(),
+            ],
+        )?;
+        Ok(())
     }
 
     /// Stores the vector that came with `op` (which just set its record's text), unless this
@@ -390,7 +419,7 @@ impl Store {
     }
 
     /// A digest of the replicated state: every shareable memory's id, stamp and deletion
-    /// state, and every tombstone. Two nodes have equal digests exactly when they hold the
+    /// state, every tombstone, and every agent's and task's newest stamp. Two nodes have equal digests exactly when they hold the
     /// same replicated data.
     pub fn state_digest(&self) -> Result<String, StoreError> {
         let reader = self.reader()?;
@@ -427,6 +456,24 @@ impl Store {
         })?;
         for line in rows {
             hasher.update(line?.as_bytes());
+        }
+        // Agents and tasks: each is the replay of its operations, so its newest stamp
+        // stands for its state (in a fleet, every node replays the same operations).
+        for (tag, table) in [("a", "agents"), ("k", "tasks")] {
+            let mut records = reader.prepare_cached(&format!(
+                "SELECT id, hlc, hlc_origin FROM {table} ORDER BY id"
+            ))?;
+            let rows = records.query_map([], |row| {
+                Ok(format!(
+                    "{tag}|{}|{}|{}\n",
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?
+                ))
+            })?;
+            for line in rows {
+                hasher.update(line?.as_bytes());
+            }
         }
         Ok(hasher
             .finalize()

@@ -36,6 +36,8 @@ pub struct MemoryFilter {
     pub tags: Vec<String>,
     /// Written on this machine.
     pub machine_id: Option<String>,
+    /// Written by this agent.
+    pub agent_id: Option<String>,
     /// Created at or after, epoch milliseconds.
     pub since_ms: Option<i64>,
     /// Created before, epoch milliseconds.
@@ -80,6 +82,9 @@ impl MemoryFilter {
         }
         if let Some(machine) = &self.machine_id {
             push(" AND m.machine_id = ?", SqlValue::Text(machine.clone()));
+        }
+        if let Some(agent) = &self.agent_id {
+            push(" AND m.agent_id = ?", SqlValue::Text(agent.clone()));
         }
         if let Some(since) = self.since_ms {
             push(" AND m.created_at >= ?", SqlValue::Integer(since));

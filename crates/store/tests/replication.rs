@@ -407,3 +407,62 @@ fn compaction_keeps_removals_effective_for_nodes_that_were_away() {
     assert!(a.version_vector().unwrap()["alpha"] > vector["alpha"]);
     assert_eq!(pull(&a, &b, 50), 1);
 }
+
+#[test]
+fn concurrent_claims_replay_to_one_winner_on_every_node() {
+    use haivemind_store::{NewAgent, NewTask, Priority, TaskStatus};
+    let (a, b) = (node("alpha"), node("beta"));
+    let ttl = 60_000;
+    let agent = |id: &str| NewAgent {
+        id: id.into(),
+        role: "worker_drone".into(),
+        capabilities: vec!["rust".into()],
+        description: None,
+    };
+    a.register_agent(agent("a1"), ttl).unwrap();
+    b.register_agent(agent("b1"), ttl).unwrap();
+    let task = a
+        .delegate_task(
+            NewTask {
+                description: "port the planner".into(),
+                required_capabilities: vec!["wasm".into()],
+                target_agent: None,
+                priority: Priority::High,
+                deadline_ms: None,
+                created_by: Some("a1".into()),
+            },
+            ttl,
+        )
+        .unwrap();
+    assert_eq!(task.status, TaskStatus::Pending);
+    sync(&a, &b);
+    // Apart, both claim; b1 first.
+    assert_eq!(
+        b.claim_task(&task.id, "b1").unwrap().assigned_to.as_deref(),
+        Some("b1")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(
+        a.claim_task(&task.id, "a1").unwrap().assigned_to.as_deref(),
+        Some("a1")
+    );
+    sync(&a, &b);
+    for n in [&a, &b] {
+        let seen = n.task(&task.id).unwrap();
+        assert_eq!(seen.assigned_to.as_deref(), Some("b1"));
+        assert_eq!(seen.status, TaskStatus::Accepted);
+        let losing = seen
+            .history
+            .iter()
+            .find(|e| e.agent_id.as_deref() == Some("a1") && e.action == "claim")
+            .unwrap();
+        assert!(!losing.applied);
+    }
+    assert_eq!(a.state_digest().unwrap(), b.state_digest().unwrap());
+    // The loser is told, and the winner finishes.
+    assert!(a.complete_task(&task.id, "a1", "mine").is_err());
+    b.complete_task(&task.id, "b1", "ported").unwrap();
+    sync(&a, &b);
+    assert_eq!(a.task(&task.id).unwrap().result.as_deref(), Some("ported"));
+    assert_eq!(a.roster(false, ttl).unwrap().len(), 2);
+}

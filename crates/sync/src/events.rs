@@ -3,8 +3,9 @@
 //! service so new writes reach peers within a second.
 //!
 //! Events describe records that may leave this machine only (a private or confidential
-//! memory's changes are never announced), and carry ids and stamps, never content:
-//! subscribers that want the record ask for it with their own token and role.
+//! memory's changes are never announced), and carry ids and stamps, never content
+//! (subscribers that want the record ask for it with their own token and role) — except
+//! broadcasts, whose message is meant for every agent of the fleet.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,6 +53,11 @@ impl EventHub {
                 hub: Arc::clone(self),
             },
         )
+    }
+
+    /// A subscription for the server's own use, not counted as a WebSocket.
+    pub fn subscribe_quietly(&self) -> broadcast::Receiver<Arc<str>> {
+        self.sender.subscribe()
     }
 
     /// Woken whenever the op log moves.
@@ -103,7 +109,9 @@ pub async fn watch(store: Arc<Store>, hub: Arc<EventHub>) {
             after = last.seq;
             hub.changed.notify_one();
             for op in batch.iter().filter(|op| op.shareable) {
-                hub.publish(event_of(store.machine_id(), op));
+                if let Some(event) = event_of(store.machine_id(), op) {
+                    hub.publish(event);
+                }
             }
             if batch.len() < 500 {
                 break;
@@ -112,24 +120,76 @@ pub async fn watch(store: Arc<Store>, hub: Arc<EventHub>) {
     }
 }
 
-/// The event announcing `op`.
-fn event_of(machine_id: &str, op: &OpLogEntry) -> Value {
-    let kind = match op.op {
-        OpKind::Create => "memory_created",
-        OpKind::Update => "memory_updated",
-        OpKind::SoftDelete => "memory_deleted",
-        OpKind::Recover => "memory_recovered",
-        OpKind::HardDelete => "memory_hard_deleted",
-        OpKind::Erase => "memory_erased",
-        OpKind::Withdraw => "memory_withdrawn",
-    };
-    json!({
-        "type": kind,
-        "machine_id": machine_id,
-        "record_kind": op.record_kind,
-        "memory_id": op.record_id,
-        "origin": op.stamp.origin,
-        "hlc": op.stamp.time,
-        "category": op.payload.get("category"),
-    })
+/// The event announcing `op`, if it is worth one (a heartbeat is not).
+fn event_of(machine_id: &str, op: &OpLogEntry) -> Option<Value> {
+    let action = op.payload.get("action").and_then(Value::as_str);
+    match op.record_kind.as_str() {
+        "memory" => {
+            let broadcast = op.payload.get("metadata").and_then(|m| m.get("broadcast"));
+            if let (OpKind::Create, Some(broadcast)) = (op.op, broadcast) {
+                // Broadcasts are meant for everyone: the message travels in the event.
+                return Some(json!({
+                    "type": "broadcast",
+                    "machine_id": machine_id,
+                    "memory_id": op.record_id,
+                    "broadcast_id": op.record_id,
+                    "origin": op.stamp.origin,
+                    "hlc": op.stamp.time,
+                    "message": op.payload.get("content"),
+                    "category": op.payload.get("category"),
+                    "severity": broadcast.get("severity"),
+                    "target_roles": broadcast.get("target_roles"),
+                    "from_agent": broadcast.get("from_agent"),
+                }));
+            }
+            let kind = match op.op {
+                OpKind::Create => "memory_created",
+                OpKind::Update => "memory_updated",
+                OpKind::SoftDelete => "memory_deleted",
+                OpKind::Recover => "memory_recovered",
+                OpKind::HardDelete => "memory_hard_deleted",
+                OpKind::Erase => "memory_erased",
+                OpKind::Withdraw => "memory_withdrawn",
+            };
+            Some(json!({
+                "type": kind,
+                "machine_id": machine_id,
+                "record_kind": op.record_kind,
+                "memory_id": op.record_id,
+                "origin": op.stamp.origin,
+                "hlc": op.stamp.time,
+                "category": op.payload.get("category"),
+            }))
+        }
+        "task" => {
+            let kind = match action? {
+                "create" => "task_created",
+                "assign" => "task_assigned",
+                "claim" => "task_claimed",
+                "status" => "task_updated",
+                "complete" => "task_completed",
+                "expire" => "task_expired",
+                _ => return None,
+            };
+            Some(json!({
+                "type": kind,
+                "machine_id": machine_id,
+                "task_id": op.record_id,
+                "origin": op.stamp.origin,
+                "hlc": op.stamp.time,
+                "agent_id": op.payload.get("agent_id").or_else(|| op.payload.get("assigned_to")),
+                "status": op.payload.get("status"),
+            }))
+        }
+        "agent" if action == Some("register") => Some(json!({
+            "type": "agent_registered",
+            "machine_id": machine_id,
+            "agent_id": op.record_id,
+            "origin": op.stamp.origin,
+            "hlc": op.stamp.time,
+            "role": op.payload.get("role"),
+            "capabilities": op.payload.get("capabilities"),
+        })),
+        _ => None,
+    }
 }

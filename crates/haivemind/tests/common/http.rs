@@ -231,10 +231,15 @@ impl Served {
     /// Opens an MCP session with `token`: initialize, then `notifications/initialized`.
     /// Returns the session id.
     pub fn initialize(&self, token: &str) -> String {
+        self.initialize_as(token, "http-test")
+    }
+
+    /// Opens an MCP session as the client named `client` (its agent id is `client@machine`).
+    pub fn initialize_as(&self, token: &str, client: &str) -> String {
         let response = self.send(Request::new("POST", "/mcp").bearer(token).json(&json!({
             "jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "http-test", "version": "1"}}
+                       "clientInfo": {"name": client, "version": "1"}}
         })));
         assert_eq!(response.status, 200, "initialize: {}", response.text());
         let session = response
@@ -312,9 +317,40 @@ pub fn throwaway_certificate(
 }
 
 /// A port that was free a moment ago, for servers whose peers must know it in advance.
+///
+/// It is taken below the kernel's ephemeral range, so no server started with port 0 (by
+/// this test or another running beside it) can take it while its owner is down or not yet
+/// started, and never twice in one test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|l| l.parse().ok()))
+        .unwrap_or(32_768);
+    let (low, high) = if ephemeral_low > 12_000 {
+        (ephemeral_low - 10_000, ephemeral_low - 1)
+    } else {
+        (ephemeral_low + 30_000, 65_000)
+    };
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(1)
+        ^ std::process::id().rotate_left(16);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..10_000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let port = (low + seed % (high - low)) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
+            return port;
+        }
+    }
+    panic!("no free port between {low} and {high}");
 }

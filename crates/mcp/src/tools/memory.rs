@@ -554,7 +554,7 @@ fn store_memory(
         new.user_id = user;
     }
     new.project = args.project;
-    new.agent_id = cx.agent_id.clone();
+    new.agent_id = cx.memory_agent_id();
     if let Some(scope) = args.scope {
         new.scope = Scope::parse("scope", &scope)?;
     }
@@ -583,6 +583,7 @@ fn search_memories(
     let query = SearchQuery {
         text: args.query,
         filter: MemoryFilter {
+            agent_id: None,
             category: args.category,
             user_id: args.user_id,
             project: args.project,
@@ -699,6 +700,7 @@ fn bulk_delete_memories(
 ) -> Result<Value, ToolError> {
     let args: BulkDeleteArgs = parse(arguments)?;
     let filter = MemoryFilter {
+        agent_id: None,
         category: args.category,
         user_id: args.user_id,
         project: args.project,

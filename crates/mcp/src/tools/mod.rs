@@ -4,7 +4,10 @@
 //! schema), makes one engine call, and renders a JSON object. Handlers are synchronous and
 //! run on a blocking thread, because the engine blocks on SQLite.
 
+mod coordination;
 mod memory;
+
+pub use coordination::{broadcast_json, roster_json, task_json};
 
 use std::sync::Arc;
 
@@ -67,6 +70,26 @@ impl ToolContext {
     pub(crate) fn hide_restricted(&self) -> bool {
         !self.caller.role.may_read_restricted()
     }
+
+    /// This client's id in the agent roster: its name @ this machine.
+    pub(crate) fn registry_agent_id(&self) -> Option<String> {
+        let name = self.agent_id.as_deref()?;
+        let id = format!("{name}@{}", self.store.machine_id());
+        haivemind_core::memory::check_name("agent_id", &id)
+            .is_ok()
+            .then_some(id)
+    }
+
+    /// The author recorded on this client's memories: its roster id once it registered
+    /// (so query_agent_knowledge finds them), else its name.
+    pub(crate) fn memory_agent_id(&self) -> Option<String> {
+        if let Some(id) = self.registry_agent_id()
+            && self.store.agent(&id).is_ok()
+        {
+            return Some(id);
+        }
+        self.agent_id.clone()
+    }
 }
 
 type Handler = fn(&ToolContext, Option<Map<String, Value>>) -> Result<Value, ToolError>;
@@ -113,8 +136,8 @@ fn schema_of<T: JsonSchema + 'static>() -> Arc<JsonObject> {
 }
 
 /// Every tool this server offers.
-pub fn catalogue() -> &'static [ToolEntry] {
-    memory::TOOLS
+pub fn catalogue() -> impl Iterator<Item = &'static ToolEntry> {
+    memory::TOOLS.iter().chain(coordination::TOOLS)
 }
 
 /// Runs the tool `name` with `arguments`, if the caller's role allows it, and audits
@@ -125,12 +148,22 @@ pub fn call(
     arguments: Option<Map<String, Value>>,
 ) -> Result<Value, ToolError> {
     let entry = catalogue()
-        .iter()
         .find(|entry| entry.name == name)
         .ok_or_else(|| ToolError::UnknownTool { name: name.into() })?;
     if let Err(refusal) = authorize(entry, context.caller.role, arguments.as_ref()) {
         context.audit(AuditEvent::new("access_denied").with("tool", name));
         return Err(refusal);
+    }
+    // Every call of a registered agent is a sign of life.
+    let named = arguments
+        .as_ref()
+        .and_then(|a| a.get("agent_id"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let Some(agent) = named.or_else(|| context.registry_agent_id())
+        && let Err(error) = context.store.heartbeat(&agent)
+    {
+        tracing::warn!(%error, "could not record an agent heartbeat");
     }
     let audited = AUDITED_TOOLS
         .contains(&name)
@@ -259,7 +292,7 @@ mod tests {
 
     #[test]
     fn roles_gate_tools() {
-        let find = |name: &str| catalogue().iter().find(|e| e.name == name).unwrap();
+        let find = |name: &str| catalogue().find(|e| e.name == name).unwrap();
         let hard: Map<String, Value> = serde_json::from_str(r#"{"hard_delete": true}"#).unwrap();
         assert!(authorize(find("search_memories"), Role::Readonly, None).is_ok());
         assert!(authorize(find("store_memory"), Role::Readonly, None).is_err());
