@@ -209,6 +209,20 @@ fn agents_tasks_and_broadcasts_travel_between_two_nodes() {
     assert_eq!(tasks["tasks"][0]["task_id"], task_id.as_str());
     let shown = common::run_json(nodes[0].command(), &["tasks", &task_id]);
     assert_eq!(shown["result"], "reindexed 41M docs in 12 min");
+    let cli = common::run_json(
+        nodes[1].command(),
+        &[
+            "broadcast",
+            "beta's disks are 91% full",
+            "--severity",
+            "warning",
+        ],
+    );
+    assert_eq!(cli["severity"], "warning");
+    wait_for("the CLI's broadcast on alpha", || {
+        lead.ok("get_broadcasts", json!({"severity": "warning"}))["broadcasts"][0]["message"]
+            == "beta's disks are 91% full"
+    });
     wait_for("one digest", || {
         let (a, b) = (nodes[0].status(), nodes[1].status());
         a["state_digest"] == b["state_digest"]

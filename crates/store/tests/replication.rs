@@ -465,4 +465,34 @@ fn concurrent_claims_replay_to_one_winner_on_every_node() {
     sync(&a, &b);
     assert_eq!(a.task(&task.id).unwrap().result.as_deref(), Some("ported"));
     assert_eq!(a.roster(false, ttl).unwrap().len(), 2);
+
+    // A task nobody can do waits, and goes to the first agent that can when it registers.
+    let waiting = a
+        .delegate_task(
+            NewTask {
+                description: "tune the gc".into(),
+                required_capabilities: vec!["jvm".into()],
+                target_agent: None,
+                priority: Priority::Normal,
+                deadline_ms: None,
+                created_by: None,
+            },
+            ttl,
+        )
+        .unwrap();
+    assert_eq!(waiting.status, TaskStatus::Pending);
+    let mut jvm = agent("j1");
+    jvm.capabilities = vec!["jvm".into(), "rust".into()];
+    a.register_agent(jvm, ttl).unwrap();
+    let given = a.task(&waiting.id).unwrap();
+    assert_eq!(
+        (given.status, given.assigned_to.as_deref()),
+        (TaskStatus::Assigned, Some("j1"))
+    );
+    // Agents not heard from within the time-to-live are inactive: listed only on request.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(a.roster(false, 10).unwrap().is_empty());
+    let all = a.roster(true, 10).unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|entry| !entry.active));
 }
