@@ -66,6 +66,27 @@ pub enum Command {
         #[arg(long, default_value = "global")]
         category: String,
     },
+    /// Install hAIveMind for an agent tool: the hv-* slash commands (and remember, recall),
+    /// a marked section in CLAUDE.md (AGENTS.md for Cursor and Codex) and the server in
+    /// .mcp.json. Re-running changes only what is outdated; files you edited are kept and
+    /// reported unless --force. `clean` removes only what was installed and is unchanged,
+    /// in both the project and the home directory.
+    Install {
+        /// personal (~/.claude), project (the current directory), or clean; default: the
+        /// project when the current directory is one (.git, .claude, CLAUDE.md or
+        /// .mcp.json), else personal.
+        location: Option<String>,
+        /// Replace files you edited.
+        #[arg(long)]
+        force: bool,
+        /// Register a remote server (its URL, like https://hive:8900) instead of this
+        /// binary over stdio; the token comes from $HAIVEMIND_TOKEN at run time.
+        #[arg(long)]
+        remote: Option<String>,
+        /// The agent tool: claude, cursor (.cursor/commands) or codex (~/.codex/prompts).
+        #[arg(long, default_value = "claude")]
+        tool: String,
+    },
     /// Make, list and revoke the tokens HTTP clients present as `Authorization: Bearer`.
     Token {
         #[command(subcommand)]

@@ -39,6 +39,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => crate::serve::run(config, args),
         Command::Token { action } => crate::tokens::run(&config, &printer, action),
         Command::Peers => peers(&config, &printer),
+        Command::Install {
+            location,
+            force,
+            remote,
+            tool,
+        } => crate::install::run(&printer, location, force, remote, &tool),
         Command::Agents { all } => crate::coordination::agents(&config, &printer, all),
         Command::Tasks {
             id,
@@ -271,6 +277,7 @@ fn serve_mcp(config: &Config) -> Result<()> {
             started_at_ms: now_ms(),
             transport: "stdio",
             agent_ttl_ms: config.agent_ttl_ms(),
+            mcp_url: None,
         },
     )
     .with_caller(haivemind_core::security::Caller::local())

@@ -623,3 +623,37 @@ fn bad_security_settings_stop_start_up_with_the_key_named() {
         assert!(stderr.contains(key), "{config}: {stderr}");
     }
 }
+
+#[test]
+fn a_refused_request_with_an_unread_body_closes_its_connection() {
+    // The guards refuse before reading the body, so the connection cannot carry another
+    // request; the client must be told rather than find out mid-request. (A keep-alive
+    // request by hand: the test client asks for `Connection: close` itself.)
+    use std::io::{Read, Write};
+    let scratch = Scratch::new();
+    let server = Served::start(scratch.command());
+    let head_of = |request: &str| {
+        let mut stream = std::net::TcpStream::connect(&server.address).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut buffer = vec![0u8; 4096];
+        let read = stream.read(&mut buffer).unwrap();
+        String::from_utf8_lossy(&buffer[..read]).to_ascii_lowercase()
+    };
+    let body = initialize_body().to_string();
+    let refused = head_of(&format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer hv_wrong\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        server.address,
+        body.len()
+    ));
+    assert!(refused.starts_with("http/1.1 401"), "{refused}");
+    assert!(refused.contains("connection: close"), "{refused}");
+    let kept = head_of(&format!(
+        "GET /health HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.address
+    ));
+    assert!(kept.starts_with("http/1.1 200"), "{kept}");
+    assert!(!kept.contains("connection: close"), "{kept}");
+}

@@ -136,3 +136,30 @@ fn official_python_client_over_http_both_modes_and_sse() {
 fn official_python_client_over_https_with_a_throwaway_certificate() {
     drive_http(true);
 }
+
+#[test]
+fn the_mcp_json_that_install_writes_starts_a_working_server_for_the_official_client() {
+    let scratch = Scratch::new();
+    let project = scratch.dir.path().join("project");
+    std::fs::create_dir_all(project.join(".git")).unwrap();
+    let mut install = scratch.command();
+    install.current_dir(&project);
+    let installed = common::run_json(install, &["install"]);
+    assert_eq!(installed["location"], "project", "{installed}");
+    let output = Command::new(python())
+        .arg(workspace_root().join("tests/interop/mcp_json_client.py"))
+        .arg(&project)
+        .env("HOME", scratch.dir.path())
+        .env("HAIVEMIND_DATA_DIR", scratch.data_dir())
+        .env("HAIVEMIND_CONFIG", scratch.config_path())
+        .env("HAIVEMIND_MACHINE_ID", "mcp-json")
+        .output()
+        .expect("run the Python client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the server .mcp.json registers did not work:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("ok .mcp.json server"), "{stdout}");
+}

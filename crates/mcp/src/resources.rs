@@ -17,7 +17,10 @@ pub const SHORT_INSTRUCTIONS: &str = "hAIveMind is the collective memory of your
 Before starting work, search_memories for what others learned about the systems involved. \
 When you learn something another agent would want (a fix, a cause, a system's state, a \
 decision), store_memory it with a fitting category and tags. Mark secrets and personal data \
-confidential or pii: they never leave this machine. Read haivemind://instructions for more.";
+confidential or pii: they never leave this machine. New here? Call install_agent_commands once \
+(it installs the /hv-* commands and this agent's CLAUDE.md section; over HTTP it returns the files \
+to write), then register_agent with your role and capabilities, and check get_my_tasks. Read \
+haivemind://instructions for more.";
 
 /// The full text of `haivemind://instructions`.
 pub const INSTRUCTIONS: &str = include_str!("instructions.md");

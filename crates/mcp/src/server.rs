@@ -39,6 +39,9 @@ pub struct ServerContext {
     /// An agent not heard from for this long is inactive
     /// (`claudeops.agent_registry.agent_ttl`).
     pub agent_ttl_ms: i64,
+    /// This server's MCP URL as remote agents reach it (HTTP only), for the `.mcp.json`
+    /// entry the onboarding tools hand out.
+    pub mcp_url: Option<String>,
 }
 
 /// The MCP server over one memory engine. Cheap to clone: one per connection is fine.

@@ -67,6 +67,27 @@ pub(crate) async fn allowed_network(
     next.run(request).await
 }
 
+/// Closes the connection after a refusal of a request whose body was sent: the guards
+/// refuse before reading bodies, so the connection holds unread bytes and cannot serve
+/// another request. `Connection: close` tells the client so, instead of letting it send
+/// its next request into a connection that is about to close.
+pub(crate) async fn close_after_refused_body(request: Request, next: Next) -> Response {
+    let has_body = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() != "0")
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut response = next.run(request).await;
+    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// Refuses a declared body larger than `server.max_body_bytes` with 413 before reading it.
 /// Bodies without a length are cut at the same size while they are read.
 pub(crate) async fn body_size(

@@ -166,6 +166,7 @@ impl McpApp {
                 started_at_ms: haivemind_core::time_format::now_ms(),
                 transport: "http",
                 agent_ttl_ms: config.agent_ttl_ms(),
+                mcp_url: Some(public_mcp_url(config)),
             },
         )
         .with_audit(audit.clone());
@@ -379,6 +380,22 @@ fn listed_machines(config: &Config) -> Option<Vec<String>> {
     whitelist_only.then_some(ids)
 }
 
+/// This server's `/mcp` URL for agents on other machines: its bound host, or its machine id
+/// when bound to every address.
+fn public_mcp_url(config: &Config) -> String {
+    let scheme = if config.security.tls.cert_file.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = match config.server.host.as_str() {
+        "0.0.0.0" | "::" => config.machine_id(),
+        host if host.contains(':') => format!("[{host}]"),
+        host => host.to_string(),
+    };
+    format!("{scheme}://{host}:{}/mcp", config.server.mcp_port)
+}
+
 /// Host names accepted on `/mcp` and `/sse`: loopback names, this machine's id and host
 /// name, the bound address, and `security.allowed_hosts`. IP literals are always accepted.
 fn allowed_hosts(config: &Config) -> Vec<String> {
@@ -505,6 +522,7 @@ fn with_health_and_outer_guards(routes: Router<Arc<AppState>>, state: &Arc<AppSt
             Arc::clone(state),
             guard::allowed_network,
         ))
+        .layer(axum::middleware::from_fn(guard::close_after_refused_body))
         .with_state(Arc::clone(state))
 }
 

@@ -6,6 +6,7 @@
 
 mod coordination;
 mod memory;
+mod onboarding;
 
 pub use coordination::{broadcast_json, roster_json, task_json};
 
@@ -137,7 +138,10 @@ fn schema_of<T: JsonSchema + 'static>() -> Arc<JsonObject> {
 
 /// Every tool this server offers.
 pub fn catalogue() -> impl Iterator<Item = &'static ToolEntry> {
-    memory::TOOLS.iter().chain(coordination::TOOLS)
+    memory::TOOLS
+        .iter()
+        .chain(coordination::TOOLS)
+        .chain(onboarding::TOOLS)
 }
 
 /// Runs the tool `name` with `arguments`, if the caller's role allows it, and audits
