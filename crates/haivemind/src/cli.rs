@@ -32,6 +32,27 @@ pub enum Command {
     /// `haivemind serve` reports it (asks the sync port with $HAIVEMIND_TOKEN, else the
     /// fleet token security.api_token).
     Peers,
+    /// List incidents (record_incident), newest first.
+    Incidents {
+        /// Only this status: open, investigating, mitigated, resolved, closed.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this severity: low, medium, high, critical.
+        #[arg(long)]
+        severity: Option<String>,
+        /// Only incidents that affected this system.
+        #[arg(long)]
+        system: Option<String>,
+        /// How many (at most 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show which machines differ from the newest version of a configuration
+    /// (sync_infrastructure_config), with a unified diff each.
+    Drift {
+        /// The configuration's name.
+        name: String,
+    },
     /// List the fleet's agents (registered with register_agent on any machine): role,
     /// capabilities, last heartbeat, open tasks.
     Agents {

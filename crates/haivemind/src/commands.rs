@@ -45,6 +45,13 @@ pub fn run(cli: Cli) -> Result<()> {
             remote,
             tool,
         } => crate::install::run(&printer, location, force, remote, &tool),
+        Command::Incidents {
+            status,
+            severity,
+            system,
+            limit,
+        } => crate::devops::incidents(&config, &printer, status, severity, system, limit),
+        Command::Drift { name } => crate::devops::drift(&config, &printer, &name),
         Command::Agents { all } => crate::coordination::agents(&config, &printer, all),
         Command::Tasks {
             id,

@@ -6,6 +6,7 @@ mod bench_hybrid;
 mod cli;
 mod commands;
 mod coordination;
+mod devops;
 mod install;
 mod locomo;
 mod output;

@@ -32,6 +32,7 @@
 mod connection_pool;
 mod conversation;
 mod coordination;
+mod devops;
 mod duplicates;
 mod embedding;
 mod error;
@@ -60,6 +61,10 @@ pub use conversation::{ConversationImport, ImportedConversation, MAX_TRANSCRIPT_
 pub use coordination::{
     Agent, KNOWN_ROLES, NewAgent, NewBroadcast, NewTask, Priority, RosterEntry, SEVERITIES, Task,
     TaskEvent, TaskStatus,
+};
+pub use devops::{
+    ConfigDrift, INCIDENT_SEVERITIES, INCIDENT_STATES, IncidentQuery, MachineDrift, NewIncident,
+    NewPlaybook, NewRunbook, PLAYBOOK_TYPES, RecordedIncident, parse_steps, validate_playbook,
 };
 pub use duplicates::{DuplicateGroup, DuplicateQuery};
 pub use embedding::{EmbeddingProgress, VectorCoverage};

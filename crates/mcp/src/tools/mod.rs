@@ -5,6 +5,7 @@
 //! run on a blocking thread, because the engine blocks on SQLite.
 
 mod coordination;
+mod devops;
 mod memory;
 mod onboarding;
 
@@ -141,6 +142,7 @@ pub fn catalogue() -> impl Iterator<Item = &'static ToolEntry> {
     memory::TOOLS
         .iter()
         .chain(coordination::TOOLS)
+        .chain(devops::TOOLS)
         .chain(onboarding::TOOLS)
 }
 
