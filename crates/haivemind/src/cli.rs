@@ -152,8 +152,23 @@ pub enum Command {
     },
     /// Read memories from a JSON-lines file written by `export` (or by hand).
     Import {
-        /// The JSON-lines file.
-        file: PathBuf,
+        /// A JSON-lines file written by `export`; or `confluence` or `jira`, followed by
+        /// the space or project key to import from the configured server (connectors.*).
+        source: String,
+        /// With `confluence`: the space key; with `jira`: the project key.
+        key: Option<String>,
+        /// Confluence: only the page with this title.
+        #[arg(long)]
+        title: Option<String>,
+        /// Jira: more JQL, ANDed with the project.
+        #[arg(long)]
+        jql: Option<String>,
+        /// Jira: only these issue types (repeatable), like --issue-type Bug.
+        #[arg(long = "issue-type")]
+        issue_types: Vec<String>,
+        /// At most this many pages or issues.
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// Hard-delete soft-deleted memories older than memory.recover_days, and compact the op
     /// log of records removed more than sync.compact_removed_after_days (7) ago.

@@ -112,7 +112,33 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Status => status(&config, &printer),
         Command::Export { output } => export(&open(&config)?, &printer, output.as_deref()),
-        Command::Import { file } => import(&open_with_model(&config)?.0, &printer, &file),
+        Command::Import {
+            source,
+            key,
+            title,
+            jql,
+            issue_types,
+            limit,
+        } => match (source.as_str(), key) {
+            ("confluence" | "jira", Some(key)) => crate::connectors::import(
+                &config,
+                &printer,
+                &source,
+                &key,
+                title.as_deref(),
+                jql.as_deref(),
+                &issue_types,
+                limit,
+            ),
+            (_, Some(key)) => Err(anyhow::anyhow!(
+                "import {source} {key}: the source is `confluence` or `jira` (or give only a JSON-lines file)"
+            )),
+            (_, None) => import(
+                &open_with_model(&config)?.0,
+                &printer,
+                std::path::Path::new(&source),
+            ),
+        },
         Command::Reindex => reindex(&config, &printer),
         Command::Bench { what } => match what {
             BenchCommand::Store {
@@ -285,6 +311,7 @@ fn serve_mcp(config: &Config) -> Result<()> {
             transport: "stdio",
             agent_ttl_ms: config.agent_ttl_ms(),
             mcp_url: None,
+            connectors: config.connectors.clone(),
         },
     )
     .with_caller(haivemind_core::security::Caller::local())

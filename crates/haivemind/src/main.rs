@@ -5,6 +5,7 @@ mod bench;
 mod bench_hybrid;
 mod cli;
 mod commands;
+mod connectors;
 mod coordination;
 mod devops;
 mod install;

@@ -33,6 +33,14 @@ pub enum ToolError {
     /// The engine refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Another system (Confluence, Jira) refused or failed; `code` says how.
+    #[error("{message}")]
+    External {
+        /// `not_configured`, `authentication`, `upstream_failed` or `upstream_malformed`.
+        code: &'static str,
+        /// What happened, without credentials.
+        message: String,
+    },
 }
 
 impl From<haivemind_core::InvalidInput> for ToolError {
@@ -62,6 +70,7 @@ impl ToolError {
             ToolError::Forbidden { role, rule } => Ok(CallToolResult::structured_error(json!({
                 "error": { "code": "forbidden", "role": role.as_str(), "message": rule, "tool": tool }
             }))),
+            ToolError::External { code, message } => caller(code, None, message),
             ToolError::InvalidArguments { field, rule } => {
                 caller("invalid_argument", Some(&field), format!("{field}: {rule}"))
             }

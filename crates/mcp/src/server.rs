@@ -42,6 +42,8 @@ pub struct ServerContext {
     /// This server's MCP URL as remote agents reach it (HTTP only), for the `.mcp.json`
     /// entry the onboarding tools hand out.
     pub mcp_url: Option<String>,
+    /// The `connectors` section of the configuration (Confluence, Jira).
+    pub connectors: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The MCP server over one memory engine. Cheap to clone: one per connection is fine.

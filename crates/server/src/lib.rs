@@ -167,6 +167,7 @@ impl McpApp {
                 transport: "http",
                 agent_ttl_ms: config.agent_ttl_ms(),
                 mcp_url: Some(public_mcp_url(config)),
+                connectors: config.connectors.clone(),
             },
         )
         .with_audit(audit.clone());

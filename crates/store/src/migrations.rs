@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_3_API_TOKENS,
     MIGRATION_4_OP_LOG_FLOOR,
     MIGRATION_5_COORDINATION,
+    MIGRATION_6_CONNECTOR_CHECKPOINTS,
 ];
 
 /// The schema version this binary writes.
@@ -220,4 +221,13 @@ CREATE TABLE tasks (
 );
 CREATE INDEX tasks_assigned ON tasks (assigned_to, status);
 CREATE INDEX tasks_status ON tasks (status, created_at);
+"#;
+
+/// When each connector source last synced completely, so the next sync asks only for what
+/// changed. Local to this node: each node imports on its own schedule.
+const MIGRATION_6_CONNECTOR_CHECKPOINTS: &str = r#"
+CREATE TABLE connector_checkpoints (
+    source   TEXT PRIMARY KEY,
+    last_run INTEGER NOT NULL
+);
 "#;

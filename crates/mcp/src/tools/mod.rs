@@ -4,6 +4,7 @@
 //! schema), makes one engine call, and renders a JSON object. Handlers are synchronous and
 //! run on a blocking thread, because the engine blocks on SQLite.
 
+mod connectors;
 mod coordination;
 mod devops;
 mod memory;
@@ -143,6 +144,7 @@ pub fn catalogue() -> impl Iterator<Item = &'static ToolEntry> {
         .iter()
         .chain(coordination::TOOLS)
         .chain(devops::TOOLS)
+        .chain(connectors::TOOLS)
         .chain(onboarding::TOOLS)
 }
 
