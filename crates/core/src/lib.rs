@@ -16,6 +16,7 @@ pub mod config;
 pub mod embedder;
 pub mod error;
 pub mod hlc;
+pub mod http1;
 pub mod memory;
 pub mod security;
 pub mod time_format;

@@ -230,7 +230,8 @@ fn the_tools_over_stdio_report_every_state_and_sync_keeps_user_edits() {
     std::fs::write(commands.join("hv-status.md"), old).unwrap();
     let manifest_path = project.join(".claude/haivemind-manifest.json");
     let mut manifest: Value = serde_json::from_str(&read(&manifest_path)).unwrap();
-    manifest["files"][".claude/commands/hv-status.md"]["sha256"] = json!(haivemind_sha256(old));
+    manifest["files"][".claude/commands/hv-status.md"]["sha256"] =
+        json!(haivemind_onboard::sha256(old));
     std::fs::write(&manifest_path, manifest.to_string()).unwrap();
     let states = status(&mut mcp);
     let state = |path: &str| states.iter().find(|(p, _)| p == path).unwrap().1.clone();
@@ -262,31 +263,6 @@ fn the_tools_over_stdio_report_every_state_and_sync_keeps_user_edits() {
     mcp.finish();
 }
 
-fn haivemind_sha256(text: &str) -> String {
-    use std::fmt::Write;
-    let output = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write as _;
-            child.stdin.take().unwrap().write_all(text.as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
-    let mut hex = String::new();
-    write!(
-        hex,
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-    )
-    .unwrap();
-    hex
-}
-
 #[test]
 fn over_http_the_tools_hand_files_over_and_write_nothing_on_the_server() {
     let scratch = Scratch::new();
@@ -311,7 +287,7 @@ fn over_http_the_tools_hand_files_over_and_write_nothing_on_the_server() {
         .unwrap();
     assert_eq!(
         sync["sha256"].as_str().unwrap(),
-        haivemind_sha256(sync["content"].as_str().unwrap())
+        haivemind_onboard::sha256(sync["content"].as_str().unwrap())
     );
     let entry = files.iter().find(|f| f["kind"] == "mcp_entry").unwrap();
     let entry: Value = serde_json::from_str(entry["content"].as_str().unwrap()).unwrap();

@@ -583,6 +583,10 @@ fn event_json(event: &TaskEvent) -> Value {
     })
 }
 
+/// The unfinished tasks held by the agent of `agents a`.
+const OPEN_TASKS_OF_A: &str = "(SELECT count(*) FROM tasks t WHERE t.assigned_to = a.id
+     AND t.status IN ('assigned', 'accepted', 'in_progress'))";
+
 const AGENT_COLUMNS: &str =
     "id, machine_id, role, capabilities, description, registered_at, last_seen";
 
@@ -695,7 +699,8 @@ impl Store {
 
     /// Registers `new` on this machine, or updates its registration (the same call twice
     /// changes nothing but its last sign of life). Pending tasks it can do are given to it.
-    pub fn register_agent(&self, new: NewAgent, ttl_ms: i64) -> Result<Agent, StoreError> {
+    /// Returns it as the roster shows it, with its open tasks.
+    pub fn register_agent(&self, new: NewAgent, ttl_ms: i64) -> Result<RosterEntry, StoreError> {
         haivemind_core::memory::check_name("agent_id", &new.id)?;
         haivemind_core::memory::check_name("role", new.role.trim())?;
         if let Some(description) = &new.description {
@@ -734,9 +739,19 @@ impl Store {
                 )?;
             }
             self.assign_pending_in(tx, clock, &new.id, ttl_ms)?;
-            Self::agent_in(tx, &new.id)?.ok_or_else(|| StoreError::Corrupt {
+            let agent = Self::agent_in(tx, &new.id)?.ok_or_else(|| StoreError::Corrupt {
                 record: format!("agent {}", new.id),
                 detail: "not there after registration".into(),
+            })?;
+            let open: i64 = tx.query_row(
+                &format!("SELECT {OPEN_TASKS_OF_A} FROM agents a WHERE a.id = ?1"),
+                [&new.id],
+                |row| row.get(0),
+            )?;
+            Ok(RosterEntry {
+                agent,
+                active: true,
+                open_tasks: open as usize,
             })
         })
     }
@@ -812,9 +827,7 @@ impl Store {
         let reader = self.reader()?;
         let cutoff = now_ms() - ttl_ms;
         let mut statement = reader.prepare_cached(&format!(
-            "SELECT {AGENT_COLUMNS},
-                    (SELECT count(*) FROM tasks t WHERE t.assigned_to = a.id
-                       AND t.status IN ('assigned', 'accepted', 'in_progress'))
+            "SELECT {AGENT_COLUMNS}, {OPEN_TASKS_OF_A}
              FROM agents a WHERE ?1 OR a.last_seen >= ?2
              ORDER BY a.last_seen >= ?2 DESC, a.last_seen DESC, a.id"
         ))?;
@@ -839,9 +852,7 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let cutoff = now_ms() - ttl_ms;
         let mut statement = tx.prepare_cached(&format!(
-            "SELECT {AGENT_COLUMNS},
-                    (SELECT count(*) FROM tasks t WHERE t.assigned_to = a.id
-                       AND t.status IN ('assigned', 'accepted', 'in_progress')) AS load
+            "SELECT {AGENT_COLUMNS}, {OPEN_TASKS_OF_A} AS load
              FROM agents a WHERE a.last_seen >= ?1
              ORDER BY load, a.last_seen DESC, a.id"
         ))?;

@@ -538,19 +538,13 @@ impl Link {
         {
             return Err(error.to_string());
         }
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or("the peer's answer is not HTTP")?;
-        let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-        let status = head.split_whitespace().nth(1).unwrap_or("");
-        let mut payload = raw[split + 4..].to_vec();
-        if head.contains("transfer-encoding: chunked") {
-            payload = dechunk(&payload);
-        }
-        if status != "200" {
+        let response =
+            haivemind_core::http1::parse_response(&raw).ok_or("the peer's answer is not HTTP")?;
+        let payload = response.body;
+        if response.status != 200 {
             return Err(format!(
-                "the peer answered {status}: {}",
+                "the peer answered {}: {}",
+                response.status,
                 String::from_utf8_lossy(&payload)
                     .chars()
                     .take(300)
@@ -559,20 +553,4 @@ impl Link {
         }
         serde_json::from_slice(&payload).map_err(|e| format!("the peer's answer is not JSON: {e}"))
     }
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&raw[..end]).trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        let start = end + 2;
-        let stop = (start + size).min(raw.len());
-        out.extend_from_slice(&raw[start..stop]);
-        raw = &raw[(stop + 2).min(raw.len())..];
-    }
-    out
 }

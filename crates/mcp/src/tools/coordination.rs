@@ -360,7 +360,7 @@ fn register_agent(
     let args: RegisterArgs = parse(arguments)?;
     let id = acting_agent(cx, args.agent_id)?;
     let role = args.role.trim().to_string();
-    let agent = cx.store.register_agent(
+    let entry = cx.store.register_agent(
         NewAgent {
             id,
             role: role.clone(),
@@ -369,11 +369,6 @@ fn register_agent(
         },
         cx.server.agent_ttl_ms,
     )?;
-    let entry = RosterEntry {
-        open_tasks: cx.store.tasks_of(&agent.id, cx.server.agent_ttl_ms)?.len(),
-        active: true,
-        agent,
-    };
     let mut value = roster_json(&entry);
     value["known_role"] = json!(haivemind_store::KNOWN_ROLES.contains(&role.as_str()));
     Ok(value)
