@@ -101,6 +101,8 @@ impl AuditLog {
             std::fs::create_dir_all(parent).map_err(error)?;
         }
         let file = open_append(path).map_err(error)?;
+        // A log made before files were created owner-only: make it so.
+        crate::private_files::ensure_private_file(path).map_err(error)?;
         Ok(Self {
             path: path.to_path_buf(),
             max_bytes: max_bytes.max(4096),

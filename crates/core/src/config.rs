@@ -148,12 +148,19 @@ impl Default for SearchConfig {
     }
 }
 
+/// `sync.max_clock_skew_secs` when not set.
+pub const DEFAULT_MAX_CLOCK_SKEW_SECS: f64 = 300.0;
+/// The largest `sync.max_clock_skew_secs` accepted: a day.
+const MAX_CLOCK_SKEW_SECS_LIMIT: f64 = 86_400.0;
+
 /// `memory.*`: rules of the memory model and its lifecycle.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
     /// The largest content accepted, in bytes.
     pub max_content_bytes: usize,
+    /// The largest metadata object accepted, as compact JSON, in bytes.
+    pub max_metadata_bytes: usize,
     /// How long soft-deleted memories can be recovered before they are purged.
     pub recover_days: u32,
     /// Categories beyond the built-in ones.
@@ -168,6 +175,7 @@ impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
             max_content_bytes: 64 * 1024,
+            max_metadata_bytes: crate::memory::DEFAULT_MAX_METADATA_BYTES,
             recover_days: 30,
             categories: Vec::new(),
             machine_groups: BTreeMap::new(),
@@ -299,6 +307,22 @@ impl Config {
                 "must be at most 16777216 (16 MiB)",
             );
         }
+        if !(1024..=16 * 1024 * 1024).contains(&self.memory.max_metadata_bytes) {
+            return invalid(
+                "memory.max_metadata_bytes",
+                "must be between 1024 and 16777216 (16 MiB)",
+            );
+        }
+        if let Some(skew) = self.sync.get("max_clock_skew_secs")
+            && !skew
+                .as_f64()
+                .is_some_and(|s| (1.0..=MAX_CLOCK_SKEW_SECS_LIMIT).contains(&s))
+        {
+            return invalid(
+                "sync.max_clock_skew_secs",
+                "must be a number of seconds between 1 and 86400",
+            );
+        }
         for (i, category) in self.memory.categories.iter().enumerate() {
             let valid = !category.is_empty()
                 && category.len() <= 64
@@ -384,7 +408,20 @@ impl Config {
         MemoryRules {
             max_content_bytes: self.memory.max_content_bytes,
             categories,
+            max_metadata_bytes: self.memory.max_metadata_bytes,
         }
+    }
+
+    /// How far ahead of this node's clock a replicated operation's stamp may be, in
+    /// milliseconds: `sync.max_clock_skew_secs` (default 300, checked at load). Operations
+    /// stamped further ahead are refused, so no peer can drag this node's clock forward.
+    pub fn max_clock_skew_ms(&self) -> u64 {
+        let seconds = self
+            .sync
+            .get("max_clock_skew_secs")
+            .and_then(Value::as_f64)
+            .unwrap_or(DEFAULT_MAX_CLOCK_SKEW_SECS);
+        (seconds * 1000.0) as u64
     }
 
     /// The data directory: configured, else `~/.local/share/haivemind`.
@@ -534,6 +571,31 @@ mod tests {
         assert_eq!(config.memory.max_content_bytes, 65536);
         assert_eq!(config.memory.recover_days, 30);
         assert_eq!(config.server.mcp_port, 8900);
+    }
+
+    #[test]
+    fn clock_skew_and_metadata_limits_have_defaults_and_bounds() {
+        let config = load("{}", &[]).unwrap();
+        assert_eq!(config.max_clock_skew_ms(), 300_000);
+        assert_eq!(config.memory_rules().max_metadata_bytes, 65_536);
+        let config = load(r#"{"sync": {"max_clock_skew_secs": 10}}"#, &[]).unwrap();
+        assert_eq!(config.max_clock_skew_ms(), 10_000);
+        for bad in [r#""soon""#, "0", "1e9"] {
+            let err = load(
+                &format!(r#"{{"sync": {{"max_clock_skew_secs": {bad}}}}}"#),
+                &[],
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("sync.max_clock_skew_secs"),
+                "{err}"
+            );
+        }
+        let err = load(r#"{"memory": {"max_metadata_bytes": 10}}"#, &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("memory.max_metadata_bytes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -21,6 +21,26 @@ impl InvalidInput {
             rule: rule.into(),
         }
     }
+
+    /// The same error with its field named inside `parent` (`content` → `payload.content`).
+    pub fn within(self, parent: &str) -> Self {
+        Self {
+            field: format!("{parent}.{}", self.field),
+            rule: self.rule,
+        }
+    }
+}
+
+/// The most characters of a caller's input that an error message or a log line repeats.
+pub const EXCERPT_CHARS: usize = 64;
+
+/// At most [`EXCERPT_CHARS`] characters of `text`, marked when cut, so that no error or log
+/// line grows with what a caller sent.
+pub fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes in all)", &text[..end], text.len()),
+    }
 }
 
 /// `config file PATH: ` when the setting came from a file, nothing when from defaults and
@@ -30,6 +50,18 @@ fn source_prefix(path: &std::path::Path) -> String {
         String::new()
     } else {
         format!("config file {}: ", path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_excerpt_keeps_short_text_and_cuts_long_text_on_a_character() {
+        assert_eq!(super::excerpt("short"), "short");
+        let long = "é".repeat(1_000);
+        let cut = super::excerpt(&long);
+        assert!(cut.starts_with(&"é".repeat(super::EXCERPT_CHARS)));
+        assert!(cut.ends_with("(2000 bytes in all)"), "{cut}");
     }
 }
 

@@ -11,6 +11,12 @@ use std::fmt;
 const LOGICAL_BITS: u32 = 16;
 const LOGICAL_MASK: u64 = (1 << LOGICAL_BITS) - 1;
 
+/// The largest stamp time: stamps are stored as SQLite's signed 64-bit integers, so a
+/// clock past this would store negative stamps that sort before everything. The clock
+/// stops here instead of wrapping (a peer's stamp that far ahead is refused long before,
+/// see `sync.max_clock_skew_secs`).
+pub const MAX_TIME: u64 = i64::MAX as u64;
+
 /// A point in the fleet's order of changes: a hybrid-logical time plus the machine that made
 /// the change. Ordered by time, then by origin, so two machines never tie.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -85,7 +91,7 @@ impl HybridClock {
 
     /// Moves the clock past `time` (a stamp issued here earlier, or received from a peer).
     pub fn observe(&mut self, time: u64) {
-        self.last = self.last.max(time);
+        self.last = self.last.max(time.min(MAX_TIME));
     }
 
     /// Issues the next stamp time, given the wall clock `now_ms`.
@@ -93,10 +99,11 @@ impl HybridClock {
         let wall = pack(now_ms, 0);
         // When the wall clock has not moved past the last stamp, count logically; a full
         // counter rolls into the next millisecond, which keeps stamps strictly increasing.
+        // At MAX_TIME the clock stands still rather than wrap into negative stamps.
         self.last = if wall > self.last {
-            wall
+            wall.min(MAX_TIME)
         } else {
-            self.last + 1
+            self.last.saturating_add(1).min(MAX_TIME)
         };
         self.last
     }
@@ -144,6 +151,18 @@ mod tests {
         let mut clock = HybridClock::new();
         clock.observe(pack(10, u16::MAX));
         assert_eq!(clock.tick(10), pack(11, 0));
+    }
+
+    #[test]
+    fn never_wraps_past_the_largest_storable_stamp() {
+        let mut clock = HybridClock::new();
+        clock.observe(u64::MAX);
+        assert_eq!(clock.tick(1_000), MAX_TIME);
+        assert_eq!(clock.tick(1_000), MAX_TIME);
+        assert!(
+            clock.tick(1_000) as i64 > 0,
+            "a stamp must never turn negative"
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - [`config`]: [`Config`], loaded from `config/config.json` and `HAIVEMIND_*` variables.
 //! - [`embedder`]: the [`Embedder`] trait the engine calls to turn text into vectors.
 //!
-//! Architecture invariant: this crate does no IO beyond reading the config file, and knows
+//! Architecture invariant: this crate does no IO beyond reading the config file, appending
+//! to the audit log and keeping private files private ([`private_files`]), and knows
 //! nothing of SQLite, MCP, HTTP or async runtimes.
 #![deny(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod hlc;
 pub mod http1;
 pub mod memory;
+pub mod private_files;
 pub mod security;
 pub mod time_format;
 

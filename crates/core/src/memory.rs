@@ -28,6 +28,11 @@ pub const MAX_TAG_CHARS: usize = 64;
 pub const MAX_TAGS: usize = 64;
 /// The longest user id, project name or agent id, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
+/// The longest deletion reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+/// The default limit of a memory's metadata, as compact JSON, in bytes
+/// (`memory.max_metadata_bytes`).
+pub const DEFAULT_MAX_METADATA_BYTES: usize = 64 * 1024;
 
 /// A memory's id: a UUIDv7, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,9 +46,12 @@ impl MemoryId {
 
     /// Parses the id given in input `field`.
     pub fn parse(field: &str, text: &str) -> Result<Self, InvalidInput> {
-        Uuid::parse_str(text.trim())
-            .map(Self)
-            .map_err(|_| InvalidInput::new(field, format!("\"{text}\" is not a UUID")))
+        Uuid::parse_str(text.trim()).map(Self).map_err(|_| {
+            InvalidInput::new(
+                field,
+                format!("\"{}\" is not a UUID", crate::error::excerpt(text)),
+            )
+        })
     }
 }
 
@@ -202,6 +210,8 @@ pub struct MemoryRules {
     pub max_content_bytes: usize,
     /// Every accepted category: the built-in ones plus the configured extras.
     pub categories: Vec<String>,
+    /// The largest metadata object, as compact JSON, in bytes.
+    pub max_metadata_bytes: usize,
 }
 
 impl Default for MemoryRules {
@@ -209,6 +219,7 @@ impl Default for MemoryRules {
         Self {
             max_content_bytes: 64 * 1024,
             categories: BUILTIN_CATEGORIES.iter().map(|c| c.to_string()).collect(),
+            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
         }
     }
 }
@@ -255,12 +266,119 @@ impl MemoryRules {
             Err(InvalidInput::new(
                 "category",
                 format!(
-                    "unknown value \"{category}\", expected one of {}",
+                    "unknown value \"{}\", expected one of {}",
+                    crate::error::excerpt(category),
                     self.categories.join(", ")
                 ),
             ))
         }
     }
+}
+
+impl MemoryRules {
+    /// Checks a metadata object: at most `max_metadata_bytes` as compact JSON.
+    pub fn check_metadata(&self, metadata: &Map<String, Value>) -> Result<(), InvalidInput> {
+        let size = json_size(metadata);
+        if size > self.max_metadata_bytes {
+            return Err(InvalidInput::new(
+                "metadata",
+                format!(
+                    "is {size} bytes of JSON, more than the limit of {} (memory.max_metadata_bytes)",
+                    self.max_metadata_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The field rules every memory obeys, however it arrives: written here, imported from
+    /// a file, or replicated from a peer. Returns the tags normalised.
+    #[allow(clippy::too_many_arguments)]
+    fn check_fields(
+        &self,
+        content: &str,
+        category: &str,
+        context: Option<&str>,
+        tags: &[String],
+        metadata: &Map<String, Value>,
+        user_id: &str,
+        project: Option<&str>,
+        agent_id: Option<&str>,
+    ) -> Result<Vec<String>, InvalidInput> {
+        self.check_content(content)?;
+        self.check_category(category)?;
+        check_name("user_id", user_id)?;
+        if let Some(project) = project {
+            check_name("project", project)?;
+        }
+        if let Some(agent) = agent_id {
+            check_name("agent_id", agent)?;
+        }
+        if let Some(context) = context {
+            self.check_context(context)?;
+        }
+        self.check_metadata(metadata)?;
+        normalize_tags(tags)
+    }
+
+    /// Checks a whole memory that did not come through this node's own write path (a
+    /// peer's replicated record): the same rules as a new memory, plus the fields only a
+    /// stored memory has. Tags must already be normalised, so every node stores the same.
+    pub fn check_memory(&self, memory: &Memory) -> Result<(), InvalidInput> {
+        let tags = self.check_fields(
+            &memory.content,
+            &memory.category,
+            memory.context.as_deref(),
+            &memory.tags,
+            &memory.metadata,
+            &memory.user_id,
+            memory.project.as_deref(),
+            memory.agent_id.as_deref(),
+        )?;
+        if tags != memory.tags {
+            return Err(InvalidInput::new(
+                "tags",
+                "must be trimmed and without duplicates",
+            ));
+        }
+        check_name("machine_id", &memory.machine_id)?;
+        if let Some(reason) = memory.deletion.as_ref().and_then(|d| d.reason.as_deref()) {
+            check_reason("deletion_reason", reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// The size of a JSON object written compactly, without building the string.
+fn json_size(metadata: &Map<String, Value>) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail, and a map of JSON values always serialises.
+    let _ = serde_json::to_writer(&mut counter, metadata);
+    counter.0
+}
+
+/// Checks a deletion reason (`field` names it): free text of at most [`MAX_REASON_BYTES`].
+pub fn check_reason(field: &str, reason: &str) -> Result<(), InvalidInput> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(InvalidInput::new(
+            field,
+            format!(
+                "is {} bytes, more than the limit of {MAX_REASON_BYTES}",
+                reason.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a list of tags and returns it without duplicates, in first-seen order.
@@ -348,19 +466,16 @@ impl NewMemory {
 
     /// Validates every field against `rules`, normalising tags.
     pub fn validate(&mut self, rules: &MemoryRules) -> Result<(), InvalidInput> {
-        rules.check_content(&self.content)?;
-        rules.check_category(&self.category)?;
-        check_name("user_id", &self.user_id)?;
-        if let Some(project) = &self.project {
-            check_name("project", project)?;
-        }
-        if let Some(agent) = &self.agent_id {
-            check_name("agent_id", agent)?;
-        }
-        if let Some(context) = &self.context {
-            rules.check_context(context)?;
-        }
-        self.tags = normalize_tags(&self.tags)?;
+        self.tags = rules.check_fields(
+            &self.content,
+            &self.category,
+            self.context.as_deref(),
+            &self.tags,
+            &self.metadata,
+            &self.user_id,
+            self.project.as_deref(),
+            self.agent_id.as_deref(),
+        )?;
         Ok(())
     }
 }
@@ -418,6 +533,9 @@ impl MemoryPatch {
         }
         if let Some(Some(project)) = &self.project {
             check_name("project", project)?;
+        }
+        if let Some(metadata) = &self.metadata {
+            rules.check_metadata(metadata)?;
         }
         if let Some(tags) = &self.tags {
             self.tags = Some(normalize_tags(tags)?);
@@ -491,6 +609,74 @@ mod tests {
         assert_eq!(err.to_string(), "memory_id: \"abc\" is not a UUID");
         let id = MemoryId::generate();
         assert_eq!(MemoryId::parse("memory_id", &id.to_string()), Ok(id));
+    }
+
+    #[test]
+    fn metadata_and_reasons_are_bounded_and_named() {
+        let rules = MemoryRules {
+            max_metadata_bytes: 100,
+            ..MemoryRules::default()
+        };
+        let mut new = NewMemory::new("text");
+        new.metadata
+            .insert("k".into(), Value::String("x".repeat(200)));
+        let err = new.validate(&rules).unwrap_err();
+        assert_eq!(err.field, "metadata");
+        assert!(err.rule.contains("memory.max_metadata_bytes"), "{err}");
+        let mut patch = MemoryPatch {
+            metadata: Some(new.metadata.clone()),
+            ..MemoryPatch::default()
+        };
+        assert_eq!(patch.validate(&rules).unwrap_err().field, "metadata");
+        assert!(check_reason("reason", &"r".repeat(MAX_REASON_BYTES)).is_ok());
+        assert_eq!(
+            check_reason("reason", &"r".repeat(MAX_REASON_BYTES + 1))
+                .unwrap_err()
+                .field,
+            "reason"
+        );
+    }
+
+    #[test]
+    fn a_whole_memory_obeys_the_rules_of_a_new_one() {
+        let rules = MemoryRules::default();
+        let good = json::from_json(
+            &serde_json::json!({"id": MemoryId::generate().to_string(), "content": "c", "tags": ["a"]}),
+            "m",
+        )
+        .unwrap();
+        assert!(rules.check_memory(&good).is_ok());
+        let broken = |change: &dyn Fn(&mut Memory)| {
+            let mut memory = good.clone();
+            change(&mut memory);
+            rules.check_memory(&memory).unwrap_err().field
+        };
+        assert_eq!(broken(&|m| m.content = "x".repeat(70_000)), "content");
+        assert_eq!(broken(&|m| m.category = "nonsense".into()), "category");
+        assert_eq!(broken(&|m| m.tags = vec!["t".repeat(500)]), "tags[0]");
+        assert_eq!(broken(&|m| m.tags = vec!["a".into(), "a".into()]), "tags");
+        assert_eq!(broken(&|m| m.user_id = "u".repeat(10_000)), "user_id");
+        assert_eq!(broken(&|m| m.machine_id = "m".repeat(300)), "machine_id");
+        assert_eq!(
+            broken(&|m| {
+                m.deletion = Some(Deletion {
+                    at_ms: 1,
+                    reason: Some("r".repeat(5_000)),
+                    by_machine: "m".into(),
+                })
+            }),
+            "deletion_reason"
+        );
+    }
+
+    #[test]
+    fn echoed_input_is_cut_short() {
+        let err = MemoryRules::default()
+            .check_category(&"c".repeat(100_000))
+            .unwrap_err();
+        assert!(err.rule.len() < 1_000, "{} bytes", err.rule.len());
+        let err = MemoryId::parse("memory_id", &"i".repeat(100_000)).unwrap_err();
+        assert!(err.rule.len() < 300, "{} bytes", err.rule.len());
     }
 
     #[test]

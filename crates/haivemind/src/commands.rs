@@ -216,11 +216,29 @@ pub(crate) fn open_with_model(config: &Config) -> Result<(Store, Option<String>)
 
 fn open_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<Store> {
     let path = config.database_path();
+    // The data directory holds the database, its WAL and the audit log: owner-only.
+    let data_dir = config.data_dir();
+    match haivemind_core::private_files::ensure_private_dir(&data_dir) {
+        Ok(true) => tracing::warn!(
+            path = %data_dir.display(),
+            "the data directory was open to other users; it is now owner-only (0700)"
+        ),
+        Ok(false) => {}
+        Err(error) => {
+            return Err(error).with_context(|| {
+                format!(
+                    "cannot make the data directory {} private",
+                    data_dir.display()
+                )
+            });
+        }
+    }
     Store::open(StoreOptions {
         path: path.clone(),
         machine_id: config.machine_id(),
         rules: config.memory_rules(),
         recover_days: config.memory.recover_days,
+        max_clock_skew_ms: config.max_clock_skew_ms(),
         embedder,
         fusion: Fusion {
             method: match config.search.fusion.as_str() {

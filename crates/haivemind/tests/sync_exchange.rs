@@ -643,6 +643,14 @@ fn a_node_whose_clock_is_an_hour_ahead_still_converges_and_loses_no_later_write(
         "this test shifts a node's clock with libfaketime: run scripts/fetch-faketime (scripts/test does)"
     );
     let mut nodes = fleet_of(&["alpha", "beta"], 1);
+    // alpha knows beta runs an hour ahead and accepts up to two hours of skew; with the
+    // default five minutes it would refuse beta's operations (tested in the store's
+    // hostile-peer tests and below, over HTTP).
+    let config_path = nodes[0].scratch.config_path();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["sync"]["max_clock_skew_secs"] = json!(7200);
+    nodes[0].scratch.write_config(&config.to_string());
     nodes[1].env = vec![
         ("LD_PRELOAD".into(), library),
         ("FAKETIME".into(), "+1h".into()),

@@ -9,7 +9,7 @@ use serde_json::json;
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
     /// No tool has this name.
-    #[error("unknown tool \"{name}\"")]
+    #[error("unknown tool \"{}\"", haivemind_core::error::excerpt(name))]
     UnknownTool {
         /// The name asked for.
         name: String,
@@ -63,10 +63,14 @@ impl ToolError {
             })))
         };
         match self {
-            ToolError::UnknownTool { name } => Err(ErrorData::invalid_params(
-                format!("unknown tool \"{name}\"; tools/list names the available tools"),
-                Some(json!({ "tool": name })),
-            )),
+            ToolError::UnknownTool { name } => {
+                // The name is the caller's input: repeat no more than a short excerpt.
+                let name = haivemind_core::error::excerpt(&name);
+                Err(ErrorData::invalid_params(
+                    format!("unknown tool \"{name}\"; tools/list names the available tools"),
+                    Some(json!({ "tool": name })),
+                ))
+            }
             ToolError::Forbidden { role, rule } => Ok(CallToolResult::structured_error(json!({
                 "error": { "code": "forbidden", "role": role.as_str(), "message": rule, "tool": tool }
             }))),

@@ -16,6 +16,7 @@
 
 mod arguments;
 pub mod error;
+pub mod jsonrpc;
 pub mod render;
 mod resources;
 mod server;

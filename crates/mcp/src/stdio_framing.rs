@@ -1,95 +1,15 @@
 //! Newline-delimited JSON-RPC over stdin and stdout, with one addition to rmcp's transport:
-//! a line that is not JSON at all gets a JSON-RPC parse error (-32700, id null) instead of
-//! silence, so a client with a framing bug learns what is wrong.
+//! each line is screened first ([`crate::jsonrpc::screen`], as HTTP's `/mcp` posts are), so a
+//! line that is not JSON gets a parse error (-32700, id null) instead of silence.
 //!
 //! One task owns stdin and one owns stdout. Lines that are JSON go to rmcp unchanged; rmcp's
 //! own answers and our parse errors are written to stdout a whole line at a time, so frames
 //! never interleave. Nothing else ever writes to stdout.
 
-use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-/// The answer to a line that is not JSON. It has no id, so the id is null, as JSON-RPC 2.0
-/// prescribes; a response is never answered, so this cannot start an error storm.
-fn parse_error(detail: &str) -> String {
-    json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": {
-            "code": -32700,
-            "message": format!("parse error: each line must be one JSON-RPC message in JSON: {detail}"),
-        }
-    })
-    .to_string()
-}
-
-fn invalid(id: &serde_json::Value, code: i32, problem: &str) -> String {
-    json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "error": { "code": code, "message": format!("invalid request: {problem}") }
-    })
-    .to_string()
-}
-
-/// What to answer for one JSON line instead of passing it on, if anything. The line is
-/// parsed once, as the message type rmcp reads; only a line that fails that is looked at as
-/// plain JSON, to find its id. Notifications and responses are left to rmcp, since nothing
-/// may answer them.
-fn refusal(line: &[u8]) -> Result<Option<String>, serde_json::Error> {
-    use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcRequest};
-    let parse_failure = match serde_json::from_slice::<ClientJsonRpcMessage>(line) {
-        // rmcp reads a tools/call it cannot parse as an unknown method; name the field.
-        Ok(ClientJsonRpcMessage::Request(JsonRpcRequest {
-            id,
-            request: ClientRequest::CustomRequest(custom),
-            ..
-        })) => {
-            let problem = tool_call_problem(&json!(custom.method), custom.params.as_ref());
-            return Ok(problem.map(|p| invalid(&json!(id), -32602, &p)));
-        }
-        Ok(_) => return Ok(None),
-        Err(error) => error,
-    };
-    let value: serde_json::Value = serde_json::from_slice(line)?;
-    let Some(id) = value
-        .get("id")
-        .filter(|id| id.is_string() || id.is_number())
-    else {
-        return Ok(None);
-    };
-    let Some(method) = value.get("method") else {
-        return Ok(None);
-    };
-    // Bad tools/call params are invalid params (-32602); any other request that does not
-    // parse is an invalid request (-32600).
-    Ok(Some(match tool_call_problem(method, value.get("params")) {
-        Some(problem) => invalid(id, -32602, &problem),
-        None => invalid(id, -32600, &parse_failure.to_string()),
-    }))
-}
-
-/// What is wrong with the params of a `tools/call`, the request agents send most, named
-/// by field. rmcp would otherwise answer "method not found" for a call without a name.
-fn tool_call_problem(
-    method: &serde_json::Value,
-    params: Option<&serde_json::Value>,
-) -> Option<String> {
-    if method.as_str() != Some("tools/call") {
-        return None;
-    }
-    let Some(serde_json::Value::Object(params)) = params else {
-        return Some("params: must be an object with name and arguments".into());
-    };
-    if !params.get("name").is_some_and(serde_json::Value::is_string) {
-        return Some("params.name: is required and must be the tool's name as a string".into());
-    }
-    match params.get("arguments") {
-        None | Some(serde_json::Value::Null) | Some(serde_json::Value::Object(_)) => None,
-        Some(_) => Some("params.arguments: must be an object".into()),
-    }
-}
+use crate::jsonrpc::{Screened, screen};
 
 /// Copies JSON lines from `input` to `to_protocol`; answers non-JSON lines on `errors`.
 pub(crate) async fn read_frames(
@@ -109,18 +29,15 @@ pub(crate) async fn read_frames(
         if body.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match refusal(body) {
-            Ok(Some(frame)) => {
+        match screen(body) {
+            Screened::Answer(frame) => {
                 let _ = errors.send(frame);
             }
-            Ok(None) => {
+            // rmcp reads it, or drops what cannot be answered (a malformed notification).
+            Screened::Pass { .. } | Screened::Unanswerable(_) => {
                 to_protocol.write_all(body).await?;
                 to_protocol.write_all(b"\n").await?;
                 to_protocol.flush().await?;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "answered a line that is not JSON with a parse error");
-                let _ = errors.send(parse_error(&error.to_string()));
             }
         }
     }

@@ -36,6 +36,7 @@ use haivemind_core::audit::{AuditEvent, AuditLog};
 use haivemind_core::security::{Caller, Network};
 use haivemind_core::{Config, VERSION};
 use haivemind_mcp::HaivemindServer;
+use haivemind_mcp::jsonrpc::Screened;
 use haivemind_store::Store;
 use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -93,6 +94,8 @@ pub(crate) struct AppState {
     /// Which token opened each `/mcp` session, and when the session was last used.
     session_owners: Mutex<SessionOwners>,
     session_idle: Duration,
+    /// rmcp's own table of open `/mcp` sessions: the truth about which are still open.
+    mcp_sessions: Arc<LocalSessionManager>,
 }
 
 impl AppState {
@@ -177,6 +180,11 @@ impl McpApp {
                 "no token exists yet: every request but /health will get 401; make one with `haivemind token create --role agent`"
             );
         }
+        let mut session_manager = LocalSessionManager::default();
+        let mut session_config = SessionConfig::default();
+        session_config.keep_alive = Some(Duration::from_secs(config.server.session_idle_secs));
+        session_manager.session_config = session_config;
+        let sessions = Arc::new(session_manager);
         let state = Arc::new(AppState {
             mcp: mcp.clone(),
             store,
@@ -205,11 +213,8 @@ impl McpApp {
             token_minutes: Mutex::new(HashMap::new()),
             session_owners: Mutex::new(SessionOwners::default()),
             session_idle: Duration::from_secs(config.server.session_idle_secs),
+            mcp_sessions: Arc::clone(&sessions),
         });
-        let mut sessions = LocalSessionManager::default();
-        let mut session_config = SessionConfig::default();
-        session_config.keep_alive = Some(Duration::from_secs(config.server.session_idle_secs));
-        sessions.session_config = session_config;
         // Host and Origin are checked by our own guard, before authentication, with the
         // same rules for /mcp and /sse; rmcp's copies of those checks are turned off.
         let http_config = StreamableHttpServerConfig::default()
@@ -218,15 +223,13 @@ impl McpApp {
             .with_max_request_body_bytes(config.server.max_body_bytes);
         let cancel = http_config.cancellation_token.clone();
         let factory_server = mcp;
-        let service = StreamableHttpService::new(
-            move || Ok(factory_server.clone()),
-            Arc::new(sessions),
-            http_config,
-        );
+        let service =
+            StreamableHttpService::new(move || Ok(factory_server.clone()), sessions, http_config);
         let mcp_route = Router::new()
             .route_service("/mcp", service)
             .layer(axum::middleware::from_fn(session_deleted_is_no_content))
-            .layer(from_fn_with_state(Arc::clone(&state), session_owner));
+            .layer(from_fn_with_state(Arc::clone(&state), session_owner))
+            .layer(from_fn_with_state(Arc::clone(&state), screen_message));
         let guarded = mcp_route
             .route("/sse", get(sse::connect))
             .route("/messages", post(sse::message))
@@ -426,55 +429,161 @@ async fn session_owner(
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let opening = named.is_none() && request.method() == axum::http::Method::POST;
-    if let Ok(mut owners) = state.session_owners.lock() {
-        // Twice the idle time: a session kept alive by its GET stream alone is not
-        // forgotten here before rmcp ends it.
-        owners.prune(state.session_idle * 2);
-        if let Some(session) = &named {
-            let owner = owners.sessions.get_mut(session).map(|entry| {
-                entry.1 = std::time::Instant::now();
-                entry.0.clone()
-            });
-            if owner.is_some_and(|owner| owner != caller.token_id) {
-                drop(owners);
-                state.audit(
-                    AuditEvent::new("request_denied")
-                        .with("reason", "session_of_another_token")
-                        .with("token_id", caller.token_id)
-                        .with("path", "/mcp"),
-                );
-                return guard::refusal(
-                    StatusCode::FORBIDDEN,
-                    "session_of_another_token",
-                    "this MCP session was opened with another token",
-                );
+    // Only an initialize opens a session; stateless (2026-07-28) requests open none, so
+    // a token at its session cap can still make them.
+    let opening = named.is_none()
+        && request.method() == axum::http::Method::POST
+        && request
+            .extensions()
+            .get::<Screened>()
+            .is_some_and(|s| matches!(s, Screened::Pass { initialize: true }));
+    // The lock is held in this block alone, never across an await.
+    let verdict = match state.session_owners.lock() {
+        Err(_) => SessionVerdict::Go,
+        Ok(mut owners) => {
+            // Twice the idle time: a session kept alive by its GET stream alone is not
+            // forgotten here before rmcp ends it.
+            owners.prune(state.session_idle * 2);
+            match &named {
+                Some(session) => {
+                    let owner = owners.sessions.get_mut(session).map(|entry| {
+                        entry.1 = std::time::Instant::now();
+                        entry.0.clone()
+                    });
+                    if owner.is_some_and(|owner| owner != caller.token_id) {
+                        SessionVerdict::Foreign
+                    } else {
+                        SessionVerdict::Go
+                    }
+                }
+                None if opening && owners.count_of(&caller.token_id) >= MAX_SESSIONS_PER_TOKEN => {
+                    SessionVerdict::AtCap
+                }
+                None => SessionVerdict::Go,
             }
-        } else if opening && owners.count_of(&caller.token_id) >= MAX_SESSIONS_PER_TOKEN {
-            drop(owners);
+        }
+    };
+    match verdict {
+        SessionVerdict::Go => {}
+        SessionVerdict::Foreign => {
+            state.audit(
+                AuditEvent::new("request_denied")
+                    .with("reason", "session_of_another_token")
+                    .with("token_id", caller.token_id)
+                    .with("path", "/mcp"),
+            );
             return guard::refusal(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_sessions",
-                format!(
-                    "this token has {MAX_SESSIONS_PER_TOKEN} open MCP sessions; end one (DELETE /mcp) or let one go idle"
-                ),
+                StatusCode::FORBIDDEN,
+                "session_of_another_token",
+                "this MCP session was opened with another token",
             );
         }
+        SessionVerdict::AtCap => {
+            // Sessions rmcp has ended (idle, or its worker gone) free their slots here too.
+            let open: std::collections::HashSet<String> = state
+                .mcp_sessions
+                .sessions
+                .read()
+                .await
+                .keys()
+                .map(ToString::to_string)
+                .collect();
+            let count = state.session_owners.lock().map_or(0, |mut owners| {
+                owners.sessions.retain(|id, _| open.contains(id));
+                owners.count_of(&caller.token_id)
+            });
+            if count >= MAX_SESSIONS_PER_TOKEN {
+                return guard::refusal(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_sessions",
+                    format!(
+                        "this token has {MAX_SESSIONS_PER_TOKEN} open MCP sessions; end one (DELETE /mcp) or let one go idle"
+                    ),
+                );
+            }
+        }
     }
+    let deleting = request.method() == axum::http::Method::DELETE;
     let response = next.run(request).await;
-    if opening
-        && let Some(opened) = response
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
+    if opening {
+        return remember_opened(&state, caller.token_id, response);
+    }
+    // A session its client ended frees its slot at once.
+    if deleting
+        && (response.status().is_success() || response.status() == StatusCode::NOT_FOUND)
+        && let Some(session) = named
         && let Ok(mut owners) = state.session_owners.lock()
     {
-        owners.sessions.insert(
-            opened.to_string(),
-            (caller.token_id, std::time::Instant::now()),
-        );
+        owners.sessions.remove(&session);
     }
     response
+}
+
+/// Screens each JSON post to `/mcp` as stdio screens each line
+/// ([`haivemind_mcp::jsonrpc::screen`]): a malformed message gets 400 with its JSON-RPC
+/// error (-32700, -32600 or -32602) rather than rmcp's 415 or "method not found". What
+/// passes goes on with its screening noted, for [`session_owner`].
+async fn screen_message(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let is_json = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if request.method() != axum::http::Method::POST || !is_json {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let bytes = match guard::read_body(body, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    let screened = haivemind_mcp::jsonrpc::screen(&bytes);
+    match screened {
+        Screened::Answer(frame) | Screened::Unanswerable(frame) => (
+            StatusCode::BAD_REQUEST,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            frame,
+        )
+            .into_response(),
+        Screened::Pass { .. } => {
+            parts.extensions.insert(screened);
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+    }
+}
+
+/// Notes which token opened the session `response` announces, if it announces one.
+fn remember_opened(state: &AppState, token_id: String, response: Response) -> Response {
+    if let Some(opened) = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        && let Ok(mut owners) = state.session_owners.lock()
+    {
+        owners
+            .sessions
+            .insert(opened.to_string(), (token_id, std::time::Instant::now()));
+    }
+    response
+}
+
+/// What [`session_owner`] decided under its lock.
+enum SessionVerdict {
+    Go,
+    Foreign,
+    AtCap,
 }
 
 /// Open MCP sessions a token may hold at once (a session costs a task and buffers).

@@ -24,6 +24,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use haivemind_mcp::jsonrpc::Screened;
+
 use crate::AppState;
 use crate::guard::{caller_of, read_body, refusal};
 
@@ -222,12 +224,19 @@ pub(crate) async fn message(
     // split into several lines.
     let message: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
-        Err(error) => {
-            return refusal(
+        Err(_) => {
+            // The same JSON-RPC parse error stdio and /mcp give (the rest of the screening
+            // happens behind the shim, where stdio's does).
+            let frame = match haivemind_mcp::jsonrpc::screen(&bytes) {
+                Screened::Answer(frame) | Screened::Unanswerable(frame) => frame,
+                Screened::Pass { .. } => String::new(),
+            };
+            return (
                 StatusCode::BAD_REQUEST,
-                "parse_error",
-                format!("the body must be one JSON-RPC message in JSON: {error}"),
-            );
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                frame,
+            )
+                .into_response();
         }
     };
     let mut line = message.to_string();

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use haivemind_core::VERSION;
 use haivemind_core::audit::AuditEvent;
 use haivemind_core::security::Role;
-use haivemind_store::{OpLogEntry, VersionVector};
+use haivemind_store::{ApplyOutcome, OpLogEntry, VersionVector};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -191,8 +191,8 @@ pub(crate) async fn exchange(State(state): State<Arc<AppState>>, request: Reques
     }
     let store = Arc::clone(&state.store);
     let received = ops.len();
-    let answer =
-        tokio::task::spawn_blocking(move || -> Result<Value, haivemind_store::StoreError> {
+    let answer = tokio::task::spawn_blocking(
+        move || -> Result<(Value, ApplyOutcome), haivemind_store::StoreError> {
             let applied = store.apply_remote(&ops)?;
             let page = store.ops_after(&seen, limit + 1)?;
             let mut more = page.len() > limit;
@@ -207,7 +207,14 @@ pub(crate) async fn exchange(State(state): State<Arc<AppState>>, request: Reques
                     break;
                 }
             }
-            Ok(json!({
+            let refusals: Vec<Value> = applied
+                .refusals
+                .iter()
+                .map(|r| {
+                    json!({"op_id": r.op_id, "origin": r.origin, "field": r.field, "reason": r.reason})
+                })
+                .collect();
+            let value = json!({
                 "machine_id": store.machine_id(),
                 "seen": store.version_vector()?,
                 "ops": out,
@@ -218,15 +225,37 @@ pub(crate) async fn exchange(State(state): State<Arc<AppState>>, request: Reques
                     "changed": applied.changed,
                     "already_known": applied.already_known,
                     "refused": applied.refused,
+                    "refusals": refusals,
                 },
-            }))
-        })
-        .await;
-    let value = match answer {
-        Ok(Ok(value)) => value,
+            });
+            Ok((value, applied))
+        },
+    )
+    .await;
+    let (value, applied) = match answer {
+        Ok(Ok(answer)) => answer,
         Ok(Err(error)) => return internal(error),
         Err(error) => return internal(error),
     };
+    if let Some(first) = applied.refusals.first() {
+        // Always audited, whatever logging.log_sync_events says: a refused operation is a
+        // peer breaking the rules, by a bug or on purpose.
+        state.audit(
+            AuditEvent::new("sync_refused")
+                .with("peer_machine_id", machine_id.clone())
+                .with("token_id", caller.token_id.clone())
+                .with("refused", applied.refused)
+                .with("first_op_id", first.op_id.clone())
+                .with("first_origin", first.origin.clone())
+                .with("first_field", first.field.clone()),
+        );
+        tracing::warn!(
+            peer = %machine_id,
+            refused = applied.refused,
+            first = %format!("{}: {}", first.field, first.reason),
+            "refused operations from a peer"
+        );
+    }
     if state.audit_sync_events {
         state.audit(
             AuditEvent::new("sync_exchange")

@@ -25,6 +25,16 @@ use crate::{Store, StoreError};
 const HEARTBEAT_EVERY_MS: i64 = 60_000;
 /// The most tasks one listing returns.
 const MAX_TASKS: usize = 500;
+/// The longest agent description, in bytes.
+pub const MAX_AGENT_DESCRIPTION_BYTES: usize = 4_096;
+/// The longest task description or status note, in bytes.
+pub const MAX_TASK_TEXT_BYTES: usize = 16_384;
+/// The longest task result, in bytes.
+pub const MAX_TASK_RESULT_BYTES: usize = 65_536;
+/// The most capabilities an agent offers or a task requires.
+pub const MAX_CAPABILITIES: usize = 64;
+/// The largest coordination operation's payload, as JSON: every field at its limit fits.
+const MAX_COORDINATION_PAYLOAD_BYTES: usize = 128 * 1024;
 
 /// A registered agent.
 #[derive(Debug, Clone, PartialEq)]
@@ -277,10 +287,10 @@ fn check_text(field: &str, text: &str, max: usize) -> Result<(), InvalidInput> {
 }
 
 fn check_capabilities(field: &str, capabilities: &[String]) -> Result<Vec<String>, InvalidInput> {
-    if capabilities.len() > 64 {
+    if capabilities.len() > MAX_CAPABILITIES {
         return Err(InvalidInput::new(
             field,
-            "must list at most 64 capabilities",
+            format!("must list at most {MAX_CAPABILITIES} capabilities"),
         ));
     }
     let mut out = Vec::new();
@@ -292,6 +302,110 @@ fn check_capabilities(field: &str, capabilities: &[String]) -> Result<Vec<String
         }
     }
     Ok(out)
+}
+
+/// Checks an agent or task operation that came from a peer against the rules the local
+/// write path applies to the same fields, so a replicated record obeys the limits a local
+/// one does. `field` prefixes the names in errors (`payload`).
+pub(crate) fn check_remote_op(
+    kind: &str,
+    record_id: &str,
+    payload: &Value,
+) -> Result<(), InvalidInput> {
+    haivemind_core::memory::check_name("record_id", record_id)?;
+    let size = payload.to_string().len();
+    if size > MAX_COORDINATION_PAYLOAD_BYTES {
+        return Err(InvalidInput::new(
+            "payload",
+            format!("is {size} bytes, more than the limit of {MAX_COORDINATION_PAYLOAD_BYTES}"),
+        ));
+    }
+    let optional_text = |key: &str| -> Result<Option<&str>, InvalidInput> {
+        match payload.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text)),
+            Some(_) => Err(InvalidInput::new(
+                format!("payload.{key}"),
+                "must be a string",
+            )),
+        }
+    };
+    let name = |key: &str| -> Result<(), InvalidInput> {
+        if let Some(value) = optional_text(key)? {
+            haivemind_core::memory::check_name(&format!("payload.{key}"), value)?;
+        }
+        Ok(())
+    };
+    let bounded = |key: &str, max: usize| -> Result<(), InvalidInput> {
+        if let Some(value) = optional_text(key)? {
+            check_text(&format!("payload.{key}"), value, max)?;
+        }
+        Ok(())
+    };
+    let capabilities = |key: &str| -> Result<(), InvalidInput> {
+        match payload.get(key) {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::Array(items)) => {
+                let mut list = Vec::with_capacity(items.len().min(MAX_CAPABILITIES + 1));
+                for (i, item) in items.iter().enumerate().take(MAX_CAPABILITIES + 1) {
+                    let text = item.as_str().ok_or_else(|| {
+                        InvalidInput::new(format!("payload.{key}[{i}]"), "must be a string")
+                    })?;
+                    list.push(text.to_string());
+                }
+                if items.len() > MAX_CAPABILITIES {
+                    list.push(String::new());
+                }
+                check_capabilities(&format!("payload.{key}"), &list).map(|_| ())
+            }
+            Some(_) => Err(InvalidInput::new(
+                format!("payload.{key}"),
+                "must be a list of strings",
+            )),
+        }
+    };
+    let action = optional_text("action")?.unwrap_or_default();
+    let known: &[&str] = match kind {
+        "agent" => &["register", "heartbeat"],
+        _ => &["create", "assign", "claim", "status", "complete", "expire"],
+    };
+    if !known.contains(&action) {
+        return Err(InvalidInput::new(
+            "payload.action",
+            format!(
+                "unknown {kind} action \"{}\", expected one of {}",
+                haivemind_core::error::excerpt(action),
+                known.join(", ")
+            ),
+        ));
+    }
+    match action {
+        "register" => {
+            name("machine_id")?;
+            name("role")?;
+            capabilities("capabilities")?;
+            bounded("description", MAX_AGENT_DESCRIPTION_BYTES)?;
+        }
+        "create" => {
+            bounded("description", MAX_TASK_TEXT_BYTES)?;
+            capabilities("required_capabilities")?;
+            name("target_agent")?;
+            name("assigned_to")?;
+            name("created_by")?;
+            if let Some(priority) = optional_text("priority")? {
+                Priority::parse("payload.priority", priority)?;
+            }
+        }
+        _ => {
+            name("agent_id")?;
+            if let Some(status) = optional_text("status")? {
+                TaskStatus::parse("payload.status", status)?;
+            }
+            bounded("note", MAX_TASK_TEXT_BYTES)?;
+            bounded("result", MAX_TASK_RESULT_BYTES)?;
+        }
+    }
+    Ok(())
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -704,7 +818,7 @@ impl Store {
         haivemind_core::memory::check_name("agent_id", &new.id)?;
         haivemind_core::memory::check_name("role", new.role.trim())?;
         if let Some(description) = &new.description {
-            check_text("description", description, 4_096)?;
+            check_text("description", description, MAX_AGENT_DESCRIPTION_BYTES)?;
         }
         let capabilities = check_capabilities("capabilities", &new.capabilities)?;
         self.write(|tx, clock| {
@@ -870,7 +984,7 @@ impl Store {
     /// active agent holding every required capability (least loaded, then most recently
     /// seen), else it stays pending until such an agent registers or asks for its tasks.
     pub fn delegate_task(&self, new: NewTask, ttl_ms: i64) -> Result<Task, StoreError> {
-        check_text("task_description", &new.description, 16_384)?;
+        check_text("task_description", &new.description, MAX_TASK_TEXT_BYTES)?;
         let required = check_capabilities("required_capabilities", &new.required_capabilities)?;
         if let Some(target) = &new.target_agent {
             haivemind_core::memory::check_name("target_agent", target)?;
@@ -1138,7 +1252,7 @@ impl Store {
             .into());
         }
         if let Some(note) = &note {
-            check_text("note", note, 16_384)?;
+            check_text("note", note, MAX_TASK_TEXT_BYTES)?;
         }
         self.act_on_task(
             id,
@@ -1179,7 +1293,7 @@ impl Store {
         agent_id: &str,
         result: &str,
     ) -> Result<Task, StoreError> {
-        check_text("result", result, 65_536)?;
+        check_text("result", result, MAX_TASK_RESULT_BYTES)?;
         self.act_on_task(
             id,
             agent_id,

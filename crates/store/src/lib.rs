@@ -75,7 +75,7 @@ pub use external::{ExternalDoc, ExternalOutcome};
 pub use hybrid::{Fusion, FusionMethod};
 pub use memories::{BulkDeleteOutcome, HistoryEntry, ImportOutcome, MergeOutcome};
 pub use oplog::{OpKind, OpLogEntry, WireVector};
-pub use replication::{ApplyOutcome, VersionVector};
+pub use replication::{ApplyOutcome, MAX_LISTED_REFUSALS, Refusal, VersionVector};
 pub use search::{MemoryFilter, RecentQuery, SearchHit, SearchMode, SearchQuery, SearchResults};
 pub use stats::MemoryStats;
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenRecord, token_digest};
@@ -93,6 +93,9 @@ pub struct StoreOptions {
     pub rules: MemoryRules,
     /// How many days a soft-deleted memory stays recoverable.
     pub recover_days: u32,
+    /// How far ahead of this node's clock a replicated operation may be stamped, in
+    /// milliseconds (`sync.max_clock_skew_secs`); operations further ahead are refused.
+    pub max_clock_skew_ms: u64,
     /// The embedding model, when one is loaded.
     pub embedder: Option<Arc<dyn Embedder>>,
     /// How hybrid search weighs full-text against vector ranks.
@@ -107,6 +110,7 @@ impl StoreOptions {
             machine_id: machine_id.into(),
             rules: MemoryRules::default(),
             recover_days: 30,
+            max_clock_skew_ms: 300_000,
             embedder: None,
             fusion: Fusion::default(),
         }
@@ -121,6 +125,7 @@ pub struct Store {
     machine_id: String,
     rules: MemoryRules,
     recover_days: u32,
+    max_clock_skew_ms: u64,
     embedder: Option<Arc<dyn Embedder>>,
     /// The loaded model's vectors, when a model is loaded.
     vectors: Option<vectors::VectorIndex>,
@@ -135,13 +140,34 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the SQLite file and brings its schema up to date.
     pub fn open(options: StoreOptions) -> Result<Self, StoreError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        // A folder made here is the store's own (0700); one that exists may be shared and is
+        // left as it is (the binary tightens its data directory itself).
         if let Some(parent) = options.path.parent()
             && !parent.as_os_str().is_empty()
+            && !parent.exists()
         {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
-                path: parent.to_path_buf(),
-                source,
-            })?;
+            haivemind_core::private_files::ensure_private_dir(parent).map_err(io(parent))?;
+        }
+        // The file holds memories, pii and token digests: owner-only. SQLite gives its WAL
+        // and shared-memory files the database file's mode; older ones are tightened too.
+        let mut tightened = haivemind_core::private_files::ensure_private_file(&options.path)
+            .map_err(io(&options.path))?;
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut side = options.path.clone().into_os_string();
+            side.push(suffix);
+            let side = PathBuf::from(side);
+            tightened |= haivemind_core::private_files::tighten_if_present(&side, 0o600)
+                .map_err(io(&side))?;
+        }
+        if tightened {
+            tracing::warn!(
+                path = %options.path.display(),
+                "the database was readable by other users; its files are now owner-only (0600)"
+            );
         }
         let mut writer = connection_pool::open_connection(&options.path)?;
         migrations::migrate(&mut writer).map_err(|e| e.at(&options.path))?;
@@ -151,6 +177,7 @@ impl Store {
             machine_id: options.machine_id,
             rules: options.rules,
             recover_days: options.recover_days,
+            max_clock_skew_ms: options.max_clock_skew_ms,
             vectors: options
                 .embedder
                 .as_deref()

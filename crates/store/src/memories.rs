@@ -2,7 +2,7 @@
 //! purge, GDPR erase, import and merge. Each change is one transaction that writes the row,
 //! its history entry and its op-log entry together.
 
-use haivemind_core::memory::{Deletion, json};
+use haivemind_core::memory::{Confidentiality, Deletion, Scope, json};
 use haivemind_core::time_format::now_ms;
 use haivemind_core::{HybridClock, InvalidInput, Memory, MemoryId, MemoryPatch, NewMemory};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
@@ -102,6 +102,21 @@ fn check_mergeable(field: &str, kept: &Memory, duplicate: &Memory) -> Result<(),
 
 pub(crate) fn shareable(memory: &Memory) -> bool {
     memory.scope.may_leave_machine() && memory.confidentiality.may_leave_machine()
+}
+
+/// [`shareable`] for a stored row's scope and confidentiality; a value this build does not
+/// know never leaves.
+pub(crate) fn shareable_levels(scope: &str, confidentiality: &str) -> bool {
+    Scope::parse("scope", scope).is_ok_and(Scope::may_leave_machine)
+        && Confidentiality::parse("confidentiality_level", confidentiality)
+            .is_ok_and(Confidentiality::may_leave_machine)
+}
+
+/// A deletion reason, when given, is free text of bounded size.
+fn check_optional_reason(reason: Option<&str>) -> Result<(), InvalidInput> {
+    reason.map_or(Ok(()), |reason| {
+        haivemind_core::memory::check_reason("reason", reason)
+    })
 }
 
 fn change(changes: &mut Map<String, Value>, field: &str, from: Value, to: Value) {
@@ -347,6 +362,7 @@ impl Store {
     /// Hides a memory from every read and search; [`Store::recover`] brings it back within
     /// `memory.recover_days`.
     pub fn soft_delete(&self, id: MemoryId, reason: Option<String>) -> Result<Memory, StoreError> {
+        check_optional_reason(reason.as_deref())?;
         self.write(|tx, clock| self.soft_delete_in(tx, clock, id, reason))
     }
 
@@ -398,6 +414,7 @@ impl Store {
     /// the content of its earlier op-log entries. A tombstone keeps any peer's old copy from
     /// bringing it back.
     pub fn hard_delete(&self, id: MemoryId, reason: Option<String>) -> Result<(), StoreError> {
+        check_optional_reason(reason.as_deref())?;
         self.write(|tx, clock| {
             let memory = match memory_by_id(tx, id)? {
                 Some(memory) => memory,
@@ -492,6 +509,7 @@ impl Store {
         confirm: bool,
     ) -> Result<BulkDeleteOutcome, StoreError> {
         filter.check(self)?;
+        check_optional_reason(reason.as_deref())?;
         if filter.is_empty() {
             return Err(InvalidInput::new(
                 "filters",
@@ -605,7 +623,7 @@ impl Store {
             category: memory.category.clone(),
             context: memory.context.clone(),
             tags: memory.tags.clone(),
-            metadata: Map::new(),
+            metadata: memory.metadata.clone(),
             user_id: memory.user_id.clone(),
             project: memory.project.clone(),
             agent_id: memory.agent_id.clone(),
@@ -613,6 +631,8 @@ impl Store {
             confidentiality: memory.confidentiality,
         };
         check.validate(&self.rules)?;
+        haivemind_core::memory::check_name("machine_id", &memory.machine_id)?;
+        check_optional_reason(memory.deletion.as_ref().and_then(|d| d.reason.as_deref()))?;
         memory.tags = check.tags;
         self.write(|tx, clock| {
             if memory_by_id(tx, memory.id)?.is_some() {

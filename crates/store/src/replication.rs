@@ -19,16 +19,19 @@
 //! - A memory's state is the payload of its operation with the highest stamp; a tombstone
 //!   (hard delete or erasure) ends the record for good: no operation, older or newer, brings
 //!   it back.
-//! - Only shareable operations leave a node, and a received operation whose payload is not
-//!   shareable (private or machine-local scope, confidential or pii) is refused: the rule
-//!   holds even against a misbehaving peer.
+//! - Only shareable operations leave a node, and a received operation is admitted only by
+//!   the rules in [`Store::admit`]: a shareable payload that obeys the local write rules,
+//!   from another machine, stamped at most `sync.max_clock_skew_secs` ahead, never about a
+//!   local record that may not leave this machine. The rules hold against a misbehaving
+//!   peer: it can spoil only what it could legitimately write.
 
 use std::collections::BTreeMap;
 
-use haivemind_core::memory::json::from_json;
-use haivemind_core::{HlcStamp, Memory};
+use haivemind_core::memory::check_reason;
+use haivemind_core::memory::json::{from_json, to_json};
+use haivemind_core::{HlcStamp, InvalidInput, Memory, MemoryId};
 use rusqlite::{OptionalExtension, Transaction, params};
-use serde_json::{Map, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::memories::shareable;
@@ -39,8 +42,30 @@ use crate::{Store, StoreError};
 /// The newest stamp seen from each origin.
 pub type VersionVector = BTreeMap<String, u64>;
 
+/// A received operation admitted here: what to log, and the memory it sets, if any.
+struct Admitted {
+    payload: Value,
+    memory: Option<Memory>,
+}
+
+/// The most refusals one [`ApplyOutcome`] lists (all are counted).
+pub const MAX_LISTED_REFUSALS: usize = 100;
+
+/// One received operation that was not applied, and the rule it broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The operation's id, as the peer sent it (at most 256 bytes).
+    pub op_id: String,
+    /// The machine it claims to come from (at most 256 bytes).
+    pub origin: String,
+    /// The field at fault (`hlc`, `payload.content`, `record_id`, ...).
+    pub field: String,
+    /// The rule broken, in words, never repeating more than a short excerpt of the input.
+    pub reason: String,
+}
+
 /// What applying a batch of remote operations did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyOutcome {
     /// Operations in the batch.
     pub received: usize,
@@ -50,8 +75,24 @@ pub struct ApplyOutcome {
     pub changed: usize,
     /// Already in the log: sent twice, or learnt through another peer.
     pub already_known: usize,
-    /// Refused: not shareable, an unknown record kind, or a payload that is not a memory.
+    /// Refused: see [`Store::admit`] for the rules.
     pub refused: usize,
+    /// The first [`MAX_LISTED_REFUSALS`] refusals, each with its reason.
+    pub refusals: Vec<Refusal>,
+}
+
+impl ApplyOutcome {
+    fn refuse(&mut self, op: &OpLogEntry, problem: InvalidInput) {
+        self.refused += 1;
+        if self.refusals.len() < MAX_LISTED_REFUSALS {
+            self.refusals.push(Refusal {
+                op_id: op.op_id.clone(),
+                origin: op.stamp.origin.clone(),
+                field: problem.field,
+                reason: problem.rule,
+            });
+        }
+    }
 }
 
 impl Store {
@@ -158,7 +199,9 @@ impl Store {
         Ok(entries)
     }
 
-    /// Applies operations received from another node, in one transaction.
+    /// Applies operations received from another node, in one transaction. Each operation
+    /// is first admitted by [`Store::admit`]; the ones it refuses are reported, one by one,
+    /// in [`ApplyOutcome::refusals`], and change nothing here.
     pub fn apply_remote(&self, ops: &[OpLogEntry]) -> Result<ApplyOutcome, StoreError> {
         let mut outcome = ApplyOutcome {
             received: ops.len(),
@@ -168,6 +211,7 @@ impl Store {
         // Memories given a new vector here: the index replaces theirs when it catches up,
         // so they must not be forgotten after it did.
         let mut revectored = Vec::new();
+        let now_wall_ms = haivemind_core::time_format::now_ms().max(0) as u64;
         self.write(|tx, clock| {
             for op in ops {
                 let known: Option<i64> = tx
@@ -181,47 +225,30 @@ impl Store {
                     outcome.already_known += 1;
                     continue;
                 }
-                if !op.shareable || op.stamp.origin.is_empty() {
-                    outcome.refused += 1;
-                    continue;
-                }
-                if matches!(op.record_kind.as_str(), "agent" | "task") {
-                    // Coordination records: the operation joins the record's log, and the
-                    // record's state is replayed from all of them.
-                    if op.payload.get("action").and_then(|a| a.as_str()).is_none() {
-                        outcome.refused += 1;
+                let admitted = match self.admit(tx, op, now_wall_ms)? {
+                    Ok(admitted) => admitted,
+                    Err(problem) => {
+                        outcome.refuse(op, problem);
                         continue;
                     }
-                    clock.observe(op.stamp.time);
-                    self.log_remote(tx, op)?;
-                    outcome.logged += 1;
-                    crate::coordination::replay(tx, &op.record_kind, &op.record_id)?;
-                    outcome.changed += 1;
-                    continue;
-                }
-                if op.record_kind != "memory" {
-                    outcome.refused += 1;
-                    continue;
-                }
-                let memory = match op.op {
-                    OpKind::HardDelete | OpKind::Erase | OpKind::Withdraw => None,
-                    _ if op.payload.get("redacted").is_some() => None,
-                    _ => match from_json(&op.payload, &op.stamp.origin) {
-                        Ok(memory)
-                            if memory.id.to_string() == op.record_id && shareable(&memory) =>
-                        {
-                            Some(memory)
-                        }
-                        _ => {
-                            outcome.refused += 1;
-                            continue;
-                        }
-                    },
                 };
                 clock.observe(op.stamp.time);
-                self.log_remote(tx, op)?;
+                self.log_remote(tx, op, &admitted.payload)?;
                 outcome.logged += 1;
-                if self.apply_effect(tx, op, memory, &mut forgotten_rowids)? {
+                let Some(memory) = admitted.memory else {
+                    if op.record_kind != "memory" {
+                        // Coordination records: the operation joins the record's log, and
+                        // the record's state is replayed from all of them.
+                        crate::coordination::replay(tx, &op.record_kind, &op.record_id)?;
+                        outcome.changed += 1;
+                        continue;
+                    }
+                    if self.apply_effect(tx, op, None, &mut forgotten_rowids)? {
+                        outcome.changed += 1;
+                    }
+                    continue;
+                };
+                if self.apply_effect(tx, op, Some(memory), &mut forgotten_rowids)? {
                     outcome.changed += 1;
                     if let Some(rowid) = self.keep_vector(tx, op)? {
                         revectored.push(rowid);
@@ -237,9 +264,161 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Decides whether a peer's operation may be applied here, by the rules that hold
+    /// against any peer, honest or not:
+    /// - only shareable operations travel, and only from another machine: this node's own
+    ///   operations come from nowhere but itself;
+    /// - no stamp further ahead of this node's clock than `max_clock_skew_ms`, so no peer
+    ///   drags the clock (and with it every later local write) into the future;
+    /// - no operation touches a local record that may not leave this machine (it can never
+    ///   have come from a peer);
+    /// - the record obeys the rules a local write obeys ([`MemoryRules::check_memory`],
+    ///   the coordination limits), so what a peer sends is what a local client could write.
+    ///
+    /// Returns what to log (the payload in its canonical form, so nothing a peer adds
+    /// beside the fields rides along) and the memory to apply, or the first rule broken.
+    ///
+    /// [`MemoryRules::check_memory`]: haivemind_core::memory::MemoryRules::check_memory
+    fn admit(
+        &self,
+        tx: &Transaction<'_>,
+        op: &OpLogEntry,
+        now_wall_ms: u64,
+    ) -> Result<Result<Admitted, InvalidInput>, StoreError> {
+        if !op.shareable {
+            return Ok(Err(InvalidInput::new(
+                "shareable",
+                "the operation may not leave the machine that made it",
+            )));
+        }
+        if op.stamp.origin.trim().is_empty() {
+            return Ok(Err(InvalidInput::new(
+                "origin",
+                "must name the machine that made the operation",
+            )));
+        }
+        if op.stamp.origin == self.machine_id {
+            return Ok(Err(InvalidInput::new(
+                "origin",
+                "is this machine's own id: its operations come from nowhere but itself",
+            )));
+        }
+        let ahead_ms = op.stamp.wall_ms().saturating_sub(now_wall_ms);
+        if ahead_ms > self.max_clock_skew_ms {
+            return Ok(Err(InvalidInput::new(
+                "hlc",
+                format!(
+                    "is stamped {} s ahead of this node's clock, more than sync.max_clock_skew_secs ({} s)",
+                    ahead_ms / 1000,
+                    self.max_clock_skew_ms / 1000
+                ),
+            )));
+        }
+        match op.record_kind.as_str() {
+            "agent" | "task" => {
+                return Ok(crate::coordination::check_remote_op(
+                    &op.record_kind,
+                    &op.record_id,
+                    &op.payload,
+                )
+                .map(|()| Admitted {
+                    payload: op.payload.clone(),
+                    memory: None,
+                }));
+            }
+            "memory" => {}
+            other => {
+                return Ok(Err(InvalidInput::new(
+                    "record_kind",
+                    format!(
+                        "unknown record kind \"{}\": memory, agent or task",
+                        haivemind_core::error::excerpt(other)
+                    ),
+                )));
+            }
+        }
+        if let Err(problem) = MemoryId::parse("record_id", &op.record_id) {
+            return Ok(Err(problem));
+        }
+        let local: Option<(String, String)> = tx
+            .query_row(
+                "SELECT scope, confidentiality FROM memories WHERE id = ?1",
+                [&op.record_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        if let Some((scope, confidentiality)) = local
+            && !crate::memories::shareable_levels(&scope, &confidentiality)
+        {
+            return Ok(Err(InvalidInput::new(
+                "record_id",
+                "names a memory that may not leave this machine: no peer may change or remove it",
+            )));
+        }
+        let admitted = match op.op {
+            OpKind::HardDelete | OpKind::Erase => {
+                let reason = match op.payload.get("reason") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(reason)) => Some(reason.as_str()),
+                    Some(_) => {
+                        return Ok(Err(InvalidInput::new("payload.reason", "must be a string")));
+                    }
+                };
+                if let Some(reason) = reason
+                    && let Err(problem) = check_reason("payload.reason", reason)
+                {
+                    return Ok(Err(problem));
+                }
+                Admitted {
+                    payload: json!({ "reason": reason }),
+                    memory: None,
+                }
+            }
+            OpKind::Withdraw => Admitted {
+                payload: json!({}),
+                memory: None,
+            },
+            _ if op.payload.get("redacted").is_some() => Admitted {
+                payload: json!({ "redacted": true }),
+                memory: None,
+            },
+            _ => {
+                let memory = match from_json(&op.payload, &op.stamp.origin) {
+                    Ok(memory) => memory,
+                    Err(problem) => return Ok(Err(problem.within("payload"))),
+                };
+                if memory.id.to_string() != op.record_id {
+                    return Ok(Err(InvalidInput::new(
+                        "payload.id",
+                        "must be the operation's record_id",
+                    )));
+                }
+                if !shareable(&memory) {
+                    return Ok(Err(InvalidInput::new(
+                        "payload.scope",
+                        "the memory may not leave the machine that wrote it (its scope or confidentiality keeps it there)",
+                    )));
+                }
+                if let Err(problem) = self.rules.check_memory(&memory) {
+                    return Ok(Err(problem.within("payload")));
+                }
+                Admitted {
+                    payload: to_json(&memory),
+                    memory: Some(memory),
+                }
+            }
+        };
+        Ok(Ok(admitted))
+    }
+
     /// Appends a received operation to the local log with its original id, stamp and
     /// origin, which is what relays it onwards.
-    fn log_remote(&self, tx: &Transaction<'_>, op: &OpLogEntry) -> Result<(), StoreError> {
+    fn log_remote(
+        &self,
+        tx: &Transaction<'_>,
+        op: &OpLogEntry,
+        payload: &Value,
+    ) -> Result<(), StoreError> {
         tx.execute(
             "INSERT INTO op_log (op_id, hlc, origin, record_kind, record_id, op, payload, shareable)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
@@ -250,7 +429,7 @@ impl Store {
                 op.record_kind,
                 op.record_id,
                 op.op.as_str(),
-                op.payload.to_string(),
+                payload.to_string(),
             ],
         )?;
         Ok(())

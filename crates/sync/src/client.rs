@@ -399,11 +399,28 @@ async fn sync_with(store: &Arc<Store>, link: &Link) -> Result<(u64, u64), String
         theirs = seen_of(&answer)?;
         let ops = ops_of(&answer)?;
         received += ops.len() as u64;
-        if !ops.is_empty() {
-            blocking(store, move |s| s.apply_remote(&ops)).await?;
+        if ops.is_empty() {
+            break;
+        }
+        let applied = blocking(store, move |s| s.apply_remote(&ops)).await?;
+        if let Some(first) = applied.refusals.first() {
+            tracing::warn!(
+                peer = %link.peer.machine_id,
+                refused = applied.refused,
+                first = %format!("{}: {}", first.field, first.reason),
+                "refused operations from a peer"
+            );
         }
         if answer["more"] != json!(true) {
             break;
+        }
+        if applied.logged == 0 && applied.already_known == 0 {
+            // Every operation of the page was refused, so what this node has seen did not
+            // move and the peer would send the same page again.
+            return Err(format!(
+                "the peer sent only operations this node refuses ({} in a page)",
+                applied.refused
+            ));
         }
     }
     loop {

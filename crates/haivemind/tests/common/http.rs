@@ -82,6 +82,12 @@ impl<'a> Request<'a> {
             .header("Accept", "application/json, text/event-stream")
     }
 
+    /// Sends `bytes` as the body, as they are.
+    pub fn raw_body(mut self, bytes: &[u8]) -> Self {
+        self.body = bytes.to_vec();
+        self
+    }
+
     fn has(&self, name: &str) -> bool {
         self.headers
             .iter()
@@ -183,14 +189,19 @@ impl Served {
     }
 
     /// Starts `haivemind serve` with its sync port on `sync_port` (0: any free port).
-    pub fn start_on(mut command: Command, sync_port: u16) -> Self {
+    pub fn start_on(command: Command, sync_port: u16) -> Self {
+        Self::start_logging(command, sync_port, Stdio::inherit())
+    }
+
+    /// Starts `haivemind serve` with its log (stderr) going to `stderr`.
+    pub fn start_logging(mut command: Command, sync_port: u16, stderr: Stdio) -> Self {
         let sync_port = sync_port.to_string();
         let mut child = command
             .env("RUST_LOG", "warn")
             .args(["serve", "--mcp-port", "0", "--sync-port", &sync_port])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn haivemind serve");
         let stdout = child.stdout.take().expect("stdout");

@@ -162,16 +162,22 @@ pub fn call(
         context.audit(AuditEvent::new("access_denied").with("tool", name));
         return Err(refusal);
     }
-    // Every call of a registered agent is a sign of life.
-    let named = arguments
-        .as_ref()
-        .and_then(|a| a.get("agent_id"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    if let Some(agent) = named.or_else(|| context.registry_agent_id())
-        && let Err(error) = context.store.heartbeat(&agent)
-    {
-        tracing::warn!(%error, "could not record an agent heartbeat");
+    // Every call of a registered agent is a sign of life, written to the op log. A
+    // readonly caller never writes, so its calls are none. A tool that writes names its
+    // caller in `agent_id`; a reading tool's `agent_id` (query_agent_knowledge) names
+    // whom it asks about, who did nothing.
+    if context.caller.role != Role::Readonly {
+        let named = arguments
+            .as_ref()
+            .filter(|_| !entry.read_only)
+            .and_then(|a| a.get("agent_id"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Some(agent) = named.or_else(|| context.registry_agent_id())
+            && let Err(error) = context.store.heartbeat(&agent)
+        {
+            tracing::warn!(%error, "could not record an agent heartbeat");
+        }
     }
     let audited = AUDITED_TOOLS
         .contains(&name)
