@@ -11,7 +11,9 @@ pub fn decode_entities(text: &str) -> String {
     while let Some(i) = rest.find('&') {
         out.push_str(&rest[..i]);
         rest = &rest[i..];
-        let Some(end) = rest[..rest.len().min(12)].find(';') else {
+        // Bytes, not a string slice: the 12th byte may fall inside a character (a crash the
+        // fuzzer found), and ';' is ASCII, so where it is found is a character boundary.
+        let Some(end) = rest.bytes().take(12).position(|b| b == b';') else {
             out.push('&');
             rest = &rest[1..];
             continue;
@@ -289,6 +291,16 @@ fn adf_node(node: &Value, out: &mut String, lists: &mut Vec<(bool, usize)>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Found by the fuzzer (tests/fuzz.rs): an `&` followed by multi-byte characters made
+    /// the entity scan slice inside a character and panic, failing a whole import.
+    #[test]
+    fn an_ampersand_before_multibyte_text_is_kept_as_it_is() {
+        let text = "&a \0\u{800}Aa0\u{800}";
+        assert_eq!(decode_entities(text), text);
+        assert_eq!(decode_entities("&é&#xE9;&amp;€"), "&éé&€");
+        assert_eq!(html_to_text("<p>R&D — ünïcödé &amp; more</p>"), "R&D — ünïcödé & more");
+    }
 
     #[test]
     fn storage_format_becomes_readable_text() {

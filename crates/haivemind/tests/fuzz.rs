@@ -4,7 +4,7 @@
 //! uses, the sync payload decoder and the apply path, the HTML and ADF converters of the
 //! connectors, the playbook validators and the config loader.
 //!
-//! Each target runs a fixed number of cases (`HAIVEMIND_FUZZ_CASES`, default 256), so the
+//! Each target runs a fixed number of cases (`HAIVEMIND_FUZZ_CASES`, default 1024), so the
 //! suite takes seconds in `scripts/test`; set it higher for a longer hunt. A failure is
 //! shrunk and its seed saved under `proptest-regressions/`, which is kept in the
 //! repository: every crash found is replayed first from then on, as a regression test.
@@ -19,7 +19,7 @@ fn cases() -> u32 {
     std::env::var("HAIVEMIND_FUZZ_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(256)
+        .unwrap_or(1024)
 }
 
 /// Any JSON value, nested a few levels, with the strings decoders look for mixed in.
