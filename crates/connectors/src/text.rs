@@ -299,7 +299,10 @@ mod tests {
         let text = "&a \0\u{800}Aa0\u{800}";
         assert_eq!(decode_entities(text), text);
         assert_eq!(decode_entities("&é&#xE9;&amp;€"), "&éé&€");
-        assert_eq!(html_to_text("<p>R&D — ünïcödé &amp; more</p>"), "R&D — ünïcödé & more");
+        assert_eq!(
+            html_to_text("<p>R&D — ünïcödé &amp; more</p>"),
+            "R&D — ünïcödé & more"
+        );
     }
 
     #[test]

@@ -37,7 +37,13 @@ pub const EXCERPT_CHARS: usize = 64;
 /// At most [`EXCERPT_CHARS`] characters of `text`, marked when cut, so that no error or log
 /// line grows with what a caller sent.
 pub fn excerpt(text: &str) -> String {
-    match text.char_indices().nth(EXCERPT_CHARS) {
+    cut(text, EXCERPT_CHARS)
+}
+
+/// At most `max_chars` characters of `text`, marked when cut: for messages that embed
+/// caller input somewhere inside (a parser's error), where [`excerpt`] would cut too soon.
+pub fn cut(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
         None => text.to_string(),
         Some((end, _)) => format!("{}… ({} bytes in all)", &text[..end], text.len()),
     }

@@ -83,7 +83,8 @@ macro_rules! wire_enum {
                 match text {
                     $($text => Ok($name::$variant),)+
                     _ => Err(InvalidInput::new(field, format!(
-                        "unknown value \"{text}\", expected one of {}",
+                        "unknown value \"{}\", expected one of {}",
+                        crate::error::excerpt(text),
                         [$($text),+].join(", ")
                     ))),
                 }

@@ -31,7 +31,10 @@ pub fn parse_rfc3339(field: &str, text: &str) -> Result<i64, InvalidInput> {
     }
     Err(InvalidInput::new(
         field,
-        format!("\"{text}\" is not an RFC 3339 timestamp (like 2026-11-26T15:00:00Z)"),
+        format!(
+            "\"{}\" is not an RFC 3339 timestamp (like 2026-11-26T15:00:00Z)",
+            crate::error::excerpt(text)
+        ),
     ))
 }
 

@@ -29,6 +29,9 @@ fn mode(path: &std::path::Path) -> u32 {
 #[test]
 fn sessions_ended_with_delete_free_their_slots() {
     let scratch = Scratch::new();
+    scratch.write_config(
+        r#"{"security": {"rate_limit": {"requests_per_minute": 6000, "burst": 1000}}}"#,
+    );
     let agent = scratch.create_token("agent", Some("cycler"));
     let server = Served::start(scratch.command());
     // More open/close cycles than one token may hold sessions at once (64).
@@ -241,6 +244,55 @@ fn the_data_directory_and_database_are_owner_only() {
     server.stop();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("owner-only"), "{text}");
+}
+
+#[test]
+fn a_websocket_subscriber_cannot_make_the_server_buffer_a_huge_message() {
+    use tungstenite::client::IntoClientRequest;
+    let scratch = Scratch::new();
+    let readonly = scratch.create_token("readonly", Some("watcher"));
+    let server = Served::start(scratch.command());
+    let open = || {
+        let mut request = format!("ws://{}/ws/watcher", server.sync_address)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {readonly}").parse().unwrap(),
+        );
+        let stream = std::net::TcpStream::connect(&server.sync_address).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        tungstenite::client(request, stream)
+            .map_err(|_| ())
+            .unwrap()
+            .0
+    };
+    let mut socket = open();
+    let hello = socket.read().unwrap();
+    assert!(hello.to_string().contains("hello"), "{hello}");
+    let _ = socket.send(tungstenite::Message::Text("x".repeat(1 << 20).into()));
+    let closed = loop {
+        match socket.read() {
+            Ok(tungstenite::Message::Close(_)) | Err(_) => break true,
+            Ok(_) => continue,
+        }
+    };
+    assert!(closed);
+    // The server is unharmed: a new subscriber is answered.
+    let mut again = open();
+    again.read().unwrap();
+    again
+        .send(tungstenite::Message::Text(r#"{"type":"ping"}"#.into()))
+        .unwrap();
+    let pong = loop {
+        let frame = again.read().unwrap().to_string();
+        if frame.contains("pong") {
+            break frame;
+        }
+    };
+    assert!(pong.contains("pong"));
 }
 
 #[test]

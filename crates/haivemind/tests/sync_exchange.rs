@@ -756,3 +756,56 @@ fn peers_replicate_over_tls_and_refuse_a_certificate_they_do_not_trust() {
         "nothing crossed the untrusted link"
     );
 }
+
+#[test]
+fn a_peer_that_sends_a_forbidden_operation_is_refused_op_by_op_and_audited() {
+    let mut nodes = fleet_of(&["alpha", "beta"], 1);
+    for node in &mut nodes {
+        node.start();
+    }
+    nodes[0].store("an honest fact", &[]);
+    wait_for("beta to receive the first fact", || {
+        fleet_converged(&nodes, 1)
+    });
+    // A buggy or hostile alpha: an operation in its log that no local write could make
+    // (a category beta does not know), followed by an honest write.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let forged_id = "0190f5a0-0000-7000-8000-0000000000aa";
+    let payload = json!({"id": forged_id, "content": "smuggled", "category": "contraband"});
+    let connection =
+        rusqlite::Connection::open(nodes[0].scratch.data_dir().join("haivemind.sqlite3")).unwrap();
+    connection
+        .execute(
+            "INSERT INTO op_log (op_id, hlc, origin, record_kind, record_id, op, payload, shareable)
+             VALUES ('forged-op', ?1, 'alpha', 'memory', ?2, 'create', ?3, 1)",
+            rusqlite::params![now_ms << 16, forged_id, payload.to_string()],
+        )
+        .unwrap();
+    nodes[0].store("a later honest fact", &[]);
+    wait_for("beta to receive the later fact", || {
+        nodes[1].status()["memory_count"] == 2
+    });
+    let audit = nodes[1].scratch.data_dir().join("audit.log");
+    wait_for("beta to audit the refusal", || {
+        std::fs::read_to_string(&audit).is_ok_and(|text| text.contains("sync_refused"))
+    });
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let refused: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["event"] == "sync_refused")
+        .unwrap();
+    assert_eq!(refused["peer_machine_id"], "alpha");
+    assert_eq!(refused["first_op_id"], "forged-op");
+    assert_eq!(refused["first_field"], "payload.category");
+    assert!(!text.contains("smuggled"));
+    assert!(nodes[1].content_of(forged_id).is_none());
+    // Beta keeps syncing with alpha: the refusal did not wedge the rounds.
+    nodes[0].store("a third honest fact", &[]);
+    wait_for("beta to receive the third fact", || {
+        nodes[1].status()["memory_count"] == 3
+    });
+}

@@ -27,7 +27,11 @@ pub(crate) fn parse<T: DeserializeOwned>(
         } else {
             (path, message)
         };
-        ToolError::InvalidArguments { field, rule }
+        // Both may repeat the caller's input (an unknown key, a wrong value): bounded.
+        ToolError::InvalidArguments {
+            field: haivemind_core::error::cut(&field, 128),
+            rule: haivemind_core::error::cut(&rule, 512),
+        }
     })
 }
 
@@ -73,5 +77,15 @@ mod tests {
             err(serde_json::json!({"content": "x", "lmit": 1}))
                 .starts_with("lmit: unknown field, expected")
         );
+    }
+
+    #[test]
+    fn a_huge_wrong_value_or_unknown_key_is_not_repeated_in_full() {
+        let huge = "v".repeat(100_000);
+        assert!(err(serde_json::json!({"content": "x", "limit": huge})).len() < 1_000);
+        let mut map = serde_json::Map::new();
+        map.insert("content".into(), "x".into());
+        map.insert(huge.clone(), 1.into());
+        assert!(err(Value::Object(map)).len() < 1_000);
     }
 }

@@ -278,7 +278,8 @@ impl ServerHandler for HaivemindServer {
             other => {
                 return Err(ErrorData::resource_not_found(
                     format!(
-                        "uri: unknown resource \"{other}\"; expected {INSTRUCTIONS_URI} or {MACHINE_CONTEXT_URI}"
+                        "uri: unknown resource \"{}\"; expected {INSTRUCTIONS_URI} or {MACHINE_CONTEXT_URI}",
+                        haivemind_core::error::excerpt(other)
                     ),
                     None,
                 ));

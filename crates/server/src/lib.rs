@@ -306,15 +306,18 @@ impl McpApp {
         };
         let names: Vec<&str> = peers.iter().map(|p| p.machine_id.as_str()).collect();
         tracing::info!(peers = ?names, "replicating with peers");
-        let service = Arc::new(SyncService::new(
-            Arc::clone(&self.state.store),
-            peers,
-            token,
-            sync_interval(config),
-            Arc::clone(&self.state.peer_states),
-            Arc::clone(&self.state.events),
-            connector,
-        ));
+        let service = Arc::new(
+            SyncService::new(
+                Arc::clone(&self.state.store),
+                peers,
+                token,
+                sync_interval(config),
+                Arc::clone(&self.state.peer_states),
+                Arc::clone(&self.state.events),
+                connector,
+            )
+            .with_audit(self.state.audit.clone()),
+        );
         let _ = self.state.sync_service.set(Arc::clone(&service));
         tasks.push(tokio::spawn(service.run()));
         Ok(tasks)

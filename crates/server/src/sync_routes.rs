@@ -237,24 +237,13 @@ pub(crate) async fn exchange(State(state): State<Arc<AppState>>, request: Reques
         Ok(Err(error)) => return internal(error),
         Err(error) => return internal(error),
     };
-    if let Some(first) = applied.refusals.first() {
-        // Always audited, whatever logging.log_sync_events says: a refused operation is a
-        // peer breaking the rules, by a bug or on purpose.
-        state.audit(
-            AuditEvent::new("sync_refused")
-                .with("peer_machine_id", machine_id.clone())
-                .with("token_id", caller.token_id.clone())
-                .with("refused", applied.refused)
-                .with("first_op_id", first.op_id.clone())
-                .with("first_origin", first.origin.clone())
-                .with("first_field", first.field.clone()),
-        );
-        tracing::warn!(
-            peer = %machine_id,
-            refused = applied.refused,
-            first = %format!("{}: {}", first.field, first.reason),
-            "refused operations from a peer"
-        );
+    // Always audited, whatever logging.log_sync_events says: a refused operation is a
+    // peer breaking the rules, by a bug or on purpose.
+    if let Some(event) = applied.refusal_event(&machine_id, "exchange") {
+        state.audit(event.with("token_id", caller.token_id.clone()));
+    }
+    if let Some(summary) = applied.refusal_summary() {
+        tracing::warn!(peer = %machine_id, "refused operations from a peer: {summary}");
     }
     if state.audit_sync_events {
         state.audit(

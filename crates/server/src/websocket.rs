@@ -23,6 +23,9 @@ use crate::AppState;
 use crate::guard::refusal;
 use haivemind_sync::Subscription;
 
+/// The largest message a subscriber may send (pings and `{"type":"ping"}` are tiny).
+const MAX_INCOMING_BYTES: usize = 16 * 1024;
+
 const PING_EVERY: Duration = Duration::from_secs(20);
 const SILENT_LIMIT: Duration = Duration::from_secs(60);
 
@@ -63,7 +66,11 @@ pub(crate) async fn subscribe(
     };
     let (events, subscription) = state.events.subscribe();
     let me = state.store.machine_id().to_string();
+    // A subscriber only ever sends pings: a larger message closes the socket rather than
+    // being buffered (tungstenite would accept 64 MiB).
     upgrade
+        .max_message_size(MAX_INCOMING_BYTES)
+        .max_frame_size(MAX_INCOMING_BYTES)
         .on_upgrade(move |socket| stream(socket, events, subscription, me, machine_id))
         .into_response()
 }

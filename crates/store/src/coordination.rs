@@ -306,12 +306,13 @@ fn check_capabilities(field: &str, capabilities: &[String]) -> Result<Vec<String
 
 /// Checks an agent or task operation that came from a peer against the rules the local
 /// write path applies to the same fields, so a replicated record obeys the limits a local
-/// one does. `field` prefixes the names in errors (`payload`).
+/// one does. Returns the payload with only the keys its action has (in the order sent), so
+/// nothing a peer adds beside them is logged or relayed.
 pub(crate) fn check_remote_op(
     kind: &str,
     record_id: &str,
     payload: &Value,
-) -> Result<(), InvalidInput> {
+) -> Result<Value, InvalidInput> {
     haivemind_core::memory::check_name("record_id", record_id)?;
     let size = payload.to_string().len();
     if size > MAX_COORDINATION_PAYLOAD_BYTES {
@@ -405,7 +406,42 @@ pub(crate) fn check_remote_op(
             bounded("result", MAX_TASK_RESULT_BYTES)?;
         }
     }
-    Ok(())
+    for key in ["at", "deadline_ms"] {
+        if payload
+            .get(key)
+            .is_some_and(|v| !v.is_null() && !v.is_i64())
+        {
+            return Err(InvalidInput::new(
+                format!("payload.{key}"),
+                "must be a whole number of epoch milliseconds",
+            ));
+        }
+    }
+    let keys: &[&str] = match action {
+        "register" => &["machine_id", "role", "capabilities", "description", "at"],
+        "heartbeat" => &["at"],
+        "create" => &[
+            "description",
+            "required_capabilities",
+            "target_agent",
+            "assigned_to",
+            "priority",
+            "deadline_ms",
+            "created_by",
+        ],
+        "assign" | "claim" => &["agent_id"],
+        "status" => &["agent_id", "status", "note"],
+        "complete" => &["agent_id", "result"],
+        _ => &[],
+    };
+    let canonical: serde_json::Map<String, Value> = payload
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| *key == "action" || keys.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    Ok(Value::Object(canonical))
 }
 
 fn strings(value: &Value) -> Vec<String> {

@@ -24,7 +24,10 @@ impl ExportFormat {
             "csv" => Ok(ExportFormat::Csv),
             _ => Err(InvalidInput::new(
                 field,
-                format!("unknown value \"{text}\", expected one of json, csv"),
+                format!(
+                    "unknown value \"{}\", expected one of json, csv",
+                    haivemind_core::error::excerpt(text)
+                ),
             )),
         }
     }

@@ -27,6 +27,7 @@
 
 use std::collections::BTreeMap;
 
+use haivemind_core::audit::AuditEvent;
 use haivemind_core::memory::check_reason;
 use haivemind_core::memory::json::{from_json, to_json};
 use haivemind_core::{HlcStamp, InvalidInput, Memory, MemoryId};
@@ -82,6 +83,30 @@ pub struct ApplyOutcome {
 }
 
 impl ApplyOutcome {
+    /// The audit event for the refusals of operations received from `peer` (None when
+    /// nothing was refused): named fields only, the count and the first refusal's ids.
+    pub fn refusal_event(&self, peer: &str, via: &str) -> Option<AuditEvent> {
+        let first = self.refusals.first()?;
+        Some(
+            AuditEvent::new("sync_refused")
+                .with("peer_machine_id", peer)
+                .with("via", via)
+                .with("refused", self.refused)
+                .with("first_op_id", first.op_id.clone())
+                .with("first_origin", first.origin.clone())
+                .with("first_field", first.field.clone()),
+        )
+    }
+
+    /// One bounded line for the log about what was refused, if anything.
+    pub fn refusal_summary(&self) -> Option<String> {
+        let first = self.refusals.first()?;
+        Some(format!(
+            "{} refused; the first, {}: {}: {}",
+            self.refused, first.op_id, first.field, first.reason
+        ))
+    }
+
     fn refuse(&mut self, op: &OpLogEntry, problem: InvalidInput) {
         self.refused += 1;
         if self.refusals.len() < MAX_LISTED_REFUSALS {
@@ -321,8 +346,8 @@ impl Store {
                     &op.record_id,
                     &op.payload,
                 )
-                .map(|()| Admitted {
-                    payload: op.payload.clone(),
+                .map(|payload| Admitted {
+                    payload,
                     memory: None,
                 }));
             }

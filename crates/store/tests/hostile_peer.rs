@@ -186,7 +186,8 @@ fn stamps_far_ahead_are_refused_and_never_move_the_clock() {
 fn replicated_memories_obey_the_rules_of_local_writes() {
     let b = node("beta");
     let big = "x".repeat(3 << 20);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Breakage<'a> = Box<dyn Fn(&mut Value) + 'a>;
+    let cases: Vec<(&str, Breakage)> = vec![
         ("payload.content", Box::new(|p| p["content"] = json!(big))),
         (
             "payload.category",
@@ -324,8 +325,16 @@ fn replicated_agents_and_tasks_obey_the_coordination_limits() {
     let fine = op(
         "agent",
         "a@m",
-        json!({"action": "register", "role": "builder", "capabilities": ["rust"]}),
+        json!({"action": "register", "role": "builder", "capabilities": ["rust"],
+               "smuggled": "s".repeat(100_000)}),
     );
     assert_eq!(b.store.apply_remote(&[fine]).unwrap().logged, 1);
     assert_eq!(b.store.agent("a@m").unwrap().role, "builder");
+    // Only the keys a registration has are logged and relayed.
+    let relayed = b.store.ops_after(&VersionVector::new(), 10).unwrap();
+    assert_eq!(relayed.len(), 1);
+    assert_eq!(
+        relayed[0].payload,
+        json!({"action": "register", "role": "builder", "capabilities": ["rust"]})
+    );
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use haivemind_core::Config;
+use haivemind_core::audit::AuditLog;
 use haivemind_core::time_format::now_ms;
 use haivemind_store::{OpLogEntry, Store, VersionVector};
 use serde_json::{Value, json};
@@ -230,6 +231,7 @@ pub struct SyncService {
     events: Arc<EventHub>,
     /// For peers reached over TLS.
     connector: Option<TlsConnector>,
+    audit: Option<Arc<AuditLog>>,
     round_lock: tokio::sync::Mutex<()>,
 }
 
@@ -262,8 +264,15 @@ impl SyncService {
             states,
             events,
             connector,
+            audit: None,
             round_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Records the operations peers send that this node refuses (`sync_refused`) in `audit`.
+    pub fn with_audit(mut self, audit: Option<Arc<AuditLog>>) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// One round with every peer, side by side (one that hangs holds up no other); records
@@ -295,6 +304,7 @@ impl SyncService {
                 peer: peer.clone(),
                 token: self.token.clone(),
                 connector: self.connector.clone(),
+                audit: self.audit.clone(),
             };
             round.spawn(async move {
                 let outcome = tokio::time::timeout(ROUND_TIMEOUT, sync_with(&store, &link))
@@ -382,6 +392,14 @@ impl SyncService {
     }
 }
 
+/// The largest answer read from a peer. A page is about 2 MiB of JSON plus one operation
+/// (whose memory is at most `memory.max_content_bytes`, 16 MiB at the most).
+const MAX_ANSWER_BYTES: usize = 40 << 20;
+
+/// Roughly the most JSON one pushed page carries, well below a receiver's default
+/// `server.max_body_bytes` (4 MiB); a page always carries at least one operation.
+const MAX_PUSH_BYTES: usize = 1 << 20;
+
 /// The longest one round with one peer may take.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -403,13 +421,12 @@ async fn sync_with(store: &Arc<Store>, link: &Link) -> Result<(u64, u64), String
             break;
         }
         let applied = blocking(store, move |s| s.apply_remote(&ops)).await?;
-        if let Some(first) = applied.refusals.first() {
-            tracing::warn!(
-                peer = %link.peer.machine_id,
-                refused = applied.refused,
-                first = %format!("{}: {}", first.field, first.reason),
-                "refused operations from a peer"
-            );
+        let peer = &link.peer.machine_id;
+        if let (Some(audit), Some(event)) = (&link.audit, applied.refusal_event(peer, "pull")) {
+            audit.record(event);
+        }
+        if let Some(summary) = applied.refusal_summary() {
+            tracing::warn!(%peer, "refused operations from a peer: {summary}");
         }
         if answer["more"] != json!(true) {
             break;
@@ -429,8 +446,17 @@ async fn sync_with(store: &Arc<Store>, link: &Link) -> Result<(u64, u64), String
         if ops.is_empty() {
             return Ok((received, sent));
         }
-        sent += ops.len() as u64;
-        let wire: Vec<Value> = ops.iter().map(OpLogEntry::to_wire).collect();
+        let mut wire: Vec<Value> = Vec::new();
+        let mut bytes = 0;
+        for op in &ops {
+            let entry = op.to_wire();
+            bytes += entry.to_string().len();
+            if !wire.is_empty() && bytes > MAX_PUSH_BYTES {
+                break;
+            }
+            wire.push(entry);
+        }
+        sent += wire.len() as u64;
         let mine = blocking(store, |s| s.version_vector()).await?;
         let answer = link
             .post(&json!({"machine_id": me, "seen": mine, "ops": wire, "limit": 1}))
@@ -480,6 +506,7 @@ pub async fn fetch_status(
         peer: Peer::at("", address, false),
         token: token.to_string(),
         connector,
+        audit: None,
     };
     link.request("GET", "/api/status", None).await
 }
@@ -489,6 +516,7 @@ struct Link {
     peer: Peer,
     token: String,
     connector: Option<TlsConnector>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// A connection to a peer, plain or TLS.
@@ -549,11 +577,19 @@ impl Link {
             .await
             .map_err(|e| e.to_string())?;
         let mut raw = Vec::new();
+        // A peer's answer is bounded: one byte past the limit is enough to refuse it.
+        let mut bounded = (&mut stream).take(MAX_ANSWER_BYTES as u64 + 1);
         // A TLS peer may close without close_notify once it has answered in full.
-        if let Err(error) = stream.read_to_end(&mut raw).await
+        if let Err(error) = bounded.read_to_end(&mut raw).await
             && (raw.is_empty() || error.kind() != std::io::ErrorKind::UnexpectedEof)
         {
             return Err(error.to_string());
+        }
+        if raw.len() > MAX_ANSWER_BYTES {
+            return Err(format!(
+                "the peer's answer is larger than {} MiB",
+                MAX_ANSWER_BYTES >> 20
+            ));
         }
         let response =
             haivemind_core::http1::parse_response(&raw).ok_or("the peer's answer is not HTTP")?;
