@@ -51,6 +51,33 @@ fn sessions_ended_with_delete_free_their_slots() {
 }
 
 #[test]
+fn sessions_that_end_idle_free_their_slots() {
+    let scratch = Scratch::new();
+    scratch.write_config(
+        r#"{"server": {"session_idle_secs": 1},
+            "security": {"rate_limit": {"requests_per_minute": 6000, "burst": 1000}}}"#,
+    );
+    let agent = scratch.create_token("agent", Some("forgetful"));
+    let server = Served::start(scratch.command());
+    for _ in 0..64 {
+        server.initialize(&agent);
+    }
+    let full = server.send(Request::new("POST", "/mcp").bearer(&agent).json(&json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "forgetful", "version": "1"}}
+    })));
+    assert_eq!(full.status, 429, "{}", full.text());
+    assert_eq!(full.json()["error"]["code"], "too_many_sessions");
+    // rmcp ends them after a second of silence; their slots go with them at once (not
+    // only when this server's own table forgets them, after twice the idle time).
+    std::thread::sleep(std::time::Duration::from_millis(1_600));
+    let session = server.initialize(&agent);
+    let stats = server.tool(&agent, &session, 2, "get_memory_stats", json!({}));
+    assert_eq!(stats["isError"], json!(false));
+}
+
+#[test]
 fn malformed_messages_get_the_same_json_rpc_answers_over_http_and_stdio() {
     let scratch = Scratch::new();
     let agent = scratch.create_token("agent", Some("sloppy"));

@@ -21,7 +21,7 @@
 //!   it back.
 //! - Only shareable operations leave a node, and a received operation is admitted only by
 //!   the rules in [`Store::admit`]: a shareable payload that obeys the local write rules,
-//!   from another machine, stamped at most `sync.max_clock_skew_secs` ahead, never about a
+//!   stamped at most `sync.max_clock_skew_secs` ahead, never about a
 //!   local record that may not leave this machine. The rules hold against a misbehaving
 //!   peer: it can spoil only what it could legitimately write.
 
@@ -291,8 +291,9 @@ impl Store {
 
     /// Decides whether a peer's operation may be applied here, by the rules that hold
     /// against any peer, honest or not:
-    /// - only shareable operations travel, and only from another machine: this node's own
-    ///   operations come from nowhere but itself;
+    /// - only shareable operations travel, and each names its origin (this node's own
+    ///   included: a node restored from a backup or set up anew under its old id gets its
+    ///   own writes back from its peers);
     /// - no stamp further ahead of this node's clock than `max_clock_skew_ms`, so no peer
     ///   drags the clock (and with it every later local write) into the future;
     /// - no operation touches a local record that may not leave this machine (it can never
@@ -320,12 +321,6 @@ impl Store {
             return Ok(Err(InvalidInput::new(
                 "origin",
                 "must name the machine that made the operation",
-            )));
-        }
-        if op.stamp.origin == self.machine_id {
-            return Ok(Err(InvalidInput::new(
-                "origin",
-                "is this machine's own id: its operations come from nowhere but itself",
             )));
         }
         let ahead_ms = op.stamp.wall_ms().saturating_sub(now_wall_ms);

@@ -112,18 +112,33 @@ fn a_peer_cannot_touch_a_memory_that_never_leaves_this_machine() {
 }
 
 #[test]
-fn a_peer_cannot_speak_for_this_machine() {
+fn a_node_set_up_anew_under_its_old_id_gets_its_own_writes_back() {
+    let a = node("alpha");
     let b = node("beta");
-    let id = MemoryId::generate().to_string();
-    let op = forged(
-        "beta",
-        pack(now_ms(), 0),
-        &id,
-        "create",
-        shareable_payload(&id, "a write beta never made"),
+    let written = a.store.create(NewMemory::new("alpha wrote this")).unwrap();
+    b.store
+        .apply_remote(&a.store.ops_after(&VersionVector::new(), 10).unwrap())
+        .unwrap();
+    // alpha's disk is replaced; it starts empty with the same machine id.
+    let fresh = node("alpha");
+    let back = b
+        .store
+        .ops_after(&fresh.store.version_vector().unwrap(), 10)
+        .unwrap();
+    let outcome = fresh.store.apply_remote(&back).unwrap();
+    assert_eq!(outcome.refused, 0, "{outcome:?}");
+    assert_eq!(
+        fresh.store.get(written.id).unwrap().content,
+        "alpha wrote this"
     );
-    assert_eq!(refused_field(&b.store, op), "origin");
-    assert!(b.store.get(MemoryId::parse("id", &id).unwrap()).is_err());
+    fresh
+        .store
+        .create(NewMemory::new("alpha's next write"))
+        .unwrap();
+    assert!(
+        fresh.store.version_vector().unwrap()["alpha"] > back[0].stamp.time,
+        "its next stamp is past what it got back"
+    );
 }
 
 #[test]
