@@ -82,6 +82,25 @@ pub struct ApplyOutcome {
     pub refusals: Vec<Refusal>,
 }
 
+/// Whether a withdrawal of memory `record_id` stamped after `stamp` is in the log.
+fn withdrawn_after(
+    tx: &Transaction<'_>,
+    record_id: &str,
+    stamp: &HlcStamp,
+) -> Result<bool, StoreError> {
+    let found: Option<i64> = tx
+        .query_row(
+            "SELECT 1 FROM op_log
+             WHERE record_kind = 'memory' AND record_id = ?1 AND op = 'withdraw'
+               AND (hlc > ?2 OR (hlc = ?2 AND origin > ?3))
+             LIMIT 1",
+            params![record_id, stamp.time as i64, stamp.origin],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(found.is_some())
+}
+
 impl ApplyOutcome {
     /// The audit event for the refusals of operations received from `peer` (None when
     /// nothing was refused): named fields only, the count and the first refusal's ids.
@@ -295,7 +314,8 @@ impl Store {
     ///   included: a node restored from a backup or set up anew under its old id gets its
     ///   own writes back from its peers);
     /// - no stamp further ahead of this node's clock than `max_clock_skew_ms`, so no peer
-    ///   drags the clock (and with it every later local write) into the future;
+    ///   drags the clock (and with it every later local write) into the future, and no
+    ///   second operation under a stamp its origin already used;
     /// - no operation touches a local record that may not leave this machine (it can never
     ///   have come from a peer);
     /// - the record obeys the rules a local write obeys ([`MemoryRules::check_memory`],
@@ -332,6 +352,22 @@ impl Store {
                     ahead_ms / 1000,
                     self.max_clock_skew_ms / 1000
                 ),
+            )));
+        }
+        // One origin never stamps two operations alike (its clock only moves forward), and
+        // what a node lacks is found by stamp: a second operation under a stamp already
+        // logged would reach some nodes and never others.
+        let clash: Option<String> = tx
+            .query_row(
+                "SELECT op_id FROM op_log WHERE origin = ?1 AND hlc = ?2 LIMIT 1",
+                params![op.stamp.origin, op.stamp.time as i64],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if clash.is_some() {
+            return Ok(Err(InvalidInput::new(
+                "hlc",
+                "another operation of this origin already has this stamp",
             )));
         }
         match op.record_kind.as_str() {
@@ -584,6 +620,12 @@ impl Store {
                     .as_ref()
                     .is_some_and(|(_, stamp, _)| *stamp >= op.stamp)
                 {
+                    return Ok(false);
+                }
+                // A withdrawal leaves no copy to compare with: its logged operation is the
+                // marker. An older change that arrives after it (from another peer) must not
+                // bring the shared copy back.
+                if current.is_none() && withdrawn_after(tx, &op.record_id, &op.stamp)? {
                     return Ok(false);
                 }
                 match current {

@@ -198,6 +198,22 @@ fn stamps_far_ahead_are_refused_and_never_move_the_clock() {
 }
 
 #[test]
+fn a_second_operation_under_a_used_stamp_is_refused() {
+    let (a, b) = (node("alpha"), node("beta"));
+    let memory = a.store.create(NewMemory::new("the real text")).unwrap();
+    let ops = a.store.ops_after(&VersionVector::new(), 10).unwrap();
+    b.store.apply_remote(&ops).unwrap();
+    // Same origin and stamp, another id and text: some nodes would hold one, some the
+    // other, and none would ever ask for the one it lacks.
+    let mut twin = ops[0].clone();
+    twin.op_id = "a-twin".into();
+    twin.op = haivemind_store::OpKind::Update;
+    twin.payload["content"] = json!("a rival text");
+    assert_eq!(refused_field(&b.store, twin), "hlc");
+    assert_eq!(b.store.get(memory.id).unwrap().content, "the real text");
+}
+
+#[test]
 fn replicated_memories_obey_the_rules_of_local_writes() {
     let b = node("beta");
     let big = "x".repeat(3 << 20);

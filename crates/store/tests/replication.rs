@@ -165,7 +165,15 @@ fn private_and_pii_memories_never_leave_and_are_refused_if_sent() {
         op.op_id = format!("forged-{}", op.op_id);
     }
     let outcome = b.store.apply_remote(&forged).unwrap();
-    assert_eq!(outcome.refused, 2, "{outcome:?}");
+    // The two restricted memories for what they are; the shared one's copy because beta
+    // already holds an operation under its stamp.
+    let mut fields: Vec<&str> = outcome.refusals.iter().map(|r| r.field.as_str()).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["hlc", "payload.scope", "payload.scope"],
+        "{outcome:?}"
+    );
     assert!(b.store.get(pii.id).is_err());
 }
 
@@ -495,4 +503,57 @@ fn concurrent_claims_replay_to_one_winner_on_every_node() {
     let all = a.roster(true, 10).unwrap();
     assert_eq!(all.len(), 3);
     assert!(all.iter().all(|entry| !entry.active));
+}
+
+#[test]
+fn an_older_change_arriving_after_a_withdrawal_does_not_bring_the_copy_back() {
+    let (a, b, c) = (node("alpha"), node("beta"), node("gamma"));
+    let memory = a.store.create(NewMemory::new("shared at first")).unwrap();
+    sync(&a, &b);
+    sync(&a, &c);
+    // beta changes it; then, later, alpha makes it confidential (a withdrawal).
+    b.store
+        .update(
+            memory.id,
+            MemoryPatch {
+                content: Some("changed on beta".into()),
+                ..MemoryPatch::default()
+            },
+            None,
+        )
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    a.store
+        .update(
+            memory.id,
+            MemoryPatch {
+                confidentiality: Some(Confidentiality::Confidential),
+                ..MemoryPatch::default()
+            },
+            None,
+        )
+        .unwrap();
+    // gamma hears of the withdrawal first, then of beta's older change.
+    pull(&a.store, &c.store, 50);
+    assert!(c.store.get(memory.id).is_err(), "withdrawn on gamma");
+    pull(&b.store, &c.store, 50);
+    assert!(
+        c.store.get(memory.id).is_err(),
+        "an older change must not bring the withdrawn copy back"
+    );
+    pull(&a.store, &b.store, 50);
+    assert!(b.store.get(memory.id).is_err(), "withdrawn on beta");
+    assert_eq!(
+        b.store.state_digest().unwrap(),
+        c.store.state_digest().unwrap()
+    );
+    assert_eq!(
+        a.store.state_digest().unwrap(),
+        c.store.state_digest().unwrap()
+    );
+    assert_eq!(
+        a.store.get(memory.id).unwrap().content,
+        "shared at first",
+        "alpha's confidential copy is its own"
+    );
 }
