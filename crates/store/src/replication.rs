@@ -82,6 +82,20 @@ pub struct ApplyOutcome {
     pub refusals: Vec<Refusal>,
 }
 
+/// Whether this node holds memory `record_id` as one that may not leave it.
+fn held_here_only(tx: &Transaction<'_>, record_id: &str) -> Result<bool, StoreError> {
+    let local: Option<(String, String)> = tx
+        .query_row(
+            "SELECT scope, confidentiality FROM memories WHERE id = ?1",
+            [record_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    Ok(local.is_some_and(|(scope, confidentiality)| {
+        !crate::memories::shareable_levels(&scope, &confidentiality)
+    }))
+}
+
 /// Whether a withdrawal of memory `record_id` stamped after `stamp` is in the log.
 fn withdrawn_after(
     tx: &Transaction<'_>,
@@ -276,6 +290,21 @@ impl Store {
                         continue;
                     }
                 };
+                if op.record_kind == "memory" && held_here_only(tx, &op.record_id)? {
+                    // A peer still holds a shared copy this node has made private: say
+                    // again that it is withdrawn, so the fleet drops its copies.
+                    if admitted.memory.is_some() {
+                        self.withdraw_again(tx, clock, op)?;
+                    }
+                    outcome.refuse(
+                        op,
+                        InvalidInput::new(
+                            "record_id",
+                            "names a memory that may not leave this machine: no peer may change or remove it",
+                        ),
+                    );
+                    continue;
+                }
                 clock.observe(op.stamp.time);
                 self.log_remote(tx, op, &admitted.payload)?;
                 outcome.logged += 1;
@@ -396,21 +425,6 @@ impl Store {
         if let Err(problem) = MemoryId::parse("record_id", &op.record_id) {
             return Ok(Err(problem));
         }
-        let local: Option<(String, String)> = tx
-            .query_row(
-                "SELECT scope, confidentiality FROM memories WHERE id = ?1",
-                [&op.record_id],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
-        if let Some((scope, confidentiality)) = local
-            && !crate::memories::shareable_levels(&scope, &confidentiality)
-        {
-            return Ok(Err(InvalidInput::new(
-                "record_id",
-                "names a memory that may not leave this machine: no peer may change or remove it",
-            )));
-        }
         let admitted = match op.op {
             OpKind::HardDelete | OpKind::Erase => {
                 let reason = match op.payload.get("reason") {
@@ -465,6 +479,42 @@ impl Store {
             }
         };
         Ok(Ok(admitted))
+    }
+
+    /// Logs a new withdrawal of `op`'s memory, stamped after `op`, when the memory was shared
+    /// once (so peers know it) and no withdrawal after `op` is logged yet: a peer that
+    /// changed the memory after this node made it private would otherwise keep the shared
+    /// copy for good. `op` passed the skew bound, so the clock moves no further than that.
+    fn withdraw_again(
+        &self,
+        tx: &Transaction<'_>,
+        clock: &mut haivemind_core::HybridClock,
+        op: &OpLogEntry,
+    ) -> Result<(), StoreError> {
+        let shared_once: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM op_log WHERE record_kind = 'memory' AND record_id = ?1 AND shareable = 1 LIMIT 1",
+                [&op.record_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if shared_once.is_none() || withdrawn_after(tx, &op.record_id, &op.stamp)? {
+            return Ok(());
+        }
+        clock.observe(op.stamp.time);
+        crate::oplog::append(
+            tx,
+            clock,
+            &self.machine_id,
+            crate::oplog::NewOp {
+                record_kind: "memory",
+                record_id: op.record_id.clone(),
+                op: OpKind::Withdraw,
+                payload: json!({}),
+                shareable: true,
+            },
+        )?;
+        Ok(())
     }
 
     /// Appends a received operation to the local log with its original id, stamp and
