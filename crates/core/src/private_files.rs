@@ -64,8 +64,24 @@ fn tighten(path: &Path, mode: u32) -> io::Result<bool> {
     if current & 0o077 == 0 {
         return Ok(false);
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(true)
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        Ok(()) => Ok(true),
+        // Owned by another user, or on a read-only mount: say so, and go on as before.
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            tracing::warn!(
+                path = %path.display(),
+                %error,
+                "cannot make this owner-only; other users may read it"
+            );
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 #[cfg(not(unix))]

@@ -51,6 +51,38 @@ fn sessions_ended_with_delete_free_their_slots() {
 }
 
 #[test]
+fn concurrent_initializes_cannot_pass_the_session_cap_together() {
+    let scratch = Scratch::new();
+    scratch.write_config(
+        r#"{"security": {"rate_limit": {"requests_per_minute": 6000, "burst": 1000}}}"#,
+    );
+    let agent = scratch.create_token("agent", Some("eager"));
+    let server = Served::start(scratch.command());
+    for _ in 0..60 {
+        server.initialize(&agent);
+    }
+    let opened: Vec<u16> = std::thread::scope(|scope| {
+        let attempts: Vec<_> = (0..20)
+            .map(|_| {
+                scope.spawn(|| {
+                    server
+                        .send(Request::new("POST", "/mcp").bearer(&agent).json(&json!({
+                            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+                            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                                       "clientInfo": {"name": "eager", "version": "1"}}
+                        })))
+                        .status
+                })
+            })
+            .collect();
+        attempts.into_iter().map(|a| a.join().unwrap()).collect()
+    });
+    let granted = opened.iter().filter(|s| **s == 200).count();
+    assert_eq!(granted, 4, "{opened:?}");
+    assert!(opened.iter().all(|s| *s == 200 || *s == 429), "{opened:?}");
+}
+
+#[test]
 fn sessions_that_end_idle_free_their_slots() {
     let scratch = Scratch::new();
     scratch.write_config(
@@ -217,6 +249,22 @@ fn a_readonly_caller_never_writes_not_even_a_heartbeat() {
             .execute("UPDATE agents SET last_seen = 0", [])
             .unwrap();
     };
+    // A task whose deadline passes: reading it must not expire it (a write) for readonly.
+    let task = server.tool(
+        &agent,
+        &as_agent,
+        3,
+        "delegate_task",
+        json!({"task_description": "rotate the certificates", "deadline": 1}),
+    );
+    assert_eq!(task["isError"], json!(false), "{task}");
+    let task_id = task["structuredContent"]["task_id"]
+        .as_str()
+        .or_else(|| task["structuredContent"]["id"].as_str())
+        .or_else(|| task["structuredContent"]["task"]["id"].as_str())
+        .unwrap()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
     make_due();
     let before = op_log_entries(&scratch);
     let as_readonly = server.initialize_as(&readonly, "watcher");
@@ -228,14 +276,24 @@ fn a_readonly_caller_never_writes_not_even_a_heartbeat() {
             "query_agent_knowledge",
             json!({"agent_id": agent_id, "query": "anything"}),
         ),
+        (5, "get_task", json!({"task_id": task_id})),
     ] {
         let answer = server.tool(&readonly, &as_readonly, id, tool, arguments);
         assert_eq!(answer["isError"], json!(false), "{tool}: {answer}");
     }
     assert_eq!(op_log_entries(&scratch), before, "a readonly call wrote");
-    // The same call by the agent itself is a sign of life: the check above can fail.
-    server.tool(&agent, &as_agent, 3, "get_agent_roster", json!({}));
+    // The same calls by the agent itself write a sign of life and the expiry: the checks
+    // above can fail.
+    server.tool(&agent, &as_agent, 4, "get_agent_roster", json!({}));
     assert_eq!(op_log_entries(&scratch), before + 1);
+    let expired = server.tool(
+        &agent,
+        &as_agent,
+        5,
+        "get_task",
+        json!({"task_id": task_id}),
+    );
+    assert_eq!(op_log_entries(&scratch), before + 2, "{expired}");
 }
 
 #[test]

@@ -440,9 +440,10 @@ async fn session_owner(
             .extensions()
             .get::<Screened>()
             .is_some_and(|s| matches!(s, Screened::Pass { initialize: true }));
-    // The lock is held in this block alone, never across an await.
+    // The lock is held in these blocks alone, never across an await. An opening request
+    // reserves its slot under the lock, so concurrent ones cannot pass the cap together.
     let verdict = match state.session_owners.lock() {
-        Err(_) => SessionVerdict::Go,
+        Err(_) => SessionVerdict::Go(None),
         Ok(mut owners) => {
             // Twice the idle time: a session kept alive by its GET stream alone is not
             // forgotten here before rmcp ends it.
@@ -456,18 +457,19 @@ async fn session_owner(
                     if owner.is_some_and(|owner| owner != caller.token_id) {
                         SessionVerdict::Foreign
                     } else {
-                        SessionVerdict::Go
+                        SessionVerdict::Go(None)
                     }
                 }
-                None if opening && owners.count_of(&caller.token_id) >= MAX_SESSIONS_PER_TOKEN => {
-                    SessionVerdict::AtCap
-                }
-                None => SessionVerdict::Go,
+                None if opening => match owners.reserve(&caller.token_id) {
+                    Some(slot) => SessionVerdict::Go(Some(slot)),
+                    None => SessionVerdict::AtCap,
+                },
+                None => SessionVerdict::Go(None),
             }
         }
     };
-    match verdict {
-        SessionVerdict::Go => {}
+    let reserved = match verdict {
+        SessionVerdict::Go(slot) => slot,
         SessionVerdict::Foreign => {
             state.audit(
                 AuditEvent::new("request_denied")
@@ -482,7 +484,9 @@ async fn session_owner(
             );
         }
         SessionVerdict::AtCap => {
-            // Sessions rmcp has ended (idle, or its worker gone) free their slots here too.
+            // Sessions rmcp has ended (idle, or its worker gone) free their slots here too;
+            // what was opened or used since the look is kept.
+            let looked_at = std::time::Instant::now();
             let open: std::collections::HashSet<String> = state
                 .mcp_sessions
                 .sessions
@@ -491,25 +495,30 @@ async fn session_owner(
                 .keys()
                 .map(ToString::to_string)
                 .collect();
-            let count = state.session_owners.lock().map_or(0, |mut owners| {
-                owners.sessions.retain(|id, _| open.contains(id));
-                owners.count_of(&caller.token_id)
+            let slot = state.session_owners.lock().ok().and_then(|mut owners| {
+                owners.sessions.retain(|id, (_, seen)| {
+                    open.contains(id) || *seen >= looked_at || SessionOwners::is_reservation(id)
+                });
+                owners.reserve(&caller.token_id)
             });
-            if count >= MAX_SESSIONS_PER_TOKEN {
-                return guard::refusal(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_sessions",
-                    format!(
-                        "this token has {MAX_SESSIONS_PER_TOKEN} open MCP sessions; end one (DELETE /mcp) or let one go idle"
-                    ),
-                );
+            match slot {
+                Some(slot) => Some(slot),
+                None => {
+                    return guard::refusal(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_sessions",
+                        format!(
+                            "this token has {MAX_SESSIONS_PER_TOKEN} open MCP sessions; end one (DELETE /mcp) or let one go idle"
+                        ),
+                    );
+                }
             }
         }
-    }
+    };
     let deleting = request.method() == axum::http::Method::DELETE;
     let response = next.run(request).await;
-    if opening {
-        return remember_opened(&state, caller.token_id, response);
+    if let Some(slot) = reserved {
+        return remember_opened(&state, &slot, caller.token_id, response);
     }
     // A session its client ended frees its slot at once.
     if deleting
@@ -567,27 +576,34 @@ async fn screen_message(
     }
 }
 
-/// Notes which token opened the session `response` announces, if it announces one.
-fn remember_opened(state: &AppState, token_id: String, response: Response) -> Response {
-    if let Some(opened) = response
+/// Turns the slot reserved for an opening request into the session `response` announces,
+/// or frees it when none was opened.
+fn remember_opened(state: &AppState, slot: &str, token_id: String, response: Response) -> Response {
+    let opened = response
         .headers()
         .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        && let Ok(mut owners) = state.session_owners.lock()
-    {
-        owners
-            .sessions
-            .insert(opened.to_string(), (token_id, std::time::Instant::now()));
+        .and_then(|v| v.to_str().ok());
+    if let Ok(mut owners) = state.session_owners.lock() {
+        owners.sessions.remove(slot);
+        if let Some(opened) = opened {
+            owners
+                .sessions
+                .insert(opened.to_string(), (token_id, std::time::Instant::now()));
+        }
     }
     response
 }
 
 /// What [`session_owner`] decided under its lock.
 enum SessionVerdict {
-    Go,
+    /// Go on, with the slot reserved for an opening request.
+    Go(Option<String>),
     Foreign,
     AtCap,
 }
+
+/// The prefix of a reserved slot's key (a session id never has a space).
+const RESERVED: &str = "reserved ";
 
 /// Open MCP sessions a token may hold at once (a session costs a task and buffers).
 const MAX_SESSIONS_PER_TOKEN: usize = 64;
@@ -597,9 +613,29 @@ const MAX_SESSIONS_PER_TOKEN: usize = 64;
 struct SessionOwners {
     sessions: HashMap<String, (String, std::time::Instant)>,
     pruned: Option<std::time::Instant>,
+    reservations: u64,
 }
 
 impl SessionOwners {
+    /// Reserves a slot for a session `token_id` is opening, unless it holds the most it
+    /// may; the key stands in for the session until its id is known.
+    fn reserve(&mut self, token_id: &str) -> Option<String> {
+        if self.count_of(token_id) >= MAX_SESSIONS_PER_TOKEN {
+            return None;
+        }
+        self.reservations += 1;
+        let slot = format!("{RESERVED}{}", self.reservations);
+        self.sessions.insert(
+            slot.clone(),
+            (token_id.to_string(), std::time::Instant::now()),
+        );
+        Some(slot)
+    }
+
+    fn is_reservation(id: &str) -> bool {
+        id.starts_with(RESERVED)
+    }
+
     /// Forgets sessions idle past their expiry (rmcp has ended them), at most once a
     /// second, so the scan costs nothing per request.
     fn prune(&mut self, idle: Duration) {

@@ -380,6 +380,22 @@ pub(crate) fn check_remote_op(
             ),
         ));
     }
+    // The fields each action cannot do without, as the local write path always sets them.
+    let needed: &[&str] = match action {
+        "register" => &["role"],
+        "create" => &["description"],
+        "assign" | "claim" | "complete" => &["agent_id"],
+        "status" => &["agent_id", "status"],
+        _ => &[],
+    };
+    for key in needed {
+        if optional_text(key)?.is_none() {
+            return Err(InvalidInput::new(
+                format!("payload.{key}"),
+                format!("is required for a {action} action"),
+            ));
+        }
+    }
     match action {
         "register" => {
             name("machine_id")?;
@@ -507,7 +523,10 @@ fn replay_agent(id: &str, ops: &[RecordOp]) -> Option<(Agent, u64, String)> {
             .payload
             .get("at")
             .and_then(Value::as_i64)
-            .unwrap_or(wall_ms(op.hlc));
+            .unwrap_or(wall_ms(op.hlc))
+            // A sign of life is no later than its operation's stamp and not before 1970:
+            // a peer cannot make an agent look alive for ever.
+            .clamp(0, wall_ms(op.hlc).max(0));
         match op.payload.get("action").and_then(Value::as_str) {
             Some("register") => {
                 let registered_at = agent.as_ref().map_or(at, |a| a.registered_at_ms);
@@ -918,7 +937,7 @@ impl Store {
                     |row| row.get::<_, i64>(0),
                 )
                 .optional()?
-                .is_some_and(|seen| now_ms() - seen >= HEARTBEAT_EVERY_MS)
+                .is_some_and(|seen| now_ms().saturating_sub(seen) >= HEARTBEAT_EVERY_MS)
         };
         if !due {
             return Ok(false);
@@ -937,7 +956,7 @@ impl Store {
             return Ok(false);
         };
         let now = now_ms();
-        if !always && now - agent.last_seen_ms < HEARTBEAT_EVERY_MS {
+        if !always && now.saturating_sub(agent.last_seen_ms) < HEARTBEAT_EVERY_MS {
             return Ok(false);
         }
         self.coordination_op(
@@ -1149,9 +1168,15 @@ impl Store {
         })
     }
 
-    /// One task, with its history (deadlines are checked first).
+    /// One task, with its history (deadlines are checked first, which may write).
     pub fn task(&self, id: &str) -> Result<Task, StoreError> {
         self.expire_overdue()?;
+        self.task_as_stored(id)
+    }
+
+    /// One task as the file holds it, writing nothing: for readers that may not write
+    /// (a task past its deadline shows its last state until a writer expires it).
+    pub fn task_as_stored(&self, id: &str) -> Result<Task, StoreError> {
         let reader = self.reader()?;
         reader
             .query_row(

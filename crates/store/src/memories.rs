@@ -721,6 +721,9 @@ impl Store {
                 duplicates.push(duplicate.id);
             }
             merged.tags = haivemind_core::memory::normalize_tags(&merged.tags)?;
+            // Gathered metadata may outgrow the limit: the merged memory obeys the rules
+            // every memory does, or every peer would refuse it.
+            self.rules.check_memory(&merged)?;
             let mut changes = Map::new();
             change(&mut changes, "tags", json!(kept.tags), json!(merged.tags));
             change(

@@ -422,8 +422,16 @@ impl Store {
                 )));
             }
         }
-        if let Err(problem) = MemoryId::parse("record_id", &op.record_id) {
-            return Ok(Err(problem));
+        match MemoryId::parse("record_id", &op.record_id) {
+            // Ids are compared as text: only the canonical form names the record.
+            Ok(id) if id.to_string() == op.record_id => {}
+            Ok(_) => {
+                return Ok(Err(InvalidInput::new(
+                    "record_id",
+                    "must be a UUID in its canonical form (lower-case, hyphenated)",
+                )));
+            }
+            Err(problem) => return Ok(Err(problem)),
         }
         let admitted = match op.op {
             OpKind::HardDelete | OpKind::Erase => {

@@ -349,10 +349,31 @@ fn replicated_agents_and_tasks_obey_the_coordination_limits() {
             op("widget", "w", json!({"action": "register"})),
             "record_kind",
         ),
+        (
+            op("agent", "a@m", json!({"action": "register"})),
+            "payload.role",
+        ),
+        (
+            op(
+                "task",
+                "task_1",
+                json!({"action": "status", "agent_id": "a"}),
+            ),
+            "payload.status",
+        ),
     ];
     for (op, field) in cases {
         assert_eq!(refused_field(&b.store, op), field);
     }
+    let upper = MemoryId::generate().to_string().to_uppercase();
+    let shouted = forged(
+        "mallory",
+        pack(now_ms(), 0),
+        &upper,
+        "hard_delete",
+        json!({"reason": null}),
+    );
+    assert_eq!(refused_field(&b.store, shouted), "record_id");
     let fine = op(
         "agent",
         "a@m",
@@ -361,11 +382,20 @@ fn replicated_agents_and_tasks_obey_the_coordination_limits() {
     );
     assert_eq!(b.store.apply_remote(&[fine]).unwrap().logged, 1);
     assert_eq!(b.store.agent("a@m").unwrap().role, "builder");
+    // A sign of life dated in the far future counts as its operation's own time.
+    let forever = op(
+        "agent",
+        "b@m",
+        json!({"action": "register", "role": "ghost", "at": i64::MAX}),
+    );
+    assert_eq!(b.store.apply_remote(&[forever]).unwrap().logged, 1);
+    assert!(b.store.agent("b@m").unwrap().last_seen_ms <= now_ms() as i64 + 1_000);
     // Only the keys a registration has are logged and relayed.
     let relayed = b.store.ops_after(&VersionVector::new(), 10).unwrap();
-    assert_eq!(relayed.len(), 1);
+    let builder: Vec<&OpLogEntry> = relayed.iter().filter(|o| o.record_id == "a@m").collect();
+    assert_eq!(builder.len(), 1);
     assert_eq!(
-        relayed[0].payload,
+        builder[0].payload,
         json!({"action": "register", "role": "builder", "capabilities": ["rust"]})
     );
 }

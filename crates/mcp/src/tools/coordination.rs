@@ -482,7 +482,13 @@ fn complete_task(
 
 fn get_task(cx: &ToolContext, arguments: Option<Map<String, Value>>) -> Result<Value, ToolError> {
     let args: TaskIdArgs = parse(arguments)?;
-    Ok(task_json(&cx.store.task(&args.task_id)?))
+    // Expiring overdue tasks writes: a readonly caller sees the task as stored.
+    let task = if cx.caller.role == haivemind_core::security::Role::Readonly {
+        cx.store.task_as_stored(&args.task_id)?
+    } else {
+        cx.store.task(&args.task_id)?
+    };
+    Ok(task_json(&task))
 }
 
 fn query_agent_knowledge(
