@@ -96,6 +96,53 @@ fn held_here_only(tx: &Transaction<'_>, record_id: &str) -> Result<bool, StoreEr
     }))
 }
 
+/// Whether memory `record_id` was ever shared (a shareable operation about it is logged):
+/// then the fleet knows it, and may legitimately have removed it.
+fn shared_once(tx: &Transaction<'_>, record_id: &str) -> Result<bool, StoreError> {
+    let found: Option<i64> = tx
+        .query_row(
+            "SELECT 1 FROM op_log WHERE record_kind = 'memory' AND record_id = ?1 AND shareable = 1 LIMIT 1",
+            [record_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(found.is_some())
+}
+
+/// Records `op`'s removal as the memory's tombstone (the highest removal stamp wins, as on
+/// every node), leaving a local copy, if any, as it is.
+fn keep_tombstone(tx: &Transaction<'_>, op: &OpLogEntry) -> Result<(), StoreError> {
+    let existing: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT hlc, hlc_origin FROM tombstones WHERE record_kind = 'memory' AND record_id = ?1",
+            [&op.record_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    match existing {
+        None => {
+            tx.execute(
+                "INSERT INTO tombstones (record_kind, record_id, hlc, hlc_origin, erased_at, reason)
+                 VALUES ('memory', ?1, ?2, ?3, ?4, NULL)",
+                params![
+                    op.record_id,
+                    op.stamp.time as i64,
+                    op.stamp.origin,
+                    haivemind_core::time_format::now_ms()
+                ],
+            )?;
+        }
+        Some((time, origin)) if op.stamp > HlcStamp::new(time as u64, origin.as_str()) => {
+            tx.execute(
+                "UPDATE tombstones SET hlc = ?2, hlc_origin = ?3 WHERE record_kind = 'memory' AND record_id = ?1",
+                params![op.record_id, op.stamp.time as i64, op.stamp.origin],
+            )?;
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
 /// Whether a withdrawal of memory `record_id` stamped after `stamp` is in the log.
 fn withdrawn_after(
     tx: &Transaction<'_>,
@@ -291,6 +338,19 @@ impl Store {
                     }
                 };
                 if op.record_kind == "memory" && held_here_only(tx, &op.record_id)? {
+                    if matches!(op.op, OpKind::HardDelete | OpKind::Erase)
+                        && shared_once(tx, &op.record_id)?
+                    {
+                        // The fleet removes for good a memory it knew, which this node
+                        // has made private meanwhile: the removal is logged and its
+                        // tombstone kept, so every node agrees on the fleet's record; the
+                        // private copy stays, untouched.
+                        clock.observe(op.stamp.time);
+                        self.log_remote(tx, op, &admitted.payload)?;
+                        outcome.logged += 1;
+                        keep_tombstone(tx, op)?;
+                        continue;
+                    }
                     // A peer still holds a shared copy this node has made private: say
                     // again that it is withdrawn, so the fleet drops its copies.
                     if admitted.memory.is_some() {
@@ -499,14 +559,7 @@ impl Store {
         clock: &mut haivemind_core::HybridClock,
         op: &OpLogEntry,
     ) -> Result<(), StoreError> {
-        let shared_once: Option<i64> = tx
-            .query_row(
-                "SELECT 1 FROM op_log WHERE record_kind = 'memory' AND record_id = ?1 AND shareable = 1 LIMIT 1",
-                [&op.record_id],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if shared_once.is_none() || withdrawn_after(tx, &op.record_id, &op.stamp)? {
+        if !shared_once(tx, &op.record_id)? || withdrawn_after(tx, &op.record_id, &op.stamp)? {
             return Ok(());
         }
         clock.observe(op.stamp.time);
@@ -727,6 +780,8 @@ impl Store {
             "SELECT id, hlc, hlc_origin, deleted_at IS NOT NULL FROM memories
              WHERE scope IN ('project-shared', 'user-global', 'team-global')
                AND confidentiality IN ('normal', 'internal')
+               AND NOT EXISTS (SELECT 1 FROM tombstones t
+                               WHERE t.record_kind = 'memory' AND t.record_id = memories.id)
              ORDER BY id",
         )?;
         let rows = memories.query_map([], |row| {

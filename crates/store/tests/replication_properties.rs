@@ -52,8 +52,7 @@ enum Step {
     },
 }
 
-/// Every kind of step but making a memory private, which [`private_step`] adds (without
-/// removals, whose race with it is a known limit: docs/SYNC.md).
+/// Every kind of step but making a memory private, which [`private_step`] adds.
 fn step() -> impl Strategy<Value = Step> {
     let node = 0..NODES.len();
     prop_oneof![
@@ -76,6 +75,8 @@ fn private_step() -> impl Strategy<Value = Step> {
         1 => (node.clone(), any::<usize>()).prop_map(|(node, pick)| Step::SoftDelete { node, pick }),
         1 => (node.clone(), any::<usize>()).prop_map(|(node, pick)| Step::Recover { node, pick }),
         2 => (node.clone(), any::<usize>()).prop_map(|(node, pick)| Step::MakePrivate { node, pick }),
+        1 => (node.clone(), any::<usize>()).prop_map(|(node, pick)| Step::HardDelete { node, pick }),
+        1 => (node.clone(), 0..USERS.len()).prop_map(|(node, user)| Step::Erase { node, user }),
         4 => (node.clone(), node, 1..6usize, any::<bool>())
             .prop_map(|(from, to, page, twice)| Step::Exchange { from, to, page, twice }),
     ]
@@ -114,6 +115,13 @@ struct Ledger {
 impl Ledger {
     fn pick(&self, pick: usize) -> Option<MemoryId> {
         (!self.ids.is_empty()).then(|| self.ids[pick % self.ids.len()].0)
+    }
+
+    /// `node` removed `id` for good: it keeps no private copy of it any more.
+    fn gone_from(&mut self, id: MemoryId, node: usize) {
+        if let Some(keepers) = self.private.get_mut(&id) {
+            keepers.remove(&node);
+        }
     }
 
     fn text(&mut self, id: Option<MemoryId>) -> String {
@@ -209,6 +217,7 @@ fn run(steps: &[Step]) {
                 };
                 if replicas[node].store.hard_delete(id, None).is_ok() {
                     ledger.removed.insert(id);
+                    ledger.gone_from(id, node);
                 }
             }
             Step::MakePrivate { node, pick } => {
@@ -225,6 +234,7 @@ fn run(steps: &[Step]) {
             }
             Step::Erase { node, user } => {
                 let store = &replicas[node].store;
+                let mut gone = Vec::new();
                 for (id, owner) in &ledger.ids {
                     let here = !matches!(
                         store.get(*id),
@@ -232,7 +242,11 @@ fn run(steps: &[Step]) {
                     );
                     if *owner == user && here {
                         ledger.removed.insert(*id);
+                        gone.push(*id);
                     }
+                }
+                for id in gone {
+                    ledger.gone_from(id, node);
                 }
                 store.erase_user(USERS[user], true).unwrap();
             }
@@ -262,7 +276,8 @@ fn run(steps: &[Step]) {
         for (index, (replica, machine)) in replicas.iter().zip(NODES).enumerate() {
             let found = replica.store.get(*id);
             if let Some(keepers) = ledger.private.get(id) {
-                // Private where it was made so, withdrawn everywhere else.
+                // Private where it was made so (unless removed there since), and gone,
+                // withdrawn or removed, everywhere else.
                 if keepers.contains(&index) {
                     assert!(
                         matches!(found, Ok(_) | Err(StoreError::MemoryDeleted { .. })),
@@ -270,7 +285,10 @@ fn run(steps: &[Step]) {
                     );
                 } else {
                     assert!(
-                        matches!(found, Err(StoreError::MemoryNotFound { .. })),
+                        matches!(
+                            found,
+                            Err(StoreError::MemoryNotFound { .. } | StoreError::Erased { .. })
+                        ),
                         "{id} made private elsewhere, yet still on {machine}: {found:?}"
                     );
                 }
@@ -288,10 +306,14 @@ fn run(steps: &[Step]) {
             }
         }
     }
-    // No text of a removed memory is left in any file: rows, history or op log.
-    for replica in &replicas {
+    // No text of a removed memory is left in any file: rows, history or op log (but for a
+    // node that keeps it private, whose copy is its own).
+    for (index, replica) in replicas.iter().enumerate() {
         let connection = rusqlite::Connection::open(&replica.path).unwrap();
         for id in &ledger.removed {
+            if ledger.private.get(id).is_some_and(|k| k.contains(&index)) {
+                continue;
+            }
             for text in &ledger.texts[id] {
                 let pattern = format!("%{text}%");
                 let found: i64 = connection
