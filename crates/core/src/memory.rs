@@ -350,8 +350,9 @@ impl MemoryRules {
     }
 }
 
-/// The size of a JSON object written compactly, without building the string.
-fn json_size(metadata: &Map<String, Value>) -> usize {
+/// The size of a JSON value written compactly, without building the string: for limits on
+/// JSON that arrives from outside.
+pub fn json_size(value: &impl serde::Serialize) -> usize {
     struct Counter(usize);
     impl std::io::Write for Counter {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -363,8 +364,8 @@ fn json_size(metadata: &Map<String, Value>) -> usize {
         }
     }
     let mut counter = Counter(0);
-    // Writing to a counter cannot fail, and a map of JSON values always serialises.
-    let _ = serde_json::to_writer(&mut counter, metadata);
+    // Writing to a counter cannot fail, and JSON values always serialise.
+    let _ = serde_json::to_writer(&mut counter, value);
     counter.0
 }
 

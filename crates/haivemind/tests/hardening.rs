@@ -22,18 +22,25 @@ fn op_log_entries(scratch: &Scratch) -> i64 {
         .unwrap()
 }
 
+/// A server whose rate limit lets one agent token (`name`) open sessions by the dozen,
+/// with `extra` config keys (`"key": value,` or empty) beside it.
+fn many_sessions_server(name: &str, extra: &str) -> (Scratch, String, Served) {
+    let scratch = Scratch::new();
+    scratch.write_config(&format!(
+        r#"{{{extra} "security": {{"rate_limit": {{"requests_per_minute": 6000, "burst": 1000}}}}}}"#
+    ));
+    let agent = scratch.create_token("agent", Some(name));
+    let server = Served::start(scratch.command());
+    (scratch, agent, server)
+}
+
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 #[test]
 fn sessions_ended_with_delete_free_their_slots() {
-    let scratch = Scratch::new();
-    scratch.write_config(
-        r#"{"security": {"rate_limit": {"requests_per_minute": 6000, "burst": 1000}}}"#,
-    );
-    let agent = scratch.create_token("agent", Some("cycler"));
-    let server = Served::start(scratch.command());
+    let (_scratch, agent, server) = many_sessions_server("cycler", "");
     // More open/close cycles than one token may hold sessions at once (64).
     for _ in 0..70 {
         let session = server.initialize(&agent);
@@ -52,28 +59,13 @@ fn sessions_ended_with_delete_free_their_slots() {
 
 #[test]
 fn concurrent_initializes_cannot_pass_the_session_cap_together() {
-    let scratch = Scratch::new();
-    scratch.write_config(
-        r#"{"security": {"rate_limit": {"requests_per_minute": 6000, "burst": 1000}}}"#,
-    );
-    let agent = scratch.create_token("agent", Some("eager"));
-    let server = Served::start(scratch.command());
+    let (_scratch, agent, server) = many_sessions_server("eager", "");
     for _ in 0..60 {
         server.initialize(&agent);
     }
     let opened: Vec<u16> = std::thread::scope(|scope| {
         let attempts: Vec<_> = (0..20)
-            .map(|_| {
-                scope.spawn(|| {
-                    server
-                        .send(Request::new("POST", "/mcp").bearer(&agent).json(&json!({
-                            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-                            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                                       "clientInfo": {"name": "eager", "version": "1"}}
-                        })))
-                        .status
-                })
-            })
+            .map(|_| scope.spawn(|| server.try_initialize(&agent, "eager").status))
             .collect();
         attempts.into_iter().map(|a| a.join().unwrap()).collect()
     });
@@ -84,21 +76,12 @@ fn concurrent_initializes_cannot_pass_the_session_cap_together() {
 
 #[test]
 fn sessions_that_end_idle_free_their_slots() {
-    let scratch = Scratch::new();
-    scratch.write_config(
-        r#"{"server": {"session_idle_secs": 1},
-            "security": {"rate_limit": {"requests_per_minute": 6000, "burst": 1000}}}"#,
-    );
-    let agent = scratch.create_token("agent", Some("forgetful"));
-    let server = Served::start(scratch.command());
+    let (_scratch, agent, server) =
+        many_sessions_server("forgetful", r#""server": {"session_idle_secs": 1},"#);
     for _ in 0..64 {
         server.initialize(&agent);
     }
-    let full = server.send(Request::new("POST", "/mcp").bearer(&agent).json(&json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                   "clientInfo": {"name": "forgetful", "version": "1"}}
-    })));
+    let full = server.try_initialize(&agent, "forgetful");
     assert_eq!(full.status, 429, "{}", full.text());
     assert_eq!(full.json()["error"]["code"], "too_many_sessions");
     // rmcp ends them after a second of silence; their slots go with them at once (not

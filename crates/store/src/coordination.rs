@@ -314,7 +314,7 @@ pub(crate) fn check_remote_op(
     payload: &Value,
 ) -> Result<Value, InvalidInput> {
     haivemind_core::memory::check_name("record_id", record_id)?;
-    let size = payload.to_string().len();
+    let size = haivemind_core::memory::json_size(payload);
     if size > MAX_COORDINATION_PAYLOAD_BYTES {
         return Err(InvalidInput::new(
             "payload",

@@ -109,17 +109,27 @@ fn shared_once(tx: &Transaction<'_>, record_id: &str) -> Result<bool, StoreError
     Ok(found.is_some())
 }
 
-/// Records `op`'s removal as the memory's tombstone (the highest removal stamp wins, as on
-/// every node), leaving a local copy, if any, as it is.
-fn keep_tombstone(tx: &Transaction<'_>, op: &OpLogEntry) -> Result<(), StoreError> {
-    let existing: Option<(i64, String)> = tx
+/// The stamp of memory `record_id`'s tombstone, if it has one.
+fn tombstone_of(tx: &Transaction<'_>, record_id: &str) -> Result<Option<HlcStamp>, StoreError> {
+    Ok(tx
         .query_row(
             "SELECT hlc, hlc_origin FROM tombstones WHERE record_kind = 'memory' AND record_id = ?1",
-            [&op.record_id],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            [record_id],
+            |row| {
+                Ok(HlcStamp::new(
+                    row.get::<_, i64>(0)? as u64,
+                    row.get::<_, String>(1)?,
+                ))
+            },
         )
-        .optional()?;
-    match existing {
+        .optional()?)
+}
+
+/// Records `op`'s removal as the memory's tombstone. A later removal of the same record
+/// only moves the stamp, so every node keeps the same (highest) one. Leaves the memory's
+/// row, if any, alone. Returns whether the tombstone changed.
+fn keep_tombstone(tx: &Transaction<'_>, op: &OpLogEntry) -> Result<bool, StoreError> {
+    match tombstone_of(tx, &op.record_id)? {
         None => {
             tx.execute(
                 "INSERT INTO tombstones (record_kind, record_id, hlc, hlc_origin, erased_at, reason)
@@ -131,16 +141,17 @@ fn keep_tombstone(tx: &Transaction<'_>, op: &OpLogEntry) -> Result<(), StoreErro
                     haivemind_core::time_format::now_ms()
                 ],
             )?;
+            Ok(true)
         }
-        Some((time, origin)) if op.stamp > HlcStamp::new(time as u64, origin.as_str()) => {
+        Some(existing) if op.stamp > existing => {
             tx.execute(
                 "UPDATE tombstones SET hlc = ?2, hlc_origin = ?3 WHERE record_kind = 'memory' AND record_id = ?1",
                 params![op.record_id, op.stamp.time as i64, op.stamp.origin],
             )?;
+            Ok(true)
         }
-        Some(_) => {}
+        Some(_) => Ok(false),
     }
-    Ok(())
 }
 
 /// Whether a withdrawal of memory `record_id` stamped after `stamp` is in the log.
@@ -644,22 +655,9 @@ impl Store {
         memory: Option<Memory>,
         forgotten_rowids: &mut Vec<i64>,
     ) -> Result<bool, StoreError> {
-        let tombstone: Option<(i64, String)> = tx
-            .query_row(
-                "SELECT hlc, hlc_origin FROM tombstones WHERE record_kind = 'memory' AND record_id = ?1",
-                [&op.record_id],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
-        if let Some((time, origin)) = tombstone {
-            // Gone for good. A later removal of the same record only moves the stamp, so every
-            // node keeps the same (highest) tombstone stamp.
-            let existing = HlcStamp::new(time as u64, origin);
-            if matches!(op.op, OpKind::HardDelete | OpKind::Erase) && op.stamp > existing {
-                tx.execute(
-                    "UPDATE tombstones SET hlc = ?2, hlc_origin = ?3 WHERE record_kind = 'memory' AND record_id = ?1",
-                    params![op.record_id, op.stamp.time as i64, op.stamp.origin],
-                )?;
+        if tombstone_of(tx, &op.record_id)?.is_some() {
+            // Gone for good: only a later removal moves the tombstone's stamp.
+            if matches!(op.op, OpKind::HardDelete | OpKind::Erase) && keep_tombstone(tx, op)? {
                 return Ok(true);
             }
             redact(tx, "memory", &op.record_id)?;
@@ -694,16 +692,7 @@ impl Store {
                     "DELETE FROM memory_history WHERE memory_id = ?1",
                     [&op.record_id],
                 )?;
-                tx.execute(
-                    "INSERT INTO tombstones (record_kind, record_id, hlc, hlc_origin, erased_at, reason)
-                     VALUES ('memory', ?1, ?2, ?3, ?4, NULL)",
-                    params![
-                        op.record_id,
-                        op.stamp.time as i64,
-                        op.stamp.origin,
-                        haivemind_core::time_format::now_ms()
-                    ],
-                )?;
+                keep_tombstone(tx, op)?;
                 redact(tx, "memory", &op.record_id)?;
                 Ok(true)
             }

@@ -450,7 +450,7 @@ async fn sync_with(store: &Arc<Store>, link: &Link) -> Result<(u64, u64), String
         let mut bytes = 0;
         for op in &ops {
             let entry = op.to_wire();
-            bytes += entry.to_string().len();
+            bytes += haivemind_core::memory::json_size(&entry);
             if !wire.is_empty() && bytes > MAX_PUSH_BYTES {
                 break;
             }

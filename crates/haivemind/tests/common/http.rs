@@ -245,13 +245,18 @@ impl Served {
         self.initialize_as(token, "http-test")
     }
 
-    /// Opens an MCP session as the client named `client` (its agent id is `client@machine`).
-    pub fn initialize_as(&self, token: &str, client: &str) -> String {
-        let response = self.send(Request::new("POST", "/mcp").bearer(token).json(&json!({
+    /// Sends `initialize` as the client named `client`; returns the answer, whatever it is.
+    pub fn try_initialize(&self, token: &str, client: &str) -> Response {
+        self.send(Request::new("POST", "/mcp").bearer(token).json(&json!({
             "jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                        "clientInfo": {"name": client, "version": "1"}}
-        })));
+        })))
+    }
+
+    /// Opens an MCP session as the client named `client` (its agent id is `client@machine`).
+    pub fn initialize_as(&self, token: &str, client: &str) -> String {
+        let response = self.try_initialize(token, client);
         assert_eq!(response.status, 200, "initialize: {}", response.text());
         let session = response
             .header("mcp-session-id")
