@@ -5,17 +5,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use haivemind_core::Embedder;
 use haivemind_core::memory::json::{from_json, to_json};
 use haivemind_core::time_format::{now_ms, parse_optional_rfc3339};
 use haivemind_core::{Confidentiality, Config, MemoryId, NewMemory, Scope};
-use haivemind_store::{
-    Fusion, FusionMethod, ImportOutcome, MemoryFilter, RecentQuery, SearchQuery, Store,
-    StoreOptions,
-};
+use haivemind_store::{ImportOutcome, MemoryFilter, RecentQuery, SearchQuery, Store};
 use serde_json::{Value, json};
 
 use crate::cli::{BenchCommand, Cli, Command, RecentArgs, SearchArgs, StoreArgs};
+use crate::node::{
+    compact_cutoff_ms, open, open_audit, open_requiring_model, open_with_model,
+    spawn_background_embedding, spawn_hourly_purge,
+};
 use crate::output::Printer;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -195,95 +195,8 @@ fn init_logging(config: &Config, stdio_protocol: bool) {
         .try_init();
 }
 
-/// Opens the engine without the embedding model, for commands that never embed.
-pub(crate) fn open(config: &Config) -> Result<Store> {
-    open_store(config, None)
-}
-
-/// Opens the engine with the embedding model when it can be loaded (see [`load_model`]);
-/// otherwise warns and opens it without, returning why semantic search is off.
-pub(crate) fn open_with_model(config: &Config) -> Result<(Store, Option<String>)> {
-    match load_model(config)? {
-        Ok(model) => Ok((open_store(config, Some(model))?, None)),
-        Err(problem) => {
-            if config.embedding.enabled {
-                tracing::warn!("semantic search is off, searches are full-text only: {problem}");
-            }
-            Ok((open_store(config, None)?, Some(problem)))
-        }
-    }
-}
-
-fn open_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<Store> {
-    let path = config.database_path();
-    // The data directory holds the database, its WAL and the audit log: owner-only.
-    let data_dir = config.data_dir();
-    match haivemind_core::private_files::ensure_private_dir(&data_dir) {
-        Ok(true) => tracing::warn!(
-            path = %data_dir.display(),
-            "the data directory was open to other users; it is now owner-only (0700)"
-        ),
-        Ok(false) => {}
-        Err(error) => {
-            return Err(error).with_context(|| {
-                format!(
-                    "cannot make the data directory {} private",
-                    data_dir.display()
-                )
-            });
-        }
-    }
-    Store::open(StoreOptions {
-        path: path.clone(),
-        machine_id: config.machine_id(),
-        rules: config.memory_rules(),
-        recover_days: config.memory.recover_days,
-        max_clock_skew_ms: config.max_clock_skew_ms(),
-        embedder,
-        fusion: Fusion {
-            method: match config.search.fusion.as_str() {
-                "convex" => FusionMethod::Convex,
-                _ => FusionMethod::ReciprocalRank,
-            },
-            full_text_weight: config.search.full_text_weight,
-            vector_weight: config.search.vector_weight,
-            rank_constant: config.search.rank_constant,
-            depth: config.search.fusion_depth,
-        },
-    })
-    .with_context(|| format!("cannot open the memory database at {}", path.display()))
-}
-
-/// Loads the embedding model, or says why semantic search is off: turned off in the
-/// config, or not fetched. A model that is there but wrong or damaged is an error, since
-/// running on would either hide the problem or make vectors no other node can compare with.
-fn load_model(config: &Config) -> Result<Result<Arc<dyn Embedder>, String>> {
-    if !config.embedding.enabled {
-        return Ok(Err("embedding.enabled is false".into()));
-    }
-    let dir = config.model_dir();
-    match haivemind_embed::MiniLm::load(&dir) {
-        Ok(model) => Ok(Ok(Arc::new(model))),
-        Err(haivemind_embed::LoadError::Missing { path }) => Ok(Err(format!(
-            "no embedding model in {} ({} is missing; run scripts/fetch-model, or set HAIVEMIND_MODEL_DIR)",
-            dir.display(),
-            path.display()
-        ))),
-        Err(error) => Err(error).with_context(|| {
-            format!(
-                "cannot load the embedding model from {}; fetch it again with scripts/fetch-model, or set embedding.enabled to false for full-text search only",
-                dir.display()
-            )
-        }),
-    }
-}
-
 fn reindex(config: &Config, printer: &Printer) -> Result<()> {
-    let model = match load_model(config)? {
-        Ok(model) => model,
-        Err(problem) => bail!("cannot reindex: {problem}"),
-    };
-    let store = open_store(config, Some(model))?;
+    let store = open_requiring_model(config).context("cannot reindex")?;
     let model = store.embedder_model().unwrap_or_default().to_string();
     let bar = progress_bar(0, "embedding");
     let outcome = store.embed_missing(|progress| {
@@ -358,87 +271,6 @@ fn serve_mcp(config: &Config) -> Result<()> {
     })?;
     tracing::info!("client closed stdin; stopping");
     Ok(())
-}
-
-/// Removed records are compacted (`Store::compact_removed`) this many days after their
-/// removal: `sync.compact_removed_after_days`, default 7.
-pub(crate) fn compact_cutoff_ms(config: &Config) -> i64 {
-    let days = config
-        .sync
-        .get("compact_removed_after_days")
-        .and_then(Value::as_f64)
-        .filter(|d| *d >= 0.0)
-        .unwrap_or(7.0);
-    haivemind_core::time_format::now_ms() - (days * 86_400_000.0) as i64
-}
-
-/// Every hour, on the current runtime: hard-deletes expired soft deletions, and compacts
-/// the op log of records removed more than `sync.compact_removed_after_days` ago.
-pub(crate) fn spawn_hourly_purge(store: &Arc<Store>, config: &Config) {
-    let purge_store = Arc::clone(store);
-    let config = config.clone();
-    tokio::spawn(async move {
-        let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
-        every_hour.tick().await;
-        loop {
-            every_hour.tick().await;
-            let store = Arc::clone(&purge_store);
-            let cutoff = compact_cutoff_ms(&config);
-            let work = move || -> Result<(usize, usize), haivemind_store::StoreError> {
-                Ok((store.purge_expired()?, store.compact_removed(cutoff)?))
-            };
-            match tokio::task::spawn_blocking(work).await {
-                Ok(Ok((purged, compacted))) if purged + compacted > 0 => {
-                    tracing::info!(
-                        purged,
-                        compacted,
-                        "purged expired deletions, compacted the op log"
-                    )
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "purge failed"),
-                _ => {}
-            }
-        }
-    });
-}
-
-/// Embeds, on a thread of its own, the memories that lack a vector of the loaded model,
-/// then loads the vector index, so the first search does not pay for either.
-pub(crate) fn spawn_background_embedding(store: &Arc<Store>) {
-    if store.embedder_model().is_none() {
-        return;
-    }
-    let store = Arc::clone(store);
-    let spawned = std::thread::Builder::new()
-        .name("embed-missing".into())
-        .spawn(move || {
-            let mut reported = 0;
-            let outcome = store.embed_missing(|p| {
-                if p.total > 0
-                    && (p.done == 0 || p.done >= reported + p.total / 10 || p.done >= p.total)
-                {
-                    reported = p.done;
-                    tracing::info!(
-                        done = p.done,
-                        total = p.total,
-                        "embedding memories that lack a vector"
-                    );
-                }
-            });
-            match outcome {
-                Ok(p) if p.failed > 0 => {
-                    tracing::warn!(failed = p.failed, "some memories could not be embedded")
-                }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "background embedding stopped"),
-            }
-            if let Err(error) = store.warm_vector_index() {
-                tracing::warn!(%error, "could not load the vector index");
-            }
-        });
-    if let Err(error) = spawned {
-        tracing::warn!(%error, "could not start background embedding; run `haivemind reindex`");
-    }
 }
 
 fn store(store: &Store, printer: &Printer, args: StoreArgs) -> Result<()> {
@@ -715,24 +547,6 @@ fn import(store: &Store, printer: &Printer, file: &Path) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// The audit log, when `logging.audit_enabled`; a log that cannot be opened is reported
-/// and auditing goes on without it rather than stopping the server.
-pub(crate) fn open_audit(config: &Config) -> Option<Arc<haivemind_core::audit::AuditLog>> {
-    if !config.logging.audit_enabled {
-        return None;
-    }
-    match haivemind_core::audit::AuditLog::open(
-        &config.audit_log_path(),
-        config.audit_log_max_bytes(),
-    ) {
-        Ok(log) => Some(Arc::new(log)),
-        Err(error) => {
-            tracing::error!(%error, "audit log unavailable");
-            None
-        }
-    }
 }
 
 /// Records a CLI action in the audit log, as the local user.

@@ -4,7 +4,7 @@ use anyhow::Result;
 use haivemind_connectors::{ImportReport, Source};
 use haivemind_core::Config;
 
-use crate::commands::open_with_model;
+use crate::node::open_with_model;
 use crate::output::Printer;
 
 #[allow(clippy::too_many_arguments)]

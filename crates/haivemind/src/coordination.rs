@@ -7,7 +7,7 @@ use haivemind_mcp::tools::{broadcast_json, roster_json, task_json};
 use haivemind_store::{NewBroadcast, TaskStatus};
 use serde_json::{Value, json};
 
-use crate::commands::open;
+use crate::node::open;
 use crate::output::Printer;
 
 /// `haivemind agents [--all]`.

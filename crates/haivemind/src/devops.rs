@@ -5,7 +5,7 @@ use haivemind_core::Config;
 use haivemind_store::IncidentQuery;
 use serde_json::{Value, json};
 
-use crate::commands::open;
+use crate::node::open;
 use crate::output::Printer;
 
 /// `haivemind incidents [--status S] [--severity S] [--system X] [--limit N]`.

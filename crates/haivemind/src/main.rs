@@ -10,6 +10,7 @@ mod coordination;
 mod devops;
 mod install;
 mod locomo;
+mod node;
 mod output;
 mod serve;
 mod stdio_client;

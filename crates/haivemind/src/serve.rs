@@ -9,9 +9,7 @@ use haivemind_core::security::is_loopback_host;
 use haivemind_server::{Listener, McpApp, tls_acceptor};
 
 use crate::cli::ServeArgs;
-use crate::commands::{
-    open_audit, open_with_model, spawn_background_embedding, spawn_hourly_purge,
-};
+use crate::node::{open_audit, open_with_model, spawn_background_embedding, spawn_hourly_purge};
 
 /// `println!` that ignores a closed stdout.
 fn announce(line: &str) {

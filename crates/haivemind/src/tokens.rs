@@ -9,7 +9,7 @@ use haivemind_store::TokenRecord;
 use serde_json::{Value, json};
 
 use crate::cli::TokenCommand;
-use crate::commands::{open, open_audit};
+use crate::node::{open, open_audit};
 use crate::output::Printer;
 
 fn record_json(record: &TokenRecord) -> Value {
