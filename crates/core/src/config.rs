@@ -5,7 +5,7 @@
 //! else `~/.config/haivemind/config.json`, else built-in defaults.
 //!
 //! Overrides: the stable variables `HAIVEMIND_DATA_DIR`, `HAIVEMIND_MODEL_DIR`,
-//! `HAIVEMIND_MACHINE_ID` and `HAIVEMIND_API_TOKEN`, plus one generic form for any key:
+//! `HAIVEMIND_MACHINE_ID`, `HAIVEMIND_API_TOKEN` and `HAIVEMIND_DATABASE_URL`, plus one generic form for any key:
 //! `HAIVEMIND_MEMORY__MAX_CONTENT_BYTES=131072` sets `memory.max_content_bytes` (sections
 //! and keys joined by `__`; the value is read as JSON when it parses, else as a string).
 //!
@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use crate::ConfigError;
 use crate::memory::{BUILTIN_CATEGORIES, MemoryRules};
 use crate::security::{SecurityConfig, is_loopback_host};
+pub use crate::storage_config::{StorageBackend, StorageConfig};
 
 /// The whole configuration of one node.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -84,18 +85,6 @@ impl Default for ServerConfig {
             session_idle_secs: 30 * 60,
         }
     }
-}
-
-/// `storage.*`: where the SQLite file lives.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageConfig {
-    /// The data directory; `$HAIVEMIND_DATA_DIR`, else `~/.local/share/haivemind`.
-    pub data_dir: Option<PathBuf>,
-    /// The seed's ChromaDB settings; accepted and ignored, since the embedded store replaces it.
-    pub chromadb: Option<Value>,
-    /// The seed's Redis settings; reserved for the hub tier.
-    pub redis: Option<Value>,
 }
 
 /// `embedding.*`: the local sentence-embedding model.
@@ -218,6 +207,7 @@ const NAMED_VARIABLES: &[(&str, &[&str])] = &[
     ("HAIVEMIND_MODEL_DIR", &["embedding", "model_dir"]),
     ("HAIVEMIND_MACHINE_ID", &["machine_id"]),
     ("HAIVEMIND_API_TOKEN", &["security", "api_token"]),
+    ("HAIVEMIND_DATABASE_URL", &["storage", "postgres", "url"]),
 ];
 
 impl Config {
@@ -292,6 +282,7 @@ impl Config {
                 rule: rule.into(),
             })
         };
+        self.storage.validate()?;
         if self.memory.max_content_bytes < 1024 {
             return invalid("memory.max_content_bytes", "must be at least 1024");
         }
@@ -563,6 +554,43 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::load_from(Some(&path), &env)
+    }
+
+    #[test]
+    fn the_database_url_comes_from_the_environment_and_never_shows() {
+        let url = "postgres://hub:hunter2@db.example:5432/haivemind";
+        let config = load(
+            r#"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://old@x/y", "pool_size": 4}}}"#,
+            &[("HAIVEMIND_DATABASE_URL", url)],
+        )
+        .unwrap();
+        assert_eq!(config.storage.backend, StorageBackend::Postgres);
+        let chosen = config.storage.postgres.url.as_ref().unwrap();
+        assert_eq!(chosen.expose(), url);
+        assert_eq!(config.storage.postgres.pool_size, 4);
+        assert!(!format!("{config:?}").contains("hunter2"));
+
+        let error = load(
+            "{}",
+            &[("HAIVEMIND_DATABASE_URL", "mysql://root:hunter2@db/x")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("storage.postgres.url"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+
+        let error = load(r#"{"storage": {"backend": "postgres"}}"#, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("storage.postgres.url"), "{error}");
+        for bad in [
+            r#"{"storage": {"backend": "mysql"}}"#,
+            r#"{"storage": {"postgres": {"pool_size": 0}}}"#,
+            r#"{"storage": {"postgres": {"sslmode": "allow"}}}"#,
+        ] {
+            let error = load(bad, &[]).unwrap_err().to_string();
+            assert!(error.contains("storage."), "{bad}: {error}");
+        }
     }
 
     #[test]

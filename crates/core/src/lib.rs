@@ -21,6 +21,7 @@ pub mod http1;
 pub mod memory;
 pub mod private_files;
 pub mod security;
+pub mod storage_config;
 pub mod time_format;
 
 pub use config::Config;
