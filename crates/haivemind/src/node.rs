@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use haivemind_core::config::StorageBackend;
 use haivemind_core::{Config, Embedder};
 use haivemind_store::{Fusion, FusionMethod, Store, StoreOptions};
 use serde_json::Value;
@@ -40,6 +41,13 @@ pub(crate) fn open_requiring_model(config: &Config) -> Result<Store> {
 }
 
 fn open_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<Store> {
+    if config.storage.backend == StorageBackend::Postgres {
+        // The PostgreSQL crate holds the hub's connections and schema, and `migrate` copies
+        // a store into it, but the engine's reads and writes run on SQLite only so far.
+        anyhow::bail!(
+            "storage.backend \"postgres\": this build's engine serves from SQLite only; the hub's database can be prepared and filled with `haivemind migrate --to` (docs/HUB.md)"
+        );
+    }
     let path = config.database_path();
     // The data directory holds the database, its WAL and the audit log: owner-only.
     let data_dir = config.data_dir();

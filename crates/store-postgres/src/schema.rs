@@ -1,0 +1,273 @@
+//! The hub's schema, versioned like the SQLite file's: `haivemind_schema` records each
+//! migration applied. All of [`migrate`] runs in one transaction under an advisory lock,
+//! so frontends starting together on an empty database apply each migration once (the
+//! others wait, then find nothing to do), and a failed migration leaves nothing behind.
+//!
+//! The tables mirror the SQLite schema (`haivemind-store`'s `migrations.rs`) column for
+//! column, so both backends hold the same records and one engine's rules read both. What
+//! differs is what each database does best: full-text in a generated `tsvector` column
+//! with a GIN index (SQLite: an FTS5 table kept by triggers), identities for sequences,
+//! `boolean` for flags, and a `NOTIFY` on every op-log entry so every frontend hears of
+//! every write at once (SQLite: each process polls the file).
+//!
+//! Invariant: a migration, once released, never changes. New needs get a new migration.
+
+use crate::PostgresError;
+use crate::connection::{Connection, VectorRanking};
+
+/// Any fixed number; frontends of one database agree on it.
+const MIGRATION_LOCK: i64 = 0x6861_6976_656d_696e; // "haivemin"
+
+/// The channel every op-log entry is announced on, with its `seq` as the payload.
+pub const OP_LOG_CHANNEL: &str = "haivemind_op_log";
+
+const MIGRATIONS: &[&str] = &[MIGRATION_1_SCHEMA];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+const MIGRATION_1_SCHEMA: &str = r#"
+CREATE TABLE memories (
+    rowid               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id                  text NOT NULL UNIQUE,
+    content             text NOT NULL,
+    category            text NOT NULL,
+    context             text,
+    tags                text NOT NULL DEFAULT '[]',
+    metadata            text NOT NULL DEFAULT '{}',
+    user_id             text NOT NULL,
+    project             text,
+    machine_id          text NOT NULL,
+    agent_id            text,
+    scope               text NOT NULL,
+    confidentiality     text NOT NULL,
+    created_at          bigint NOT NULL,
+    updated_at          bigint NOT NULL,
+    version             bigint NOT NULL,
+    deleted_at          bigint,
+    deleted_reason      text,
+    deleted_by          text,
+    hlc                 bigint NOT NULL,
+    hlc_origin          text NOT NULL,
+    search              tsvector GENERATED ALWAYS AS (
+        setweight(to_tsvector('english', content), 'A')
+        || setweight(to_tsvector('english', coalesce(context, '')), 'B')
+        || setweight(to_tsvector('english', tags), 'B')
+    ) STORED
+);
+CREATE INDEX memories_live_created ON memories (created_at DESC) WHERE deleted_at IS NULL;
+CREATE INDEX memories_user_created ON memories (user_id, created_at DESC);
+CREATE INDEX memories_category ON memories (category);
+CREATE INDEX memories_deleted ON memories (deleted_at) WHERE deleted_at IS NOT NULL;
+CREATE INDEX memories_search ON memories USING gin (search);
+
+CREATE TABLE memory_tags (
+    tag          text NOT NULL,
+    memory_rowid bigint NOT NULL REFERENCES memories (rowid) ON DELETE CASCADE,
+    PRIMARY KEY (tag, memory_rowid)
+);
+CREATE INDEX memory_tags_memory ON memory_tags (memory_rowid);
+
+CREATE TABLE memory_history (
+    seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    memory_id   text NOT NULL,
+    version     bigint NOT NULL,
+    action      text NOT NULL,
+    changed_at  bigint NOT NULL,
+    machine_id  text NOT NULL,
+    agent_id    text,
+    changes     text NOT NULL
+);
+CREATE INDEX memory_history_memory ON memory_history (memory_id, seq);
+
+CREATE TABLE tombstones (
+    record_kind text NOT NULL,
+    record_id   text NOT NULL,
+    hlc         bigint NOT NULL,
+    hlc_origin  text NOT NULL,
+    erased_at   bigint NOT NULL,
+    reason      text,
+    PRIMARY KEY (record_kind, record_id)
+);
+
+CREATE TABLE op_log (
+    seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    op_id       text NOT NULL UNIQUE,
+    hlc         bigint NOT NULL,
+    origin      text NOT NULL,
+    record_kind text NOT NULL,
+    record_id   text NOT NULL,
+    op          text NOT NULL,
+    payload     text NOT NULL,
+    shareable   boolean NOT NULL,
+    UNIQUE (origin, hlc)
+);
+CREATE INDEX op_log_hlc ON op_log (hlc);
+CREATE INDEX op_log_record ON op_log (record_kind, record_id);
+
+CREATE TABLE op_log_floor (
+    origin text PRIMARY KEY,
+    hlc    bigint NOT NULL
+);
+
+CREATE FUNCTION haivemind_announce_op() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('haivemind_op_log', NEW.seq::text);
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER op_log_announce AFTER INSERT ON op_log
+    FOR EACH ROW EXECUTE FUNCTION haivemind_announce_op();
+
+CREATE TABLE memory_vectors (
+    seq          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    memory_rowid bigint NOT NULL UNIQUE REFERENCES memories (rowid) ON DELETE CASCADE,
+    model_id     text NOT NULL,
+    vector       bytea NOT NULL
+);
+CREATE INDEX memory_vectors_model_seq ON memory_vectors (model_id, seq);
+
+CREATE TABLE api_tokens (
+    id           text PRIMARY KEY,
+    name         text NOT NULL,
+    role         text NOT NULL,
+    digest       bytea NOT NULL UNIQUE,
+    created_at   bigint NOT NULL,
+    last_used_at bigint,
+    revoked_at   bigint
+);
+
+CREATE TABLE agents (
+    id            text PRIMARY KEY,
+    machine_id    text NOT NULL,
+    role          text NOT NULL,
+    capabilities  text NOT NULL,
+    description   text,
+    registered_at bigint NOT NULL,
+    last_seen     bigint NOT NULL,
+    hlc           bigint NOT NULL,
+    hlc_origin    text NOT NULL
+);
+
+CREATE TABLE tasks (
+    id                    text PRIMARY KEY,
+    description           text NOT NULL,
+    required_capabilities text NOT NULL,
+    target_agent          text,
+    assigned_to           text,
+    status                text NOT NULL,
+    priority              text NOT NULL,
+    priority_rank         bigint NOT NULL,
+    deadline              bigint,
+    created_by            text,
+    created_on            text NOT NULL,
+    created_at            bigint NOT NULL,
+    updated_at            bigint NOT NULL,
+    result                text,
+    history               text NOT NULL,
+    hlc                   bigint NOT NULL,
+    hlc_origin            text NOT NULL
+);
+CREATE INDEX tasks_assigned ON tasks (assigned_to, status);
+CREATE INDEX tasks_status ON tasks (status, created_at);
+
+CREATE TABLE connector_checkpoints (
+    source   text PRIMARY KEY,
+    last_run bigint NOT NULL
+);
+"#;
+
+/// Brings the database up to [`SCHEMA_VERSION`], then makes pgvector's column when the
+/// extension can be had. Safe to run from many frontends at once.
+pub(crate) fn migrate(connection: &mut Connection) -> Result<(), PostgresError> {
+    let mut transaction = connection.transaction()?;
+    transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    transaction.batch_execute(
+        "CREATE TABLE IF NOT EXISTS haivemind_schema (
+             version    integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )?;
+    let found: i32 = transaction
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM haivemind_schema",
+            &[],
+        )?
+        .get(0);
+    if found > SCHEMA_VERSION {
+        return Err(PostgresError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for version in found + 1..=SCHEMA_VERSION {
+        tracing::info!(
+            from = version - 1,
+            to = version,
+            "migrating database schema"
+        );
+        transaction.batch_execute(MIGRATIONS[(version - 1) as usize])?;
+        transaction.execute(
+            "INSERT INTO haivemind_schema (version) VALUES ($1)",
+            &[&version],
+        )?;
+    }
+    add_pgvector(&mut transaction)?;
+    transaction.commit()?;
+    Ok(())
+}
+
+/// pgvector, when the server has it and this user may create it (or it exists): the
+/// `embedding` column beside the stored `f32` bytes. The bytes stay the ground truth (they
+/// replicate and migrate); the column is what HNSW ranks.
+fn add_pgvector(transaction: &mut postgres::Transaction<'_>) -> Result<(), PostgresError> {
+    let available = transaction
+        .query_opt(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'",
+            &[],
+        )?
+        .is_some();
+    if !available {
+        return Ok(());
+    }
+    // A refusal (no privilege) must not spoil the migration: try it in a savepoint.
+    let mut savepoint = transaction.transaction()?;
+    match savepoint.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS vector;
+         ALTER TABLE memory_vectors ADD COLUMN IF NOT EXISTS embedding vector;",
+    ) {
+        Ok(()) => savepoint.commit()?,
+        Err(error) => {
+            tracing::warn!(%error, "pgvector is installed but cannot be used by this user; ranking vectors in process");
+            savepoint.rollback()?;
+        }
+    }
+    Ok(())
+}
+
+/// pgvector when the `embedding` column exists (the extension was created), else in process.
+pub(crate) fn vector_ranking(connection: &mut Connection) -> Result<VectorRanking, PostgresError> {
+    let has_column = connection
+        .query_opt(
+            "SELECT 1 FROM information_schema.columns
+             WHERE table_schema = current_schema()
+               AND table_name = 'memory_vectors' AND column_name = 'embedding'",
+            &[],
+        )?
+        .is_some();
+    Ok(if has_column {
+        VectorRanking::Pgvector
+    } else {
+        VectorRanking::InProcess
+    })
+}
+
+/// The version recorded in `haivemind_schema`.
+pub(crate) fn version(connection: &mut Connection) -> Result<i32, PostgresError> {
+    Ok(connection
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM haivemind_schema",
+            &[],
+        )?
+        .get(0))
+}
