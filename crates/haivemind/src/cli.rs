@@ -177,6 +177,21 @@ pub enum Command {
     /// model change, or writes made without the model), with a progress bar. Safe to stop
     /// and run again; the server also does this in the background at start-up.
     Reindex,
+    /// Copy this node's whole SQLite store into a hub's PostgreSQL database (--to), or a
+    /// hub's database into this node's SQLite file (--from): memories, history, vectors,
+    /// the op log, tombstones, agents, tasks, tokens and checkpoints. The target must be
+    /// empty; the copy is proved by equal digests of every table. The URL defaults to
+    /// storage.postgres.url / HAIVEMIND_DATABASE_URL (prefer those: a password on the
+    /// command line is visible to other users in the process list).
+    #[command(group(clap::ArgGroup::new("direction").required(true)))]
+    Migrate {
+        /// Copy into this PostgreSQL database (a libpq URL; empty for the configured one).
+        #[arg(long, group = "direction", num_args = 0..=1, default_missing_value = "", value_name = "URL")]
+        to: Option<String>,
+        /// Copy from this PostgreSQL database into this node's SQLite file.
+        #[arg(long, group = "direction", num_args = 0..=1, default_missing_value = "", value_name = "URL")]
+        from: Option<String>,
+    },
     /// Measure this machine: `store` (engine), `embedder`, `hybrid` or `locomo`.
     Bench {
         #[command(subcommand)]

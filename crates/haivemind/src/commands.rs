@@ -140,6 +140,7 @@ pub fn run(cli: Cli) -> Result<()> {
             ),
         },
         Command::Reindex => reindex(&config, &printer),
+        Command::Migrate { to, from } => crate::migrate::run(&config, &printer, to, from),
         Command::Bench { what } => match what {
             BenchCommand::Store {
                 sizes,
@@ -439,7 +440,7 @@ fn short_digest(status: &Value) -> String {
         .collect()
 }
 
-fn progress_bar(length: u64, what: &str) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(length: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(length),
         indicatif::ProgressDrawTarget::stderr(),

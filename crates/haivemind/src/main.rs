@@ -10,6 +10,7 @@ mod coordination;
 mod devops;
 mod install;
 mod locomo;
+mod migrate;
 mod node;
 mod output;
 mod serve;

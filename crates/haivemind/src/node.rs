@@ -40,6 +40,30 @@ pub(crate) fn open_requiring_model(config: &Config) -> Result<Store> {
     }
 }
 
+/// Opens this node's SQLite file whatever `storage.backend` says: for moving a store
+/// between backends (`haivemind migrate`).
+pub(crate) fn open_sqlite(config: &Config) -> Result<Store> {
+    open_sqlite_store(config, None)
+}
+
+/// Opens (and migrates) a hub's PostgreSQL database: the configured one, or `url`.
+pub(crate) fn open_hub_database(
+    config: &Config,
+    url: Option<&str>,
+) -> Result<haivemind_store_postgres::Database> {
+    let mut settings = config.storage.postgres.clone();
+    if let Some(url) = url {
+        settings.url = Some(haivemind_core::storage_config::DatabaseUrl::parse(url)?);
+    }
+    let database = haivemind_store_postgres::Database::open(&settings)?;
+    tracing::info!(
+        database = database.target(),
+        vectors = database.vector_ranking().describe(),
+        "connected to the hub's database"
+    );
+    Ok(database)
+}
+
 fn open_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<Store> {
     if config.storage.backend == StorageBackend::Postgres {
         // The PostgreSQL crate holds the hub's connections and schema, and `migrate` copies
@@ -48,6 +72,10 @@ fn open_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<St
             "storage.backend \"postgres\": this build's engine serves from SQLite only; the hub's database can be prepared and filled with `haivemind migrate --to` (docs/HUB.md)"
         );
     }
+    open_sqlite_store(config, embedder)
+}
+
+fn open_sqlite_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<Store> {
     let path = config.database_path();
     // The data directory holds the database, its WAL and the audit log: owner-only.
     let data_dir = config.data_dir();

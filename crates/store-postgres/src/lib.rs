@@ -8,6 +8,7 @@
 
 mod connection;
 mod schema;
+mod tables;
 
 pub use connection::{Database, VectorRanking};
 pub use schema::{OP_LOG_CHANNEL, SCHEMA_VERSION};

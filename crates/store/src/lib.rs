@@ -48,6 +48,7 @@ mod replication;
 mod rows;
 mod search;
 mod stats;
+pub mod tables;
 mod tokens;
 mod vectors;
 

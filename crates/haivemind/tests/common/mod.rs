@@ -2,6 +2,7 @@
 //! minimal line-by-line MCP client over its stdio, so each test stays a few lines long.
 #![allow(dead_code)]
 
+pub mod database;
 pub mod fleet;
 pub mod http;
 
