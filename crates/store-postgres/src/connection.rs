@@ -15,7 +15,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::PostgresError;
 
-type Manager = PostgresConnectionManager<MakeRustlsConnect>;
+/// The pool's connection manager.
+pub type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 
 /// A pooled connection, returned to the pool when dropped.
 pub type Connection = r2d2::PooledConnection<Manager>;

@@ -8,9 +8,8 @@
 
 mod connection;
 mod schema;
-mod tables;
 
-pub use connection::{Database, VectorRanking};
+pub use connection::{Connection, Database, Manager, VectorRanking};
 pub use schema::{OP_LOG_CHANNEL, SCHEMA_VERSION};
 
 /// What went wrong talking to PostgreSQL. Messages never carry the database URL's

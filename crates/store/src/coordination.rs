@@ -15,7 +15,7 @@
 use haivemind_core::InvalidInput;
 use haivemind_core::hlc::HybridClock;
 use haivemind_core::time_format::now_ms;
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::db::{OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 
 use crate::oplog::{self, NewOp, OpKind};
@@ -759,7 +759,7 @@ const OPEN_TASKS_OF_A: &str = "(SELECT count(*) FROM tasks t WHERE t.assigned_to
 const AGENT_COLUMNS: &str =
     "id, machine_id, role, capabilities, description, registered_at, last_seen";
 
-fn agent_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Agent> {
+fn agent_of(row: &crate::db::Row<'_>) -> crate::db::Result<Agent> {
     let capabilities: String = row.get(3)?;
     Ok(Agent {
         id: row.get(0)?,
@@ -776,7 +776,7 @@ fn agent_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Agent> {
 
 const TASK_COLUMNS: &str = "id, description, required_capabilities, target_agent, assigned_to, status, priority, deadline, created_by, created_on, created_at, updated_at, result, history";
 
-fn task_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
+fn task_of(row: &crate::db::Row<'_>) -> crate::db::Result<Task> {
     let required: String = row.get(2)?;
     let status: String = row.get(5)?;
     let priority: String = row.get(6)?;
@@ -1197,7 +1197,7 @@ impl Store {
         self.expire_overdue()?;
         let has_pending: bool = self.reader()?.query_row(
             "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'pending')",
-            [],
+            params![],
             |row| row.get(0),
         )?;
         if has_pending {

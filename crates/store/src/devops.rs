@@ -9,7 +9,7 @@
 
 use haivemind_core::time_format::now_ms;
 use haivemind_core::{InvalidInput, Memory, MemoryId, MemoryPatch, NewMemory};
-use rusqlite::params_from_iter;
+use crate::db::params_from_iter;
 use rusqlite::types::Value as SqlValue;
 use serde_json::{Map, Value, json};
 

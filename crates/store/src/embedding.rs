@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::params;
+use crate::db::params;
 
 use crate::{Store, StoreError, vectors};
 
@@ -105,7 +105,7 @@ impl Store {
     /// not have to. Without a model, does nothing.
     pub fn warm_vector_index(&self) -> Result<(), StoreError> {
         match &self.vectors {
-            Some(index) => index.catch_up(&*self.reader()?),
+            Some(index) => index.catch_up(&self.reader()?),
             None => Ok(()),
         }
     }
@@ -122,20 +122,17 @@ impl Store {
             "SELECT m.id, v.vector FROM memory_vectors v JOIN memories m ON m.rowid = v.memory_rowid
              WHERE v.model_id = ?1 AND m.deleted_at IS NULL",
         )?;
-        let mut rows = statement.query([embedder.model_id()])?;
         let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
+        statement.for_each_row([embedder.model_id()], |row| {
             let id: String = row.get(0)?;
             let blob: Vec<u8> = row.get(1)?;
-            let id =
-                haivemind_core::MemoryId::parse("id", &id).map_err(|e| StoreError::Corrupt {
-                    record: format!("memory {id}"),
-                    detail: e.to_string(),
-                })?;
+            let id = haivemind_core::MemoryId::parse("id", &id)
+                .map_err(|e| crate::db::DbError::conversion(0, e.to_string()))?;
             if let Some(vector) = vectors::from_blob(&blob, embedder.dimensions()) {
                 out.push((id, vector));
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 

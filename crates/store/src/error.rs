@@ -75,6 +75,12 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed.
+    #[error("database error: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// The hub's database cannot be reached now; the request may be tried again.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// The embedding model failed on a query.
     #[error("the embedding model failed: {0}")]
     Embedding(String),
@@ -103,6 +109,8 @@ impl StoreError {
             StoreError::Io { .. }
             | StoreError::SchemaTooNew { .. }
             | StoreError::Sqlite(_)
+            | StoreError::Postgres(_)
+            | StoreError::Unavailable(_)
             | StoreError::Embedding(_)
             | StoreError::Corrupt { .. } => false,
         }
@@ -118,6 +126,45 @@ impl StoreError {
                 supported,
             },
             other => other,
+        }
+    }
+}
+
+impl From<crate::db::DbError> for StoreError {
+    fn from(error: crate::db::DbError) -> Self {
+        use crate::db::DbError;
+        match error {
+            DbError::Sqlite(error) => StoreError::Sqlite(error),
+            DbError::Postgres(error) => {
+                if error.is_closed()
+                    || std::error::Error::source(&error).is_some_and(|s| s.is::<std::io::Error>())
+                {
+                    StoreError::Unavailable(error.to_string())
+                } else {
+                    StoreError::Postgres(error)
+                }
+            }
+            DbError::NoRows => StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows),
+            DbError::Conversion { column, detail } => StoreError::Corrupt {
+                record: format!("column {column}"),
+                detail,
+            },
+        }
+    }
+}
+
+impl From<haivemind_store_postgres::PostgresError> for StoreError {
+    fn from(error: haivemind_store_postgres::PostgresError) -> Self {
+        use haivemind_store_postgres::PostgresError;
+        match error {
+            PostgresError::Query(error) => crate::db::DbError::Postgres(error).into(),
+            PostgresError::Unavailable { .. } => StoreError::Unavailable(error.to_string()),
+            PostgresError::SchemaTooNew { found, supported } => StoreError::SchemaTooNew {
+                path: Default::default(),
+                found: found.into(),
+                supported: supported.into(),
+            },
+            PostgresError::Config(detail) => StoreError::Unavailable(detail),
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use haivemind_core::time_format::now_ms;
 use haivemind_core::{Memory, MemoryPatch, NewMemory};
-use rusqlite::{OptionalExtension, params};
+use crate::db::{OptionalExtension, params};
 use serde_json::{Map, Value, json};
 
 use crate::rows::{MEMORY_COLUMNS, memory_from_row};

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use haivemind_core::MemoryId;
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, params_from_iter};
+use crate::db::{Connection, params_from_iter};
 
 use crate::rows::{memory_by_id, parse_memory_id};
 use crate::search::{MAX_COUNTED, QueryTerms, SearchHit, SearchMode, SearchQuery, SearchResults};
@@ -231,7 +231,7 @@ impl Store {
         );
         let mut params = vec![SqlValue::Text(index.model_id().to_string())];
         params.extend(ids.iter().map(|id| SqlValue::Text(id.to_string())));
-        scored_rows(&*self.reader()?, &sql, params, index.dims(), query)
+        scored_rows(&self.reader()?, &sql, params, index.dims(), query)
     }
 }
 
@@ -311,15 +311,15 @@ fn scored_rows(
     query: &[f32],
 ) -> Result<Vec<(MemoryId, f32)>, StoreError> {
     let mut statement = reader.prepare(sql)?;
-    let mut rows = statement.query(params_from_iter(params))?;
     let mut scored = Vec::new();
-    while let Some(row) = rows.next()? {
+    statement.for_each_row(params_from_iter(params), |row| {
         let id: String = row.get(0)?;
-        let blob = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-        let Some(vector) = vectors::from_blob(blob, dims) else {
-            continue;
-        };
-        scored.push((parse_memory_id(&id)?, vectors::dot(&vector, query)));
-    }
+        let vector = row.with_blob(1, |blob| vectors::from_blob(blob, dims))?;
+        if let Some(vector) = vector {
+            let id = parse_memory_id(&id).map_err(|e| crate::db::DbError::conversion(0, e.to_string()))?;
+            scored.push((id, vectors::dot(&vector, query)));
+        }
+        Ok(())
+    })?;
     Ok(scored)
 }

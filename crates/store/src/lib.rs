@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 mod connection_pool;
+pub mod db;
 mod conversation;
 mod coordination;
 mod devops;
@@ -118,6 +119,22 @@ impl StoreOptions {
     }
 }
 
+/// Where the store's tables live.
+enum Backend {
+    /// One SQLite file: one writer connection behind a mutex, a pool of readers.
+    Sqlite {
+        writer: Mutex<Connection>,
+        readers: ReaderPool,
+    },
+    /// A hub's PostgreSQL database, shared with other frontends.
+    Postgres(haivemind_store_postgres::Database),
+}
+
+/// Any fixed number, the same in every frontend of a hub: the transaction-scoped advisory
+/// lock every write takes, so writes are serialised across frontends as SQLite serialises
+/// them in one file (stamps stay increasing, replays and claims see one order).
+const HUB_WRITE_LOCK: i64 = 0x6876_5f77_7269_7465; // "hv_write"
+
 /// The handle to one node's memory engine. Cheap to share behind an `Arc`; every method takes
 /// `&self` and is safe to call from many threads. Methods block on SQLite, so async callers
 /// run them on a blocking thread.
@@ -132,8 +149,7 @@ pub struct Store {
     vectors: Option<vectors::VectorIndex>,
     query_vectors: embedding::QueryVectorCache,
     fusion: Fusion,
-    writer: Mutex<Connection>,
-    readers: ReaderPool,
+    backend: Backend,
     clock: Mutex<HybridClock>,
     term_frequencies: search::TermFrequencyCache,
 }
@@ -172,8 +188,8 @@ impl Store {
         }
         let mut writer = connection_pool::open_connection(&options.path)?;
         migrations::migrate(&mut writer).map_err(|e| e.at(&options.path))?;
+        let readers = ReaderPool::new(options.path.clone());
         let store = Self {
-            readers: ReaderPool::new(options.path.clone()),
             path: options.path,
             machine_id: options.machine_id,
             rules: options.rules,
@@ -186,7 +202,10 @@ impl Store {
             embedder: options.embedder,
             query_vectors: Default::default(),
             fusion: options.fusion,
-            writer: Mutex::new(writer),
+            backend: Backend::Sqlite {
+                writer: Mutex::new(writer),
+                readers,
+            },
             clock: Mutex::new(HybridClock::new()),
             term_frequencies: Default::default(),
         };
@@ -213,13 +232,94 @@ impl Store {
         self.embedder.as_deref().map(|e| e.model_id())
     }
 
-    fn writer(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written (the transaction
-        // rolls back on drop), so a poisoned lock is safe to keep using.
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    /// Opens the engine on a hub's PostgreSQL database (already connected and migrated
+    /// by `haivemind-store-postgres`). `options.path` is ignored.
+    pub fn open_postgres(
+        options: StoreOptions,
+        database: haivemind_store_postgres::Database,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            path: PathBuf::from(format!("postgres://{}", database.target())),
+            machine_id: options.machine_id,
+            rules: options.rules,
+            recover_days: options.recover_days,
+            max_clock_skew_ms: options.max_clock_skew_ms,
+            vectors: options
+                .embedder
+                .as_deref()
+                .map(|e| vectors::VectorIndex::new(e.model_id(), e.dimensions())),
+            embedder: options.embedder,
+            query_vectors: Default::default(),
+            fusion: options.fusion,
+            backend: Backend::Postgres(database),
+            clock: Mutex::new(HybridClock::new()),
+            term_frequencies: Default::default(),
+        })
     }
 
-    fn reader(&self) -> Result<connection_pool::PooledReader<'_>, StoreError> {
-        self.readers.get()
+    /// Which database the store is on.
+    pub fn dialect(&self) -> db::Dialect {
+        match self.backend {
+            Backend::Sqlite { .. } => db::Dialect::Sqlite,
+            Backend::Postgres(_) => db::Dialect::Postgres,
+        }
+    }
+
+    /// The hub's database, when the store is on PostgreSQL.
+    pub fn postgres(&self) -> Option<&haivemind_store_postgres::Database> {
+        match &self.backend {
+            Backend::Postgres(database) => Some(database),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
+    /// The SQLite writer connection, when the store is on SQLite.
+    fn sqlite_writer(&self) -> Option<MutexGuard<'_, Connection>> {
+        match &self.backend {
+            // A panic while holding the lock cannot leave SQLite half-written (the
+            // transaction rolls back on drop), so a poisoned lock is safe to keep using.
+            Backend::Sqlite { writer, .. } => {
+                Some(writer.lock().unwrap_or_else(|p| p.into_inner()))
+            }
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// A connection for reading.
+    fn reader(&self) -> Result<db::Connection<'_>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { readers, .. } => Ok(db::Connection::sqlite_reader(readers.get()?)),
+            Backend::Postgres(database) => Ok(db::Connection::postgres_pooled(database.connection()?)),
+        }
+    }
+
+    /// Runs `work` in one write transaction, the only writer at a time: SQLite's
+    /// `BEGIN IMMEDIATE`, or on PostgreSQL a transaction holding the hub's write lock.
+    pub(crate) fn transact<T>(
+        &self,
+        work: impl FnOnce(&db::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { .. } => {
+                let mut connection = self.sqlite_writer().expect("a SQLite store has a writer");
+                let transaction = db::Connection::sqlite_transaction(
+                    connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?,
+                );
+                let out = work(&transaction)?;
+                transaction.commit()?;
+                Ok(out)
+            }
+            Backend::Postgres(database) => {
+                let mut connection = database.connection()?;
+                let mut transaction = connection.transaction().map_err(db::DbError::from)?;
+                transaction
+                    .execute("SELECT pg_advisory_xact_lock($1)", &[&HUB_WRITE_LOCK])
+                    .map_err(db::DbError::from)?;
+                let transaction = db::Connection::postgres_transaction(transaction);
+                let out = work(&transaction)?;
+                transaction.commit()?;
+                Ok(out)
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@
 use haivemind_core::memory::{Confidentiality, Deletion, Scope, json};
 use haivemind_core::time_format::now_ms;
 use haivemind_core::{HybridClock, InvalidInput, Memory, MemoryId, MemoryPatch, NewMemory};
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use crate::db::{OptionalExtension, Transaction, params};
 use serde_json::{Map, Value, json};
 
 use crate::oplog::{self, NewOp, OpKind};
@@ -131,12 +131,10 @@ impl Store {
         &self,
         work: impl FnOnce(&Transaction<'_>, &mut HybridClock) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut connection = self.writer();
-        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-        let out = work(&tx, &mut clock)?;
-        tx.commit()?;
-        Ok(out)
+        self.transact(|tx| {
+            let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+            work(tx, &mut clock)
+        })
     }
 
     pub(crate) fn log(
@@ -430,7 +428,9 @@ impl Store {
     /// truncate it, so erased text does not linger in old WAL frames. Best effort: a reader
     /// still holding an older snapshot keeps the log until the next removal or checkpoint.
     fn scrub_write_ahead_log(&self) {
-        let connection = self.writer();
+        let Some(connection) = self.sqlite_writer() else {
+            return; // PostgreSQL: its own vacuum and WAL recycling keep nothing readable.
+        };
         if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         {
             tracing::warn!(%error, "could not checkpoint the write-ahead log after a removal");

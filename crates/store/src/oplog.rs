@@ -11,7 +11,7 @@
 
 use haivemind_core::time_format::now_ms;
 use haivemind_core::{HlcStamp, HybridClock};
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::db::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use crate::{Store, StoreError};
@@ -234,7 +234,7 @@ pub(crate) fn append(
         .query_row(
             "SELECT max(coalesce((SELECT max(hlc) FROM op_log), 0),
                         coalesce((SELECT max(hlc) FROM op_log_floor), 0))",
-            [],
+            params![],
             |row| row.get(0),
         )
         .optional()?
@@ -292,8 +292,8 @@ pub(crate) const OP_COLUMNS: &str =
 
 /// Runs `statement` (selecting [`OP_COLUMNS`]) and parses its rows.
 pub(crate) fn read_entries(
-    statement: &mut rusqlite::CachedStatement<'_>,
-    parameters: impl rusqlite::Params,
+    statement: &mut crate::db::Statement<'_>,
+    parameters: impl crate::db::Params,
 ) -> Result<Vec<OpLogEntry>, StoreError> {
     let rows = statement.query_map(parameters, |row| {
         Ok((

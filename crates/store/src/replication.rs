@@ -31,7 +31,7 @@ use haivemind_core::audit::AuditEvent;
 use haivemind_core::memory::check_reason;
 use haivemind_core::memory::json::{from_json, to_json};
 use haivemind_core::{HlcStamp, InvalidInput, Memory, MemoryId};
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::db::{OptionalExtension, Transaction, params};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -222,7 +222,7 @@ impl Store {
             "SELECT origin, hlc FROM op_log_floor",
         ] {
             let mut statement = reader.prepare_cached(sql)?;
-            let rows = statement.query_map([], |row| {
+            let rows = statement.query_map(params![], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
             })?;
             for row in rows {
@@ -267,7 +267,7 @@ impl Store {
     pub fn op_log_head(&self) -> Result<i64, StoreError> {
         let reader = self.reader()?;
         Ok(
-            reader.query_row("SELECT coalesce(max(seq), 0) FROM op_log", [], |row| {
+            reader.query_row("SELECT coalesce(max(seq), 0) FROM op_log", params![], |row| {
                 row.get(0)
             })?,
         )
@@ -773,7 +773,7 @@ impl Store {
                                WHERE t.record_kind = 'memory' AND t.record_id = memories.id)
              ORDER BY id",
         )?;
-        let rows = memories.query_map([], |row| {
+        let rows = memories.query_map(params![], |row| {
             Ok(format!(
                 "m|{}|{}|{}|{}\n",
                 row.get::<_, String>(0)?,
@@ -788,7 +788,7 @@ impl Store {
         let mut tombstones = reader.prepare_cached(
             "SELECT record_kind, record_id, hlc, hlc_origin FROM tombstones ORDER BY record_kind, record_id",
         )?;
-        let rows = tombstones.query_map([], |row| {
+        let rows = tombstones.query_map(params![], |row| {
             Ok(format!(
                 "t|{}|{}|{}|{}\n",
                 row.get::<_, String>(0)?,
@@ -806,7 +806,7 @@ impl Store {
             let mut records = reader.prepare_cached(&format!(
                 "SELECT id, hlc, hlc_origin FROM {table} ORDER BY id"
             ))?;
-            let rows = records.query_map([], |row| {
+            let rows = records.query_map(params![], |row| {
                 Ok(format!(
                     "{tag}|{}|{}|{}\n",
                     row.get::<_, String>(0)?,

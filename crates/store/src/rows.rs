@@ -3,7 +3,7 @@
 use haivemind_core::memory::Deletion;
 use haivemind_core::{Confidentiality, HlcStamp, Memory, MemoryId, Scope};
 use rusqlite::types::Type;
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use crate::db::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::{Map, Value};
 
 use crate::StoreError;
@@ -22,7 +22,7 @@ fn conversion(column: usize, detail: String) -> rusqlite::Error {
 }
 
 /// Reads a memory from a row selected with [`MEMORY_COLUMNS`] first.
-pub(crate) fn memory_from_row(row: &Row<'_>) -> rusqlite::Result<Memory> {
+pub(crate) fn memory_from_row(row: &Row<'_>) -> crate::db::Result<Memory> {
     let id: String = row.get(0)?;
     let id = MemoryId::parse("id", &id).map_err(|e| conversion(0, e.to_string()))?;
     let tags: String = row.get(4)?;
@@ -114,14 +114,14 @@ pub(crate) fn insert_memory(
     memory: &Memory,
     stamp: &HlcStamp,
 ) -> Result<i64, StoreError> {
-    tx.prepare_cached(
+    let rowid: i64 = tx.prepare_cached(
         "INSERT INTO memories (id, content, category, context, tags, metadata, user_id, project,
              machine_id, agent_id, scope, confidentiality, created_at, updated_at, version,
              deleted_at, deleted_reason, deleted_by, hlc, hlc_origin)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+         RETURNING rowid",
     )?
-    .execute(rusqlite::params_from_iter(row_values(memory, stamp)))?;
-    let rowid = tx.last_insert_rowid();
+    .query_row(crate::db::params_from_iter(row_values(memory, stamp)), |row| row.get(0))?;
     write_tags(tx, rowid, &memory.tags)?;
     Ok(rowid)
 }
@@ -141,7 +141,7 @@ pub(crate) fn replace_memory(
                  deleted_at = ?16, deleted_reason = ?17, deleted_by = ?18, hlc = ?19, hlc_origin = ?20
              WHERE id = ?1 RETURNING rowid",
         )?
-        .query_row(rusqlite::params_from_iter(row_values(memory, stamp)), |row| row.get(0))?;
+        .query_row(crate::db::params_from_iter(row_values(memory, stamp)), |row| row.get(0))?;
     tx.execute("DELETE FROM memory_tags WHERE memory_rowid = ?1", [rowid])?;
     write_tags(tx, rowid, &memory.tags)?;
     Ok(rowid)

@@ -5,7 +5,7 @@
 
 use haivemind_core::{InvalidInput, Memory, MemoryId};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{OptionalExtension, params_from_iter};
+use crate::db::{OptionalExtension, params, params_from_iter};
 
 pub(crate) use crate::full_text::QueryTerms;
 use crate::full_text::{MAX_TIERED_WORDS, all_of, any_of, at_least, but_not};
@@ -263,7 +263,7 @@ impl<'a> Selection<'a> {
 
     pub(crate) fn read(
         &self,
-        connection: &rusqlite::Connection,
+        connection: &crate::db::Connection<'_>,
     ) -> Result<Vec<Memory>, StoreError> {
         let mut sql = format!(
             "SELECT {MEMORY_COLUMNS} FROM memories m WHERE {}",
@@ -493,7 +493,7 @@ impl Store {
         // The largest rowid approximates the number of memories in O(1); thresholds need
         // no more precision than that.
         let documents: i64 =
-            reader.query_row("SELECT coalesce(max(rowid), 0) FROM memories", [], |row| {
+            reader.query_row("SELECT coalesce(max(rowid), 0) FROM memories", params![], |row| {
                 row.get(0)
             })?;
         let documents = documents.max(0) as usize;
@@ -513,7 +513,7 @@ impl Store {
     /// words people search for repeat, and common words are the costly ones to count.
     fn document_frequency(
         &self,
-        reader: &rusqlite::Connection,
+        reader: &crate::db::Connection<'_>,
         word: &str,
         cap: usize,
         documents: usize,

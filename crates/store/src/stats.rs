@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::params;
 use crate::{Store, StoreError, migrations};
 
 /// What the store holds, for `get_memory_stats` and `haivemind stats`.
@@ -40,20 +41,20 @@ impl Store {
     pub fn stats(&self) -> Result<MemoryStats, StoreError> {
         let reader = self.reader()?;
         let count = |sql: &str| -> Result<usize, StoreError> {
-            Ok(reader.query_row(sql, [], |row| row.get::<_, i64>(0))? as usize)
+            Ok(reader.query_row(sql, params![], |row| row.get::<_, i64>(0))? as usize)
         };
         let group = |column: &str| -> Result<BTreeMap<String, usize>, StoreError> {
             let mut statement = reader.prepare(&format!(
                 "SELECT {column}, count(*) FROM memories WHERE deleted_at IS NULL GROUP BY {column}"
             ))?;
-            let rows = statement.query_map([], |row| {
+            let rows = statement.query_map(params![], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as usize))
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
         };
         let (oldest_ms, newest_ms) = reader.query_row(
             "SELECT min(created_at), max(created_at) FROM memories WHERE deleted_at IS NULL",
-            [],
+            params![],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
         Ok(MemoryStats {

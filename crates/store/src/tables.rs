@@ -7,9 +7,10 @@
 //! [`TableDigest`] hashes rows canonically, so a copy read back from the other backend
 //! proves itself by an equal digest.
 
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use sha2::{Digest, Sha256};
 
+use crate::db::{Dialect, params};
 use crate::{Store, StoreError};
 
 /// One value of a row, as both backends can hold it.
@@ -249,31 +250,41 @@ impl TableDigest {
     }
 }
 
-fn cell_of(value: ValueRef<'_>) -> Result<Cell, StoreError> {
-    Ok(match value {
-        ValueRef::Null => Cell::Null,
-        ValueRef::Integer(value) => Cell::Integer(value),
-        ValueRef::Real(value) => Cell::Real(value),
-        ValueRef::Text(text) => Cell::Text(
-            std::str::from_utf8(text)
-                .map_err(|_| StoreError::Corrupt {
-                    record: "text column".into(),
-                    detail: "not UTF-8".into(),
-                })?
-                .to_string(),
-        ),
-        ValueRef::Blob(bytes) => Cell::Blob(bytes.to_vec()),
-    })
+impl rusqlite::ToSql for Cell {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Cell::Null => ToSqlOutput::Owned(Value::Null),
+            Cell::Integer(value) => ToSqlOutput::Owned(Value::Integer(*value)),
+            Cell::Real(value) => ToSqlOutput::Owned(Value::Real(*value)),
+            Cell::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            Cell::Blob(bytes) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
+        })
+    }
 }
 
-fn value_of(cell: &Cell) -> Value {
-    match cell {
-        Cell::Null => Value::Null,
-        Cell::Integer(value) => Value::Integer(*value),
-        Cell::Real(value) => Value::Real(*value),
-        Cell::Text(text) => Value::Text(text.clone()),
-        Cell::Blob(bytes) => Value::Blob(bytes.clone()),
-    }
+/// Text keys in byte order on both backends (SQLite's own order; PostgreSQL's depends on
+/// the database's collation unless told).
+fn order_of(table: &TableShape, dialect: Dialect) -> String {
+    table
+        .key
+        .iter()
+        .map(|key| match (dialect, *key) {
+            (Dialect::Postgres, "rowid" | "seq" | "memory_rowid") | (Dialect::Sqlite, _) => {
+                key.to_string()
+            }
+            (Dialect::Postgres, _) => format!("{key} COLLATE \"C\""),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// pgvector's text form of little-endian `f32` bytes: `[0.1,0.2,…]`.
+fn vector_literal(bytes: &[u8]) -> String {
+    let values: Vec<String> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]).to_string())
+        .collect();
+    format!("[{}]", values.join(","))
 }
 
 impl Store {
@@ -288,45 +299,86 @@ impl Store {
             "SELECT {} FROM {} ORDER BY {}",
             table.columns.join(", "),
             table.name,
-            table.key.join(", ")
+            order_of(table, reader.dialect())
         );
         let mut statement = reader.prepare(&sql).map_err(StoreError::from)?;
-        let mut rows = statement.query([]).map_err(StoreError::from)?;
-        while let Some(row) = rows.next().map_err(StoreError::from)? {
-            let mut cells = Vec::with_capacity(table.columns.len());
-            for index in 0..table.columns.len() {
-                cells.push(cell_of(row.get_ref(index).map_err(StoreError::from)?)?);
-            }
-            each(cells)?;
-        }
-        Ok(())
+        let mut failure = None;
+        statement
+            .for_each_row(params![], |row| {
+                let mut cells = Vec::with_capacity(table.columns.len());
+                for index in 0..table.columns.len() {
+                    cells.push(row.cell(index)?);
+                }
+                if failure.is_none()
+                    && let Err(error) = each(cells)
+                {
+                    failure = Some(error);
+                }
+                Ok(())
+            })
+            .map_err(StoreError::from)?;
+        failure.map_or(Ok(()), Err)
     }
 
     /// Inserts rows into `table` as they are (ids and sequence numbers included), in one
-    /// transaction. Used on an empty store only: see [`Store::holds_nothing`].
+    /// transaction; on PostgreSQL the table's identity counter moves past them, and vectors
+    /// also fill pgvector's column when it exists. Used on an empty store only: see
+    /// [`Store::holds_nothing`].
     pub fn write_rows(&self, table: &TableShape, rows: &[Vec<Cell>]) -> Result<(), StoreError> {
-        let mut writer = self.writer();
-        let transaction = writer.transaction()?;
-        {
-            let placeholders = vec!["?"; table.columns.len()].join(", ");
-            let mut insert = transaction.prepare(&format!(
-                "INSERT INTO {} ({}) VALUES ({placeholders})",
+        let pgvector = self.postgres().is_some_and(|database| {
+            database.vector_ranking() == haivemind_store_postgres::VectorRanking::Pgvector
+        });
+        self.transact(|tx| {
+            let dialect = tx.dialect();
+            let with_embedding = pgvector && table.name == "memory_vectors";
+            let mut columns: Vec<String> = table.columns.iter().map(|c| c.to_string()).collect();
+            let mut placeholders: Vec<String> =
+                (1..=columns.len()).map(|i| format!("?{i}")).collect();
+            if with_embedding {
+                columns.push("embedding".into());
+                placeholders.push(format!("CAST(?{} AS text)::vector", columns.len()));
+            }
+            let overriding = match (dialect, table.identity) {
+                (Dialect::Postgres, Some(_)) => " OVERRIDING SYSTEM VALUE",
+                _ => "",
+            };
+            let mut insert = tx.prepare(&format!(
+                "INSERT INTO {} ({}){overriding} VALUES ({})",
                 table.name,
-                table.columns.join(", ")
+                columns.join(", "),
+                placeholders.join(", ")
             ))?;
             for row in rows {
-                insert.execute(rusqlite::params_from_iter(row.iter().map(value_of)))?;
+                let mut values: Vec<Cell> = row.clone();
+                if with_embedding {
+                    let bytes = match row.get(3) {
+                        Some(Cell::Blob(bytes)) => bytes.as_slice(),
+                        _ => &[],
+                    };
+                    values.push(Cell::Text(vector_literal(bytes)));
+                }
+                insert.execute(&values)?;
             }
-        }
-        transaction.commit()?;
-        Ok(())
+            if let (Dialect::Postgres, Some(identity)) = (dialect, table.identity) {
+                tx.query_row(
+                    &format!(
+                        "SELECT setval(pg_get_serial_sequence('{0}', '{identity}'),
+                                       coalesce((SELECT max({identity}) FROM {0}), 0) + 1, false)",
+                        table.name
+                    ),
+                    params![],
+                    |_| Ok(()),
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// How many rows `table` holds.
     pub fn count_rows(&self, table: &TableShape) -> Result<u64, StoreError> {
         let count: i64 = self.reader()?.query_row(
             &format!("SELECT count(*) FROM {}", table.name),
-            [],
+            params![],
             |row| row.get(0),
         )?;
         Ok(count.max(0) as u64)
@@ -338,7 +390,7 @@ impl Store {
         for table in TABLES {
             let any: bool = reader.query_row(
                 &format!("SELECT EXISTS (SELECT 1 FROM {})", table.name),
-                [],
+                params![],
                 |row| row.get(0),
             )?;
             if any {
@@ -348,7 +400,8 @@ impl Store {
         Ok(true)
     }
 
-    /// The [`TableDigest`] of every table.
+    /// The [`TableDigest`] of every table: equal on two stores (of either backend) exactly
+    /// when they hold the same rows.
     pub fn table_digest(&self) -> Result<String, StoreError> {
         let mut digest = TableDigest::default();
         for table in TABLES {

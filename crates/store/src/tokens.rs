@@ -11,7 +11,7 @@
 use haivemind_core::InvalidInput;
 use haivemind_core::security::Role;
 use haivemind_core::time_format::now_ms;
-use rusqlite::{OptionalExtension, params};
+use crate::db::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use crate::{Store, StoreError};
@@ -66,7 +66,7 @@ fn role_of(text: &str) -> Result<Role, StoreError> {
     })
 }
 
-fn record_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<(TokenRecord, String)> {
+fn record_of(row: &crate::db::Row<'_>) -> crate::db::Result<(TokenRecord, String)> {
     Ok((
         TokenRecord {
             id: row.get(0)?,
@@ -159,7 +159,7 @@ impl Store {
             }
         );
         let mut statement = reader.prepare(&sql)?;
-        let rows = statement.query_map([], |row| {
+        let rows = statement.query_map(params![], |row| {
             let (record, role) = record_of(row)?;
             let digest: Vec<u8> = row.get(6)?;
             Ok((record, role, digest))

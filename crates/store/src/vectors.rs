@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, Transaction, params};
+use crate::db::{Connection, Transaction, params};
 
 use crate::StoreError;
 
