@@ -6,68 +6,20 @@ use anyhow::{Context, Result, bail};
 use haivemind_core::Config;
 use haivemind_core::audit::AuditEvent;
 use haivemind_store::Store;
-use haivemind_store::tables::{Cell, TABLES, TableShape};
-use haivemind_store_postgres::Database;
+use haivemind_store::tables::{Cell, TABLES};
 use serde_json::{Map, Value, json};
 
 use crate::commands::progress_bar;
-use crate::node::{open_audit, open_hub_database, open_sqlite};
+use crate::node::{open_audit, open_hub_store, open_sqlite};
 use crate::output::Printer;
 
 /// Rows written per transaction: big enough to be quick, small enough to show progress.
 const BATCH_ROWS: usize = 500;
 
-/// One side of the move.
-enum Side<'a> {
-    Sqlite(&'a Store),
-    Postgres(&'a Database),
-}
-
-impl Side<'_> {
-    fn describe(&self) -> String {
-        match self {
-            Side::Sqlite(store) => format!("the SQLite file {}", store.path().display()),
-            Side::Postgres(database) => format!("the PostgreSQL database {}", database.target()),
-        }
-    }
-
-    fn count_rows(&self, table: &TableShape) -> Result<u64> {
-        Ok(match self {
-            Side::Sqlite(store) => store.count_rows(table)?,
-            Side::Postgres(database) => database.count_rows(table)?,
-        })
-    }
-
-    fn holds_nothing(&self) -> Result<bool> {
-        Ok(match self {
-            Side::Sqlite(store) => store.holds_nothing()?,
-            Side::Postgres(database) => database.holds_nothing()?,
-        })
-    }
-
-    fn read_rows(
-        &self,
-        table: &TableShape,
-        each: impl FnMut(Vec<Cell>) -> Result<(), anyhow::Error>,
-    ) -> Result<(), anyhow::Error> {
-        match self {
-            Side::Sqlite(store) => store.read_rows(table, each),
-            Side::Postgres(database) => database.read_rows(table, each),
-        }
-    }
-
-    fn write_rows(&self, table: &TableShape, rows: &[Vec<Cell>]) -> Result<(), anyhow::Error> {
-        match self {
-            Side::Sqlite(store) => Ok(store.write_rows(table, rows)?),
-            Side::Postgres(database) => Ok(database.write_rows(table, rows)?),
-        }
-    }
-
-    fn table_digest(&self) -> Result<String> {
-        Ok(match self {
-            Side::Sqlite(store) => store.table_digest()?,
-            Side::Postgres(database) => database.table_digest()?,
-        })
+fn describe(store: &Store) -> String {
+    match store.postgres() {
+        Some(database) => format!("the PostgreSQL database {}", database.target()),
+        None => format!("the SQLite file {}", store.path().display()),
     }
 }
 
@@ -89,17 +41,18 @@ pub fn run(
             if into_postgres { "to" } else { "from" }
         );
     }
-    let database = open_hub_database(config, url)?;
-    let store = open_sqlite(config)?;
+    let hub = open_hub_store(config, url)?;
+    let node = open_sqlite(config)?;
     let (source, target) = if into_postgres {
-        (Side::Sqlite(&store), Side::Postgres(&database))
+        (&node, &hub)
     } else {
-        (Side::Postgres(&database), Side::Sqlite(&store))
+        (&hub, &node)
     };
+    let database = hub.postgres().context("the hub store is on PostgreSQL")?;
     if !target.holds_nothing()? {
         bail!(
             "{} is not empty: a store is only moved into an empty one (nothing there is overwritten or merged; to merge stores, let them replicate)",
-            target.describe()
+            describe(target)
         );
     }
 
@@ -107,13 +60,13 @@ pub fn run(
     let total: u64 = TABLES
         .iter()
         .map(|table| source.count_rows(table))
-        .sum::<Result<u64>>()?;
+        .sum::<Result<u64, _>>()?;
     let bar = progress_bar(total, "copying rows");
     for table in TABLES {
         let mut batch: Vec<Vec<Cell>> = Vec::with_capacity(BATCH_ROWS);
         let mut copied = 0u64;
         source
-            .read_rows(table, |row| {
+            .read_rows::<anyhow::Error>(table, |row| {
                 batch.push(row);
                 if batch.len() >= BATCH_ROWS {
                     target.write_rows(table, &batch)?;
@@ -140,7 +93,7 @@ pub fn run(
     if source_digest != target_digest {
         bail!(
             "the copy in {} differs from its source (digest {target_digest} against {source_digest}); do not use it",
-            target.describe()
+            describe(target)
         );
     }
     if let Some(audit) = open_audit(config) {
@@ -162,16 +115,16 @@ pub fn run(
     let rows: u64 = counts.values().filter_map(Value::as_u64).sum();
     printer.done(
         json!({
-            "from": source.describe(),
-            "to": target.describe(),
+            "from": describe(source),
+            "to": describe(target),
             "rows": counts,
             "digest": source_digest,
             "vectors": database.vector_ranking().describe(),
         }),
         &format!(
             "copied {rows} rows from {} to {}; both hold the same rows (digest {})",
-            source.describe(),
-            target.describe(),
+            describe(source),
+            describe(target),
             &source_digest[..16]
         ),
     );

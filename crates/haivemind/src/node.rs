@@ -76,8 +76,21 @@ fn open_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<St
 }
 
 fn open_sqlite_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<Store> {
+    make_data_dir_private(config)?;
     let path = config.database_path();
-    // The data directory holds the database, its WAL and the audit log: owner-only.
+    Store::open(store_options(config, embedder))
+        .with_context(|| format!("cannot open the memory database at {}", path.display()))
+}
+
+/// Opens the engine on a hub's PostgreSQL database: the configured one, or `url`.
+pub(crate) fn open_hub_store(config: &Config, url: Option<&str>) -> Result<Store> {
+    make_data_dir_private(config)?;
+    let database = open_hub_database(config, url)?;
+    Ok(Store::open_postgres(store_options(config, None), database)?)
+}
+
+/// The data directory holds the database (on SQLite), its WAL and the audit log: owner-only.
+fn make_data_dir_private(config: &Config) -> Result<()> {
     let data_dir = config.data_dir();
     match haivemind_core::private_files::ensure_private_dir(&data_dir) {
         Ok(true) => tracing::warn!(
@@ -94,8 +107,12 @@ fn open_sqlite_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Re
             });
         }
     }
-    Store::open(StoreOptions {
-        path: path.clone(),
+    Ok(())
+}
+
+fn store_options(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> StoreOptions {
+    StoreOptions {
+        path: config.database_path(),
         machine_id: config.machine_id(),
         rules: config.memory_rules(),
         recover_days: config.memory.recover_days,
@@ -111,8 +128,7 @@ fn open_sqlite_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Re
             rank_constant: config.search.rank_constant,
             depth: config.search.fusion_depth,
         },
-    })
-    .with_context(|| format!("cannot open the memory database at {}", path.display()))
+    }
 }
 
 /// Loads the embedding model, or says why semantic search is off: turned off in the

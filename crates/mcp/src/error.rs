@@ -105,9 +105,19 @@ impl ToolError {
                 StoreError::ConfirmRequired { .. } => {
                     caller("confirm_required", Some("confirm"), error.to_string())
                 }
+                StoreError::Unavailable(reason) => {
+                    tracing::warn!(tool, %reason, "the database is unavailable");
+                    Err(ErrorData::internal_error(
+                        format!(
+                            "{tool} cannot run now: the database is unavailable; try again shortly"
+                        ),
+                        Some(serde_json::json!({"retryable": true})),
+                    ))
+                }
                 StoreError::Io { .. }
                 | StoreError::SchemaTooNew { .. }
                 | StoreError::Sqlite(_)
+                | StoreError::Postgres(_)
                 | StoreError::Embedding(_)
                 | StoreError::Corrupt { .. } => {
                     tracing::error!(tool, error = %error, "tool failed");

@@ -10,6 +10,9 @@
 //! `boolean` for flags, and a `NOTIFY` on every op-log entry so every frontend hears of
 //! every write at once (SQLite: each process polls the file).
 //!
+//! Every text column compares byte by byte (`COLLATE "C"`), as SQLite's do, so ordered
+//! reads and digests come out the same on both backends whatever the database's locale.
+//!
 //! Invariant: a migration, once released, never changes. New needs get a new migration.
 
 use crate::PostgresError;
@@ -29,26 +32,26 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 const MIGRATION_1_SCHEMA: &str = r#"
 CREATE TABLE memories (
     rowid               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    id                  text NOT NULL UNIQUE,
-    content             text NOT NULL,
-    category            text NOT NULL,
-    context             text,
-    tags                text NOT NULL DEFAULT '[]',
-    metadata            text NOT NULL DEFAULT '{}',
-    user_id             text NOT NULL,
-    project             text,
-    machine_id          text NOT NULL,
-    agent_id            text,
-    scope               text NOT NULL,
-    confidentiality     text NOT NULL,
+    id                  text COLLATE "C" NOT NULL UNIQUE,
+    content             text COLLATE "C" NOT NULL,
+    category            text COLLATE "C" NOT NULL,
+    context             text COLLATE "C",
+    tags                text COLLATE "C" NOT NULL DEFAULT '[]',
+    metadata            text COLLATE "C" NOT NULL DEFAULT '{}',
+    user_id             text COLLATE "C" NOT NULL,
+    project             text COLLATE "C",
+    machine_id          text COLLATE "C" NOT NULL,
+    agent_id            text COLLATE "C",
+    scope               text COLLATE "C" NOT NULL,
+    confidentiality     text COLLATE "C" NOT NULL,
     created_at          bigint NOT NULL,
     updated_at          bigint NOT NULL,
     version             bigint NOT NULL,
     deleted_at          bigint,
-    deleted_reason      text,
-    deleted_by          text,
+    deleted_reason      text COLLATE "C",
+    deleted_by          text COLLATE "C",
     hlc                 bigint NOT NULL,
-    hlc_origin          text NOT NULL,
+    hlc_origin          text COLLATE "C" NOT NULL,
     search              tsvector GENERATED ALWAYS AS (
         setweight(to_tsvector('english', content), 'A')
         || setweight(to_tsvector('english', coalesce(context, '')), 'B')
@@ -62,7 +65,7 @@ CREATE INDEX memories_deleted ON memories (deleted_at) WHERE deleted_at IS NOT N
 CREATE INDEX memories_search ON memories USING gin (search);
 
 CREATE TABLE memory_tags (
-    tag          text NOT NULL,
+    tag          text COLLATE "C" NOT NULL,
     memory_rowid bigint NOT NULL REFERENCES memories (rowid) ON DELETE CASCADE,
     PRIMARY KEY (tag, memory_rowid)
 );
@@ -70,43 +73,43 @@ CREATE INDEX memory_tags_memory ON memory_tags (memory_rowid);
 
 CREATE TABLE memory_history (
     seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    memory_id   text NOT NULL,
+    memory_id   text COLLATE "C" NOT NULL,
     version     bigint NOT NULL,
-    action      text NOT NULL,
+    action      text COLLATE "C" NOT NULL,
     changed_at  bigint NOT NULL,
-    machine_id  text NOT NULL,
-    agent_id    text,
-    changes     text NOT NULL
+    machine_id  text COLLATE "C" NOT NULL,
+    agent_id    text COLLATE "C",
+    changes     text COLLATE "C" NOT NULL
 );
 CREATE INDEX memory_history_memory ON memory_history (memory_id, seq);
 
 CREATE TABLE tombstones (
-    record_kind text NOT NULL,
-    record_id   text NOT NULL,
+    record_kind text COLLATE "C" NOT NULL,
+    record_id   text COLLATE "C" NOT NULL,
     hlc         bigint NOT NULL,
-    hlc_origin  text NOT NULL,
+    hlc_origin  text COLLATE "C" NOT NULL,
     erased_at   bigint NOT NULL,
-    reason      text,
+    reason      text COLLATE "C",
     PRIMARY KEY (record_kind, record_id)
 );
 
 CREATE TABLE op_log (
     seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    op_id       text NOT NULL UNIQUE,
+    op_id       text COLLATE "C" NOT NULL UNIQUE,
     hlc         bigint NOT NULL,
-    origin      text NOT NULL,
-    record_kind text NOT NULL,
-    record_id   text NOT NULL,
-    op          text NOT NULL,
-    payload     text NOT NULL,
-    shareable   boolean NOT NULL,
+    origin      text COLLATE "C" NOT NULL,
+    record_kind text COLLATE "C" NOT NULL,
+    record_id   text COLLATE "C" NOT NULL,
+    op          text COLLATE "C" NOT NULL,
+    payload     text COLLATE "C" NOT NULL,
+    shareable   bigint NOT NULL,
     UNIQUE (origin, hlc)
 );
 CREATE INDEX op_log_hlc ON op_log (hlc);
 CREATE INDEX op_log_record ON op_log (record_kind, record_id);
 
 CREATE TABLE op_log_floor (
-    origin text PRIMARY KEY,
+    origin text COLLATE "C" PRIMARY KEY,
     hlc    bigint NOT NULL
 );
 
@@ -122,15 +125,15 @@ CREATE TRIGGER op_log_announce AFTER INSERT ON op_log
 CREATE TABLE memory_vectors (
     seq          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     memory_rowid bigint NOT NULL UNIQUE REFERENCES memories (rowid) ON DELETE CASCADE,
-    model_id     text NOT NULL,
+    model_id     text COLLATE "C" NOT NULL,
     vector       bytea NOT NULL
 );
 CREATE INDEX memory_vectors_model_seq ON memory_vectors (model_id, seq);
 
 CREATE TABLE api_tokens (
-    id           text PRIMARY KEY,
-    name         text NOT NULL,
-    role         text NOT NULL,
+    id           text COLLATE "C" PRIMARY KEY,
+    name         text COLLATE "C" NOT NULL,
+    role         text COLLATE "C" NOT NULL,
     digest       bytea NOT NULL UNIQUE,
     created_at   bigint NOT NULL,
     last_used_at bigint,
@@ -138,41 +141,41 @@ CREATE TABLE api_tokens (
 );
 
 CREATE TABLE agents (
-    id            text PRIMARY KEY,
-    machine_id    text NOT NULL,
-    role          text NOT NULL,
-    capabilities  text NOT NULL,
-    description   text,
+    id            text COLLATE "C" PRIMARY KEY,
+    machine_id    text COLLATE "C" NOT NULL,
+    role          text COLLATE "C" NOT NULL,
+    capabilities  text COLLATE "C" NOT NULL,
+    description   text COLLATE "C",
     registered_at bigint NOT NULL,
     last_seen     bigint NOT NULL,
     hlc           bigint NOT NULL,
-    hlc_origin    text NOT NULL
+    hlc_origin    text COLLATE "C" NOT NULL
 );
 
 CREATE TABLE tasks (
-    id                    text PRIMARY KEY,
-    description           text NOT NULL,
-    required_capabilities text NOT NULL,
-    target_agent          text,
-    assigned_to           text,
-    status                text NOT NULL,
-    priority              text NOT NULL,
+    id                    text COLLATE "C" PRIMARY KEY,
+    description           text COLLATE "C" NOT NULL,
+    required_capabilities text COLLATE "C" NOT NULL,
+    target_agent          text COLLATE "C",
+    assigned_to           text COLLATE "C",
+    status                text COLLATE "C" NOT NULL,
+    priority              text COLLATE "C" NOT NULL,
     priority_rank         bigint NOT NULL,
     deadline              bigint,
-    created_by            text,
-    created_on            text NOT NULL,
+    created_by            text COLLATE "C",
+    created_on            text COLLATE "C" NOT NULL,
     created_at            bigint NOT NULL,
     updated_at            bigint NOT NULL,
-    result                text,
-    history               text NOT NULL,
+    result                text COLLATE "C",
+    history               text COLLATE "C" NOT NULL,
     hlc                   bigint NOT NULL,
-    hlc_origin            text NOT NULL
+    hlc_origin            text COLLATE "C" NOT NULL
 );
 CREATE INDEX tasks_assigned ON tasks (assigned_to, status);
 CREATE INDEX tasks_status ON tasks (status, created_at);
 
 CREATE TABLE connector_checkpoints (
-    source   text PRIMARY KEY,
+    source   text COLLATE "C" PRIMARY KEY,
     last_run bigint NOT NULL
 );
 "#;

@@ -12,10 +12,10 @@
 //! The `agents` and `tasks` tables are caches of those replays, rebuilt per record on every
 //! new operation, local or replicated.
 
+use crate::db::{OptionalExtension, Transaction, params};
 use haivemind_core::InvalidInput;
 use haivemind_core::hlc::HybridClock;
 use haivemind_core::time_format::now_ms;
-use crate::db::{OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 
 use crate::oplog::{self, NewOp, OpKind};
@@ -687,9 +687,14 @@ pub(crate) fn replay(tx: &Transaction<'_>, kind: &str, id: &str) -> Result<(), S
                 return Ok(());
             };
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO agents
+                "INSERT INTO agents
                  (id, machine_id, role, capabilities, description, registered_at, last_seen, hlc, hlc_origin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (id) DO UPDATE SET machine_id = excluded.machine_id,
+                     role = excluded.role, capabilities = excluded.capabilities,
+                     description = excluded.description, registered_at = excluded.registered_at,
+                     last_seen = excluded.last_seen, hlc = excluded.hlc,
+                     hlc_origin = excluded.hlc_origin",
             )?
             .execute(params![
                 agent.id,
@@ -709,11 +714,20 @@ pub(crate) fn replay(tx: &Transaction<'_>, kind: &str, id: &str) -> Result<(), S
             };
             let history: Vec<Value> = task.history.iter().map(event_json).collect();
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO tasks
+                "INSERT INTO tasks
                  (id, description, required_capabilities, target_agent, assigned_to, status, priority,
                   priority_rank, deadline, created_by, created_on, created_at, updated_at, result, history,
                   hlc, hlc_origin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                 ON CONFLICT (id) DO UPDATE SET description = excluded.description,
+                     required_capabilities = excluded.required_capabilities,
+                     target_agent = excluded.target_agent, assigned_to = excluded.assigned_to,
+                     status = excluded.status, priority = excluded.priority,
+                     priority_rank = excluded.priority_rank, deadline = excluded.deadline,
+                     created_by = excluded.created_by, created_on = excluded.created_on,
+                     created_at = excluded.created_at, updated_at = excluded.updated_at,
+                     result = excluded.result, history = excluded.history, hlc = excluded.hlc,
+                     hlc_origin = excluded.hlc_origin",
             )?
             .execute(params![
                 task.id,

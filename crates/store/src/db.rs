@@ -226,7 +226,9 @@ impl<'a> Connection<'a> {
     /// Runs one statement; returns how many rows it changed.
     pub fn execute<P: Params>(&self, sql: &str, params: P) -> Result<usize> {
         match self.rusqlite() {
-            Some(connection) => Ok(connection.execute(sql, rusqlite::params_from_iter(params.list()))?),
+            Some(connection) => {
+                Ok(connection.execute(sql, rusqlite::params_from_iter(params.list()))?)
+            }
             None => self.pg_execute(sql, &params.list()),
         }
     }
@@ -296,18 +298,33 @@ impl<'a> Connection<'a> {
     fn pg_query(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<postgres::Row>> {
         let cells = cells_of(params)?;
         let refs: Vec<&(dyn PgToSql + Sync)> = cells.iter().map(|c| c as _).collect();
-        self.pg_handle()
+        let result = self
+            .pg_handle()
             .borrow_mut()
-            .query(&postgres_sql(sql), &refs)
+            .query(&postgres_sql(sql), &refs);
+        if result.is_err() && std::env::var_os("HV_DEBUG_SQL").is_some() {
+            eprintln!(
+                "FAILED SQL: {sql}\nCELLS: {cells:?}\nERROR: {:?}",
+                result.as_ref().err()
+            );
+        }
+        result
     }
 
     fn pg_execute(&self, sql: &str, params: &[&dyn ToSql]) -> Result<usize> {
         let cells = cells_of(params)?;
         let refs: Vec<&(dyn PgToSql + Sync)> = cells.iter().map(|c| c as _).collect();
-        let changed = self
+        let result = self
             .pg_handle()
             .borrow_mut()
-            .execute(&postgres_sql(sql), &refs)?;
+            .execute(&postgres_sql(sql), &refs);
+        if result.is_err() && std::env::var_os("HV_DEBUG_SQL").is_some() {
+            eprintln!(
+                "FAILED SQL: {sql}\nCELLS: {cells:?}\nERROR: {:?}",
+                result.as_ref().err()
+            );
+        }
+        let changed = result?;
         Ok(usize::try_from(changed).unwrap_or(usize::MAX))
     }
 }
@@ -435,7 +452,9 @@ impl<'c> Statement<'c> {
 
     /// Whether it returns any row.
     pub fn exists<P: Params>(&mut self, params: P) -> Result<bool> {
-        self.query_row(params, |_| Ok(())).optional().map(|row| row.is_some())
+        self.query_row(params, |_| Ok(()))
+            .optional()
+            .map(|row| row.is_some())
     }
 }
 
@@ -460,7 +479,11 @@ impl Row<'_> {
     /// Column `index` as bytes, lent to `read` without a copy on SQLite.
     pub fn with_blob<T>(&self, index: usize, read: impl FnOnce(&[u8]) -> T) -> Result<T> {
         match self {
-            Row::Sqlite(row) => Ok(read(row.get_ref(index)?.as_blob().map_err(rusqlite::Error::from)?)),
+            Row::Sqlite(row) => Ok(read(
+                row.get_ref(index)?
+                    .as_blob()
+                    .map_err(rusqlite::Error::from)?,
+            )),
             Row::Postgres(row) => {
                 let bytes: &[u8] = row.try_get(index)?;
                 Ok(read(bytes))
@@ -525,7 +548,9 @@ fn cell_of_postgres(row: &postgres::Row, index: usize) -> Result<Cell> {
         .type_()
         .clone();
     Ok(match column_type {
-        Type::INT8 => row.try_get::<_, Option<i64>>(index)?.map_or(Cell::Null, Cell::Integer),
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(index)?
+            .map_or(Cell::Null, Cell::Integer),
         Type::INT4 => row
             .try_get::<_, Option<i32>>(index)?
             .map_or(Cell::Null, |v| Cell::Integer(v.into())),
@@ -535,11 +560,15 @@ fn cell_of_postgres(row: &postgres::Row, index: usize) -> Result<Cell> {
         Type::BOOL => row
             .try_get::<_, Option<bool>>(index)?
             .map_or(Cell::Null, |v| Cell::Integer(v.into())),
-        Type::FLOAT8 => row.try_get::<_, Option<f64>>(index)?.map_or(Cell::Null, Cell::Real),
+        Type::FLOAT8 => row
+            .try_get::<_, Option<f64>>(index)?
+            .map_or(Cell::Null, Cell::Real),
         Type::FLOAT4 => row
             .try_get::<_, Option<f32>>(index)?
             .map_or(Cell::Null, |v| Cell::Real(v.into())),
-        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(index)?.map_or(Cell::Null, Cell::Blob),
+        Type::BYTEA => row
+            .try_get::<_, Option<Vec<u8>>>(index)?
+            .map_or(Cell::Null, Cell::Blob),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => row
             .try_get::<_, Option<String>>(index)?
             .map_or(Cell::Null, Cell::Text),
@@ -687,8 +716,114 @@ fn cells_of(params: &[&dyn ToSql]) -> Result<Vec<Cell>> {
         .collect()
 }
 
+/// A statement written for SQLite, as PostgreSQL takes it: placeholders renumbered, and
+/// SQLite's JSON functions as PostgreSQL's (the engine's SQL uses them in two shapes only:
+/// `json_extract(column, '$.a.b')` and `json_each(column, '$.a.b') alias`). Translations
+/// are kept, since the engine's statements repeat.
+pub(crate) fn postgres_sql(sql: &str) -> std::sync::Arc<str> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static TRANSLATED: OnceLock<Mutex<HashMap<String, Arc<str>>>> = OnceLock::new();
+    let cache = TRANSLATED.get_or_init(Default::default);
+    if let Some(known) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(sql) {
+        return Arc::clone(known);
+    }
+    // SQLite reads `CROSS JOIN … ON` as an inner join the planner may not reorder;
+    // PostgreSQL takes no `ON` after `CROSS JOIN`, and plans joins itself.
+    let translated: Arc<str> = placeholders(&json_functions(sql))
+        .replace("CROSS JOIN", "JOIN")
+        .into();
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() > 2048 {
+        cache.clear(); // dynamic statements (filters, id lists) must not grow it forever
+    }
+    cache.insert(sql.to_string(), Arc::clone(&translated));
+    translated
+}
+
+/// `'$.a.b'` as PostgreSQL's path `'{a,b}'`.
+fn json_path(literal: &str) -> Option<String> {
+    let path = literal.strip_prefix("'$.")?.strip_suffix('\'')?;
+    Some(format!(
+        "'{{{}}}'",
+        path.split('.').collect::<Vec<_>>().join(",")
+    ))
+}
+
+/// Splits `name(first, 'path')…` at its two arguments; returns them and the rest after `)`.
+fn two_arguments(after_name: &str) -> Option<(&str, &str, &str)> {
+    let mut depth = 0usize;
+    let mut comma = None;
+    for (i, c) in after_name.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 0 => {
+                let comma = comma?;
+                return Some((
+                    after_name[..comma].trim(),
+                    after_name[comma + 1..i].trim(),
+                    &after_name[i + 1..],
+                ));
+            }
+            ')' => depth -= 1,
+            ',' if depth == 0 => comma = Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn json_functions(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 32);
+    let mut rest = sql;
+    loop {
+        let extract = rest.find("json_extract(");
+        let each = rest.find("json_each(");
+        let (at, is_each) = match (extract, each) {
+            (Some(a), Some(b)) if b < a => (b, true),
+            (Some(a), _) => (a, false),
+            (None, Some(b)) => (b, true),
+            (None, None) => break,
+        };
+        let name_len = if is_each {
+            "json_each(".len()
+        } else {
+            "json_extract(".len()
+        };
+        out.push_str(&rest[..at]);
+        let after = &rest[at + name_len..];
+        match two_arguments(after)
+            .and_then(|(column, path, tail)| json_path(path).map(|path| (column, path, tail)))
+        {
+            Some((column, path, tail)) if !is_each => {
+                out.push_str(&format!("(CAST({column} AS jsonb) #>> {path})"));
+                rest = tail;
+            }
+            Some((column, path, tail)) => {
+                // `json_each(…) alias`: the alias names one column, `value`.
+                let tail = tail.trim_start();
+                let alias_len = tail
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                let alias = &tail[..alias_len];
+                out.push_str(&format!(
+                    "jsonb_array_elements_text(CAST({column} AS jsonb) #> {path}) AS {alias}(value)"
+                ));
+                rest = &tail[alias_len..];
+            }
+            None => {
+                // Not a shape this translation knows: leave it for PostgreSQL to refuse.
+                out.push_str(&rest[at..at + name_len]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// SQLite's `?N` and `?` placeholders as PostgreSQL's `$N`, leaving quoted text alone.
-pub(crate) fn postgres_sql(sql: &str) -> String {
+fn placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut chars = sql.chars().peekable();
     let mut next_plain = 0usize;
@@ -745,18 +880,37 @@ impl PgToSql for Cell {
                 Type::BOOL => encode(&(*value != 0), ty, out),
                 Type::FLOAT8 => encode(&(*value as f64), ty, out),
                 Type::FLOAT4 => encode(&(*value as f32), ty, out),
-                _ => encode(&value.to_string(), &Type::TEXT, out),
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                    encode(&value.to_string(), &Type::TEXT, out)
+                }
+                _ => Err(format!("an integer cannot be bound as {ty}").into()),
             },
             Cell::Real(value) => match *ty {
                 Type::FLOAT4 => encode(&(*value as f32), ty, out),
                 Type::FLOAT8 => encode(&value, ty, out),
-                _ => encode(&value.to_string(), &Type::TEXT, out),
+                _ => Err(format!("a number cannot be bound as {ty}").into()),
             },
             Cell::Text(text) => match *ty {
                 Type::INT8 => encode(&text.parse::<i64>()?, ty, out),
-                _ => encode(&text.as_str(), &Type::TEXT, out),
+                // jsonb's binary form is a version byte, then the JSON text.
+                Type::JSONB => {
+                    out.extend_from_slice(&[1]);
+                    out.extend_from_slice(text.as_bytes());
+                    Ok(IsNull::No)
+                }
+                Type::JSON => {
+                    out.extend_from_slice(text.as_bytes());
+                    Ok(IsNull::No)
+                }
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                    encode(&text.as_str(), &Type::TEXT, out)
+                }
+                _ => Err(format!("text cannot be bound as {ty}").into()),
             },
-            Cell::Blob(bytes) => encode(&bytes.as_slice(), &Type::BYTEA, out),
+            Cell::Blob(bytes) => match *ty {
+                Type::BYTEA => encode(&bytes.as_slice(), &Type::BYTEA, out),
+                _ => Err(format!("bytes cannot be bound as {ty}").into()),
+            },
         }
     }
 
@@ -774,10 +928,24 @@ mod tests {
     #[test]
     fn placeholders_become_postgres_numbers_outside_quotes() {
         assert_eq!(
-            postgres_sql("SELECT a FROM t WHERE b = ?1 AND c = ?2 AND d = '?' AND e = ?1"),
+            &*postgres_sql("SELECT a FROM t WHERE b = ?1 AND c = ?2 AND d = '?' AND e = ?1"),
             "SELECT a FROM t WHERE b = $1 AND c = $2 AND d = '?' AND e = $1"
         );
-        assert_eq!(postgres_sql("VALUES (?, ?, ?)"), "VALUES ($1, $2, $3)");
-        assert_eq!(postgres_sql("x = ?3 OR y = ?"), "x = $3 OR y = $4");
+        assert_eq!(&*postgres_sql("VALUES (?, ?, ?)"), "VALUES ($1, $2, $3)");
+        assert_eq!(&*postgres_sql("x = ?3 OR y = ?"), "x = $3 OR y = $4");
+    }
+
+    #[test]
+    fn sqlite_json_functions_become_postgres_ones() {
+        assert_eq!(
+            &*postgres_sql("WHERE lower(json_extract(m.metadata, '$.runbook.title')) = lower(?1)"),
+            "WHERE lower((CAST(m.metadata AS jsonb) #>> '{runbook,title}')) = lower($1)"
+        );
+        assert_eq!(
+            &*postgres_sql(
+                "EXISTS (SELECT 1 FROM json_each(m.metadata, '$.incident.affected_systems') s WHERE lower(s.value) = lower(?3))"
+            ),
+            "EXISTS (SELECT 1 FROM jsonb_array_elements_text(CAST(m.metadata AS jsonb) #> '{incident,affected_systems}') AS s(value) WHERE lower(s.value) = lower($3))"
+        );
     }
 }

@@ -7,9 +7,9 @@
 //! history and confidentiality apply to them unchanged. Queries read that structure with
 //! SQLite's JSON functions.
 
+use crate::db::params_from_iter;
 use haivemind_core::time_format::now_ms;
 use haivemind_core::{InvalidInput, Memory, MemoryId, MemoryPatch, NewMemory};
-use crate::db::params_from_iter;
 use rusqlite::types::Value as SqlValue;
 use serde_json::{Map, Value, json};
 

@@ -213,20 +213,15 @@ impl Store {
                     .collect::<Vec<_>>(),
             };
             self.write(|tx, _| {
-                let mut statement = tx.prepare_cached(
-                    // Only if the memory still holds the text that was embedded: a
-                    // concurrent update has already stored the newer text's vector.
-                    "INSERT OR REPLACE INTO memory_vectors (memory_rowid, model_id, vector)
-                     SELECT rowid, ?2, ?3 FROM memories WHERE rowid = ?1 AND content = ?4",
-                )?;
+                // Only if the memory still holds the text that was embedded: a
+                // concurrent update has already stored the newer text's vector.
+                let mut current =
+                    tx.prepare_cached("SELECT 1 FROM memories WHERE rowid = ?1 AND content = ?2")?;
                 for ((rowid, content), vector) in batch.iter().zip(&embedded) {
-                    if let Some(vector) = vector {
-                        statement.execute(params![
-                            rowid,
-                            model_id,
-                            vectors::to_blob(vector),
-                            content
-                        ])?;
+                    if let Some(vector) = vector
+                        && current.exists(params![rowid, content])?
+                    {
+                        vectors::put(tx, *rowid, &model_id, vector)?;
                     }
                 }
                 Ok(())

@@ -3,9 +3,9 @@
 //! newer version replaces the text (the memory's history keeps the old one). Checkpoints
 //! of each source's last run make the next sync incremental; they stay on this machine.
 
+use crate::db::{OptionalExtension, params};
 use haivemind_core::time_format::now_ms;
 use haivemind_core::{Memory, MemoryPatch, NewMemory};
-use crate::db::{OptionalExtension, params};
 use serde_json::{Map, Value, json};
 
 use crate::rows::{MEMORY_COLUMNS, memory_from_row};

@@ -8,9 +8,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::db::{Connection, params_from_iter};
 use haivemind_core::MemoryId;
 use rusqlite::types::Value as SqlValue;
-use crate::db::{Connection, params_from_iter};
 
 use crate::rows::{memory_by_id, parse_memory_id};
 use crate::search::{MAX_COUNTED, QueryTerms, SearchHit, SearchMode, SearchQuery, SearchResults};
@@ -316,7 +316,8 @@ fn scored_rows(
         let id: String = row.get(0)?;
         let vector = row.with_blob(1, |blob| vectors::from_blob(blob, dims))?;
         if let Some(vector) = vector {
-            let id = parse_memory_id(&id).map_err(|e| crate::db::DbError::conversion(0, e.to_string()))?;
+            let id = parse_memory_id(&id)
+                .map_err(|e| crate::db::DbError::conversion(0, e.to_string()))?;
             scored.push((id, vectors::dot(&vector, query)));
         }
         Ok(())

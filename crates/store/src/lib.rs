@@ -30,9 +30,9 @@
 #![deny(missing_docs)]
 
 mod connection_pool;
-pub mod db;
 mod conversation;
 mod coordination;
+pub mod db;
 mod devops;
 mod duplicates;
 mod embedding;
@@ -40,6 +40,7 @@ mod error;
 mod export;
 mod external;
 mod full_text;
+mod full_text_postgres;
 mod hybrid;
 mod memories;
 pub mod migrations;
@@ -289,7 +290,9 @@ impl Store {
     fn reader(&self) -> Result<db::Connection<'_>, StoreError> {
         match &self.backend {
             Backend::Sqlite { readers, .. } => Ok(db::Connection::sqlite_reader(readers.get()?)),
-            Backend::Postgres(database) => Ok(db::Connection::postgres_pooled(database.connection()?)),
+            Backend::Postgres(database) => {
+                Ok(db::Connection::postgres_pooled(database.connection()?))
+            }
         }
     }
 
@@ -303,7 +306,8 @@ impl Store {
             Backend::Sqlite { .. } => {
                 let mut connection = self.sqlite_writer().expect("a SQLite store has a writer");
                 let transaction = db::Connection::sqlite_transaction(
-                    connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?,
+                    connection
+                        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?,
                 );
                 let out = work(&transaction)?;
                 transaction.commit()?;

@@ -2,10 +2,10 @@
 //! purge, GDPR erase, import and merge. Each change is one transaction that writes the row,
 //! its history entry and its op-log entry together.
 
+use crate::db::{OptionalExtension, Transaction, params};
 use haivemind_core::memory::{Confidentiality, Deletion, Scope, json};
 use haivemind_core::time_format::now_ms;
 use haivemind_core::{HybridClock, InvalidInput, Memory, MemoryId, MemoryPatch, NewMemory};
-use crate::db::{OptionalExtension, Transaction, params};
 use serde_json::{Map, Value, json};
 
 use crate::oplog::{self, NewOp, OpKind};
@@ -473,8 +473,11 @@ impl Store {
         }
         tx.execute("DELETE FROM memory_history WHERE memory_id = ?1", [&id])?;
         tx.execute(
-            "INSERT OR REPLACE INTO tombstones (record_kind, record_id, hlc, hlc_origin, erased_at, reason)
-             VALUES ('memory', ?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO tombstones (record_kind, record_id, hlc, hlc_origin, erased_at, reason)
+             VALUES ('memory', ?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (record_kind, record_id) DO UPDATE SET hlc = excluded.hlc,
+                 hlc_origin = excluded.hlc_origin, erased_at = excluded.erased_at,
+                 reason = excluded.reason",
             params![id, stamp.time as i64, stamp.origin, now_ms(), reason],
         )?;
         oplog::redact(tx, "memory", &id)

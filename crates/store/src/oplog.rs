@@ -9,9 +9,9 @@
 //! memory is hard-deleted or erased, earlier payloads of that record are redacted, so its
 //! content leaves the log too.
 
+use crate::db::{OptionalExtension, Transaction, params};
 use haivemind_core::time_format::now_ms;
 use haivemind_core::{HlcStamp, HybridClock};
-use crate::db::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use crate::{Store, StoreError};
@@ -232,8 +232,9 @@ pub(crate) fn append(
     // the insert below.
     let newest: Option<i64> = tx
         .query_row(
-            "SELECT max(coalesce((SELECT max(hlc) FROM op_log), 0),
-                        coalesce((SELECT max(hlc) FROM op_log_floor), 0))",
+            "SELECT coalesce(max(newest), 0) FROM (
+                 SELECT max(hlc) AS newest FROM op_log
+                 UNION ALL SELECT max(hlc) FROM op_log_floor) AS stamps",
             params![],
             |row| row.get(0),
         )

@@ -27,11 +27,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::{OptionalExtension, Transaction, params};
 use haivemind_core::audit::AuditEvent;
 use haivemind_core::memory::check_reason;
 use haivemind_core::memory::json::{from_json, to_json};
 use haivemind_core::{HlcStamp, InvalidInput, Memory, MemoryId};
-use crate::db::{OptionalExtension, Transaction, params};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -249,7 +249,9 @@ impl Store {
                 &format!(
                     "INSERT INTO op_log_floor (origin, hlc)
                      SELECT o.origin, max(o.hlc) FROM op_log o WHERE {DOOMED} GROUP BY o.origin
-                     ON CONFLICT (origin) DO UPDATE SET hlc = max(hlc, excluded.hlc)"
+                     ON CONFLICT (origin) DO UPDATE SET hlc = CASE
+                         WHEN excluded.hlc > op_log_floor.hlc THEN excluded.hlc
+                         ELSE op_log_floor.hlc END"
                 ),
                 [removed_before_ms],
             )?;
@@ -266,11 +268,11 @@ impl Store {
     /// with every write, local or replicated, so a watcher knows when to push.
     pub fn op_log_head(&self) -> Result<i64, StoreError> {
         let reader = self.reader()?;
-        Ok(
-            reader.query_row("SELECT coalesce(max(seq), 0) FROM op_log", params![], |row| {
-                row.get(0)
-            })?,
-        )
+        Ok(reader.query_row(
+            "SELECT coalesce(max(seq), 0) FROM op_log",
+            params![],
+            |row| row.get(0),
+        )?)
     }
 
     /// Up to `limit` shareable operations that a node which has seen `seen` lacks, oldest
@@ -285,9 +287,17 @@ impl Store {
             detail: e.to_string(),
         })?;
         let reader = self.reader()?;
+        // The peer's version vector, a JSON object of origin to newest stamp, as a table.
+        let (seen_table, seen_stamp) = match reader.dialect() {
+            crate::db::Dialect::Sqlite => ("json_each(?1) v ON v.key = o.origin", "v.value"),
+            crate::db::Dialect::Postgres => (
+                "jsonb_each_text(CAST(?1 AS jsonb)) AS v(key, value) ON v.key COLLATE \"C\" = o.origin",
+                "CAST(v.value AS bigint)",
+            ),
+        };
         let mut statement = reader.prepare_cached(&format!(
-            "SELECT {OP_COLUMNS} FROM op_log o LEFT JOIN json_each(?1) v ON v.key = o.origin
-             WHERE o.shareable = 1 AND o.hlc > coalesce(v.value, -1)
+            "SELECT {OP_COLUMNS} FROM op_log o LEFT JOIN {seen_table}
+             WHERE o.shareable = 1 AND o.hlc > coalesce({seen_stamp}, -1)
              ORDER BY o.hlc, o.origin LIMIT ?2"
         ))?;
         let mut entries = read_entries(&mut statement, params![seen_json, limit as i64])?;

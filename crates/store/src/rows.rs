@@ -1,9 +1,9 @@
 //! Reading memories out of SQLite rows, and writing them in.
 
+use crate::db::{Connection, OptionalExtension, Row, Transaction, params};
 use haivemind_core::memory::Deletion;
 use haivemind_core::{Confidentiality, HlcStamp, Memory, MemoryId, Scope};
 use rusqlite::types::Type;
-use crate::db::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::{Map, Value};
 
 use crate::StoreError;
@@ -148,8 +148,9 @@ pub(crate) fn replace_memory(
 }
 
 fn write_tags(tx: &Transaction<'_>, rowid: i64, tags: &[String]) -> Result<(), StoreError> {
-    let mut insert =
-        tx.prepare_cached("INSERT OR IGNORE INTO memory_tags (tag, memory_rowid) VALUES (?1, ?2)")?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO memory_tags (tag, memory_rowid) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    )?;
     for tag in tags {
         insert.execute(params![tag, rowid])?;
     }

@@ -3,9 +3,9 @@
 //! Filters are part of the SQL, never applied after a `LIMIT`, so a page is full whenever
 //! enough memories match.
 
+use crate::db::{OptionalExtension, params, params_from_iter};
 use haivemind_core::{InvalidInput, Memory, MemoryId};
 use rusqlite::types::Value as SqlValue;
-use crate::db::{OptionalExtension, params, params_from_iter};
 
 pub(crate) use crate::full_text::QueryTerms;
 use crate::full_text::{MAX_TIERED_WORDS, all_of, any_of, at_least, but_not};
@@ -196,7 +196,7 @@ impl TermPlan {
         }
     }
 
-    fn frequency(&self, word: &str) -> usize {
+    pub(crate) fn frequency(&self, word: &str) -> usize {
         self.frequencies
             .iter()
             .find(|(w, _)| w == word)
@@ -217,7 +217,7 @@ impl TermFrequencyCache {
     /// rare word's count changes most, relative to itself, as memories arrive.
     const MIN_CACHED: usize = 100;
 
-    fn get(&self, word: &str, documents: usize) -> Option<usize> {
+    pub(crate) fn get(&self, word: &str, documents: usize) -> Option<usize> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let (frequency, seen_at) = *entries.get(word)?;
         // Each memory added since can change the count by one at most: trust the cached
@@ -225,7 +225,7 @@ impl TermFrequencyCache {
         (seen_at.abs_diff(documents) * 10 <= frequency).then_some(frequency)
     }
 
-    fn put(&self, word: &str, frequency: usize, documents: usize) {
+    pub(crate) fn put(&self, word: &str, frequency: usize, documents: usize) {
         if frequency < Self::MIN_CACHED {
             return;
         }
@@ -435,6 +435,9 @@ impl Store {
         filter: &MemoryFilter,
         window: usize,
     ) -> Result<(Vec<SearchHit>, usize), StoreError> {
+        if self.dialect() == crate::db::Dialect::Postgres {
+            return self.full_text_ranking_postgres(terms, filter, window);
+        }
         let plan = self.plan_terms(terms)?;
         let kept: Vec<&str> = plan.kept.iter().map(String::as_str).collect();
         let selective: Vec<&str> = plan.selective.iter().map(String::as_str).collect();
@@ -492,10 +495,11 @@ impl Store {
         let reader = self.reader()?;
         // The largest rowid approximates the number of memories in O(1); thresholds need
         // no more precision than that.
-        let documents: i64 =
-            reader.query_row("SELECT coalesce(max(rowid), 0) FROM memories", params![], |row| {
-                row.get(0)
-            })?;
+        let documents: i64 = reader.query_row(
+            "SELECT coalesce(max(rowid), 0) FROM memories",
+            params![],
+            |row| row.get(0),
+        )?;
         let documents = documents.max(0) as usize;
         let ubiquitous = (documents / 8).max(1_000);
         let common = (documents / 50).max(500);

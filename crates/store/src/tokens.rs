@@ -8,10 +8,10 @@
 //! Tokens live in this node's database but are not memories: they never enter the
 //! operation log and never replicate.
 
+use crate::db::{OptionalExtension, params};
 use haivemind_core::InvalidInput;
 use haivemind_core::security::Role;
 use haivemind_core::time_format::now_ms;
-use crate::db::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use crate::{Store, StoreError};

@@ -46,8 +46,10 @@ pub(crate) fn put(
     model_id: &str,
     vector: &[f32],
 ) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM memory_vectors WHERE memory_rowid = ?1")?
+        .execute(params![memory_rowid])?;
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO memory_vectors (memory_rowid, model_id, vector) VALUES (?1, ?2, ?3)",
+        "INSERT INTO memory_vectors (memory_rowid, model_id, vector) VALUES (?1, ?2, ?3)",
     )?
     .execute(params![memory_rowid, model_id, to_blob(vector)])?;
     Ok(())

@@ -3,6 +3,8 @@
 //! out of its reach, its stamps cannot drag this node's clock, and what it sends obeys the
 //! rules a local write obeys, each refusal reported with the field at fault.
 
+mod common;
+
 use haivemind_core::hlc::pack;
 use haivemind_core::{Confidentiality, MemoryId, NewMemory, Scope};
 use haivemind_store::{OpLogEntry, Store, StoreOptions, VersionVector};
@@ -18,7 +20,7 @@ fn node_with(machine: &str, change: impl FnOnce(&mut StoreOptions)) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let mut options = StoreOptions::new(dir.path().join("db.sqlite3"), machine);
     change(&mut options);
-    let store = Store::open(options).unwrap();
+    let store = common::open(options).unwrap();
     Node { _dir: dir, store }
 }
 

@@ -137,7 +137,7 @@ fn vectors_follow_updates_deletions_and_recovery() {
 fn another_handle_on_the_same_file_sees_new_vectors_and_removals() {
     let s = scratch_with_model();
     fill(&s.store, DISTRACTORS);
-    let other = Store::open(StoreOptions {
+    let other = common::open(StoreOptions {
         embedder: Some(model()),
         ..StoreOptions::new(s.dir.path().join("hv.sqlite3"), "test-machine")
     })
@@ -171,7 +171,7 @@ fn a_model_change_never_mixes_vectors_and_reindexing_brings_them_back() {
     fill(&s.store, DISTRACTORS);
     s.store.create(memory(ES)).unwrap();
     let path = s.dir.path().join("hv.sqlite3");
-    let upgraded = Store::open(StoreOptions {
+    let upgraded = common::open(StoreOptions {
         embedder: Some(Arc::new(Renamed(model()))),
         ..StoreOptions::new(&path, "test-machine")
     })
@@ -196,13 +196,22 @@ fn a_model_change_never_mixes_vectors_and_reindexing_brings_them_back() {
     assert_eq!(search(&upgraded, "ES heap blew up")[0], ES);
 
     // One vector per memory: the old model's are gone, not kept beside the new ones.
-    let connection = rusqlite::Connection::open(&path).unwrap();
-    let models: Vec<(String, i64)> = connection
-        .prepare("SELECT model_id, count(*) FROM memory_vectors GROUP BY model_id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
+    let vectors = haivemind_store::tables::TABLES
+        .iter()
+        .find(|t| t.name == "memory_vectors")
+        .unwrap();
+    let mut models: Vec<(String, i64)> = Vec::new();
+    upgraded
+        .read_rows::<haivemind_store::StoreError>(vectors, |cells| {
+            let haivemind_store::tables::Cell::Text(model) = &cells[2] else {
+                panic!("model_id is text: {cells:?}");
+            };
+            match models.iter_mut().find(|(m, _)| m == model) {
+                Some((_, count)) => *count += 1,
+                None => models.push((model.clone(), 1)),
+            }
+            Ok(())
+        })
         .unwrap();
     assert_eq!(models, [("another-model/1".to_string(), 9)]);
 }
@@ -219,7 +228,7 @@ fn memories_written_without_the_model_are_embedded_later() {
     assert_eq!(results.mode, SearchMode::FullText);
     assert!(results.note.unwrap().contains("no embedding model"));
 
-    let with_model = Store::open(StoreOptions {
+    let with_model = common::open(StoreOptions {
         embedder: Some(model()),
         ..StoreOptions::new(s.dir.path().join("hv.sqlite3"), "test-machine")
     })

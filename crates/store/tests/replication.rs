@@ -2,6 +2,8 @@
 //! converges, conflicts resolve the same way everywhere, removals win and stay, what may
 //! not leave a machine never does, and exchanges are incremental and idempotent.
 
+mod common;
+
 use haivemind_core::{Confidentiality, MemoryPatch, NewMemory, Scope};
 use haivemind_store::{Store, StoreOptions, VersionVector};
 use serde_json::json;
@@ -21,7 +23,7 @@ impl std::ops::Deref for Node {
 
 fn node(machine: &str) -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreOptions::new(dir.path().join("db.sqlite3"), machine)).unwrap();
+    let store = common::open(StoreOptions::new(dir.path().join("db.sqlite3"), machine)).unwrap();
     Node { _dir: dir, store }
 }
 
@@ -297,7 +299,7 @@ fn node_with_model(machine: &str, model: &std::sync::Arc<CountingModel>) -> Node
     let dir = tempfile::tempdir().unwrap();
     let mut options = StoreOptions::new(dir.path().join("db.sqlite3"), machine);
     options.embedder = Some(model.clone());
-    let store = Store::open(options).unwrap();
+    let store = common::open(options).unwrap();
     Node { _dir: dir, store }
 }
 

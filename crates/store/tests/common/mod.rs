@@ -18,8 +18,49 @@ pub fn scratch_with(adjust: impl FnOnce(&mut StoreOptions)) -> Scratch {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut options = StoreOptions::new(dir.path().join("hv.sqlite3"), "test-machine");
     adjust(&mut options);
-    let store = Store::open(options).expect("open store");
+    let store = open(options).expect("open store");
     Scratch { dir, store }
+}
+
+/// Which backend this run of the suite tests: `HAIVEMIND_TEST_BACKEND=postgres` runs it on
+/// PostgreSQL (`scripts/test` runs it both ways), else SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("HAIVEMIND_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// Opens a store on the backend under test. On PostgreSQL, each distinct `options.path`
+/// is a database of its own on the server at `HAIVEMIND_TEST_DATABASE_URL` (made on first
+/// use), so opening the same path twice gives two handles on one store, as with a file.
+pub fn open(options: StoreOptions) -> Result<Store, haivemind_store::StoreError> {
+    if !on_postgres() {
+        return Store::open(options);
+    }
+    use std::hash::{Hash, Hasher};
+    let admin_url = std::env::var("HAIVEMIND_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!("HAIVEMIND_TEST_BACKEND=postgres needs HAIVEMIND_TEST_DATABASE_URL (scripts/test sets both)")
+    });
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    options.path.hash(&mut hasher);
+    let name = format!("hv_store_{:016x}", hasher.finish());
+    let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).expect("connect");
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .expect("look up the database")
+        .is_some();
+    if !exists {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create the test database");
+    }
+    let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+    let settings = haivemind_core::storage_config::PostgresConfig {
+        url: Some(haivemind_core::storage_config::DatabaseUrl::parse(&url).unwrap()),
+        pool_size: 8,
+        sslmode: haivemind_core::storage_config::SslMode::Disable,
+        ..Default::default()
+    };
+    let database = haivemind_store_postgres::Database::open(&settings)?;
+    Store::open_postgres(options, database)
 }
 
 pub fn memory(content: &str) -> NewMemory {

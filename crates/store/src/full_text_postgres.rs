@@ -1,0 +1,118 @@
+//! Full-text search on PostgreSQL: the same query words and the same tiers as on SQLite
+//! (memories holding more of the words first), over the `search` tsvector column and its
+//! GIN index.
+//!
+//! Each word reaches PostgreSQL only through `plainto_tsquery`, a parameter, never as
+//! tsquery syntax. Within a tier, memories are scored BM25-like: each matched word adds its
+//! inverse document frequency (counted as on SQLite, capped), and `ts_rank_cd` (which
+//! rewards words close together and in the content rather than tags) breaks ties. Plain
+//! `ts_rank` has no document frequency at all: a rare word would count no more than a
+//! common one.
+
+use crate::db::{Dialect, params_from_iter};
+use crate::rows::{MEMORY_COLUMNS, memory_from_row};
+use crate::search::{MAX_COUNTED, MemoryFilter, QueryTerms, SearchHit, TermPlan};
+use crate::{Store, StoreError};
+use rusqlite::types::Value as SqlValue;
+
+impl Store {
+    /// [`Store::full_text_ranking`] on PostgreSQL.
+    pub(crate) fn full_text_ranking_postgres(
+        &self,
+        terms: &QueryTerms,
+        filter: &MemoryFilter,
+        window: usize,
+    ) -> Result<(Vec<SearchHit>, usize), StoreError> {
+        debug_assert_eq!(self.dialect(), Dialect::Postgres);
+        let reader = self.reader()?;
+        let documents: i64 = reader.query_row(
+            "SELECT coalesce(max(rowid), 0) FROM memories",
+            crate::db::params![],
+            |row| row.get(0),
+        )?;
+        let documents = documents.max(0) as usize;
+        let ubiquitous = (documents / 8).max(1_000);
+        let common = (documents / 50).max(500);
+        let mut frequencies = Vec::with_capacity(terms.words.len());
+        for word in &terms.words {
+            let frequency = match self.term_frequencies.get(word, documents) {
+                Some(known) => known,
+                None => {
+                    let counted: i64 = reader.query_row(
+                        "SELECT count(*) FROM (SELECT 1 FROM memories
+                             WHERE search @@ plainto_tsquery('english', ?1) LIMIT ?2) AS hits",
+                        params_from_iter([
+                            SqlValue::Text(word.clone()),
+                            SqlValue::Integer(ubiquitous as i64 + 1),
+                        ]),
+                        |row| row.get(0),
+                    )?;
+                    let counted = counted.max(0) as usize;
+                    self.term_frequencies.put(word, counted, documents);
+                    counted
+                }
+            };
+            frequencies.push((word.clone(), frequency));
+        }
+        let plan = TermPlan::new(&frequencies, ubiquitous, common);
+        let kept = &plan.kept;
+        let total = documents.max(1) as f64;
+
+        // ?1..?k: the kept words; then the inverse document frequencies; then filters.
+        let mut params: Vec<SqlValue> = kept.iter().map(|w| SqlValue::Text(w.clone())).collect();
+        let mut matched = Vec::with_capacity(kept.len());
+        let mut weighted = Vec::with_capacity(kept.len());
+        let mut any = Vec::with_capacity(kept.len());
+        for (i, word) in kept.iter().enumerate() {
+            let frequency = plan.frequency(word) as f64;
+            let idf = (1.0 + (total - frequency + 0.5) / (frequency + 0.5)).ln();
+            params.push(SqlValue::Real(idf));
+            let word_param = i + 1;
+            let idf_param = kept.len() + i + 1;
+            matched.push(format!(
+                "(CASE WHEN m.search @@ plainto_tsquery('english', ?{word_param}) THEN 1 ELSE 0 END)"
+            ));
+            weighted.push(format!(
+                "(CASE WHEN m.search @@ plainto_tsquery('english', ?{word_param}) THEN CAST(?{idf_param} AS float8) ELSE 0.0 END)"
+            ));
+            any.push(format!("plainto_tsquery('english', ?{word_param})"));
+        }
+        let any = format!("({})", any.join(" || "));
+        let mut conditions = String::new();
+        filter.to_sql(&mut conditions, &mut params);
+        let from =
+            format!("FROM memories m WHERE m.search @@ {any} AND m.deleted_at IS NULL{conditions}");
+        let mut ranked_params = params.clone();
+        ranked_params.push(SqlValue::Integer(window as i64));
+        let mut statement = reader.prepare(&format!(
+            "SELECT {MEMORY_COLUMNS}, ranked.score FROM (
+                 SELECT m.rowid AS hit, {matched} AS matched,
+                        ({weighted} + ts_rank_cd(m.search, {any}))::float8 AS score
+                 {from}
+                 ORDER BY matched DESC, score DESC, m.rowid LIMIT ?
+             ) AS ranked JOIN memories m ON m.rowid = ranked.hit
+             ORDER BY ranked.matched DESC, ranked.score DESC, m.rowid",
+            matched = matched.join(" + "),
+            weighted = weighted.join(" + "),
+        ))?;
+        let hits = statement
+            .query_map(params_from_iter(ranked_params), |row| {
+                Ok(SearchHit {
+                    memory: memory_from_row(row)?,
+                    score: row.get(18)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        // The count names no weights: its parameters are the words, the filters, the cap.
+        let mut count_params: Vec<SqlValue> =
+            kept.iter().map(|w| SqlValue::Text(w.clone())).collect();
+        count_params.extend(params.into_iter().skip(2 * kept.len()));
+        count_params.push(SqlValue::Integer(MAX_COUNTED as i64 + 1));
+        let counted: i64 = reader.query_row(
+            &format!("SELECT count(*) FROM (SELECT 1 {from} LIMIT ?) AS hits"),
+            params_from_iter(count_params),
+            |row| row.get(0),
+        )?;
+        Ok((hits, counted.max(0) as usize))
+    }
+}
