@@ -226,6 +226,7 @@ fn serve_mcp(config: &Config) -> Result<()> {
     tracing::info!(
         machine_id = store.machine_id(),
         database = %store.path().display(),
+        storage = store.storage_description().0,
         purged,
         search = match store.embedder_model() {
             Some(_) => "hybrid (full-text + vectors)",
@@ -372,6 +373,7 @@ fn status(config: &Config, printer: &Printer) -> Result<()> {
         "version": haivemind_core::VERSION,
         "data_dir": config.data_dir().display().to_string(),
         "database": store.path().display().to_string(),
+        "storage": {"backend": store.storage_description().0, "vector_ranking": store.storage_description().1},
         "schema_version": stats.schema_version,
         "memory_count": stats.live,
         "deleted_count": stats.deleted,
@@ -390,9 +392,10 @@ fn status(config: &Config, printer: &Printer) -> Result<()> {
         "sync": sync_json,
     });
     let text = format!(
-        "machine:     {}\nversion:     {}\ndatabase:    {} (schema {})\nmemories:    {} live, {} deleted\nop log:      {} entries\nsearch:      {}",
+        "machine:     {}\nversion:     {}\ndatabase:    {} {} (schema {})\nmemories:    {} live, {} deleted\nop log:      {} entries\nsearch:      {}",
         store.machine_id(),
         haivemind_core::VERSION,
+        store.storage_description().0,
         store.path().display(),
         stats.schema_version,
         stats.live,

@@ -66,11 +66,12 @@ pub(crate) fn open_hub_database(
 
 fn open_store(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<Store> {
     if config.storage.backend == StorageBackend::Postgres {
-        // The PostgreSQL crate holds the hub's connections and schema, and `migrate` copies
-        // a store into it, but the engine's reads and writes run on SQLite only so far.
-        anyhow::bail!(
-            "storage.backend \"postgres\": this build's engine serves from SQLite only; the hub's database can be prepared and filled with `haivemind migrate --to` (docs/HUB.md)"
-        );
+        make_data_dir_private(config)?;
+        let database = open_hub_database(config, None)?;
+        return Ok(Store::open_postgres(
+            store_options(config, embedder),
+            database,
+        )?);
     }
     open_sqlite_store(config, embedder)
 }

@@ -67,6 +67,8 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         tracing::info!(
             machine_id = store.machine_id(),
             database = %store.path().display(),
+            storage = store.storage_description().0,
+            vectors = store.storage_description().1,
             purged,
             search = if store.embedder_model().is_some() { "hybrid" } else { "full-text only" },
             tls = mcp.is_tls(),

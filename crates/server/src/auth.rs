@@ -138,7 +138,16 @@ impl Authenticator {
     }
 
     fn reload(&self) -> Arc<Vec<KnownToken>> {
-        let tokens = match self.store.live_token_digests() {
+        // Authentication runs in the request's async task; reading the tokens blocks (and on
+        // PostgreSQL drives the client's own runtime), so the worker steps aside for it.
+        let read = || self.store.live_token_digests();
+        let read = match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(read)
+            }
+            _ => read(),
+        };
+        let tokens = match read {
             Ok(rows) => Arc::new(
                 rows.into_iter()
                     .map(|(record, digest)| KnownToken {

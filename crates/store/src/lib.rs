@@ -266,6 +266,17 @@ impl Store {
         }
     }
 
+    /// Which backend holds the store, and how vectors are ranked on it, for status pages.
+    pub fn storage_description(&self) -> (&'static str, &'static str) {
+        match &self.backend {
+            Backend::Sqlite { .. } => ("sqlite", "in-process index over the file's vectors"),
+            Backend::Postgres(_) => (
+                "postgres",
+                "in-process index fed from PostgreSQL (each frontend keeps its own)",
+            ),
+        }
+    }
+
     /// The hub's database, when the store is on PostgreSQL.
     pub fn postgres(&self) -> Option<&haivemind_store_postgres::Database> {
         match &self.backend {

@@ -69,8 +69,22 @@ impl Store {
             newest_ms,
             op_log_entries: count("SELECT count(*) FROM op_log")?,
             tombstones: count("SELECT count(*) FROM tombstones")?,
-            schema_version: migrations::SCHEMA_VERSION,
-            database_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
+            schema_version: match self.dialect() {
+                crate::db::Dialect::Sqlite => migrations::SCHEMA_VERSION,
+                crate::db::Dialect::Postgres => haivemind_store_postgres::SCHEMA_VERSION.into(),
+            },
+            database_bytes: match self.dialect() {
+                crate::db::Dialect::Sqlite => {
+                    std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+                }
+                crate::db::Dialect::Postgres => reader
+                    .query_row(
+                        "SELECT pg_database_size(current_database())",
+                        params![],
+                        |row| row.get::<_, i64>(0),
+                    )?
+                    .max(0) as u64,
+            },
         })
     }
 }
