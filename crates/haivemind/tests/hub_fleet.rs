@@ -119,7 +119,7 @@ fn two_frontends_and_an_edge_share_one_memory_and_converge_to_one_digest() {
     let id = stored["id"].as_str().unwrap().to_string();
     assert_eq!(
         ids_found(&on_b, "payments failover replica", false),
-        [id.clone()]
+        vec![id.clone()]
     );
     assert!(
         ids_found(

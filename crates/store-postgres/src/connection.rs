@@ -44,7 +44,7 @@ impl VectorRanking {
 /// A hub's database: a pool of connections, and what it was found to offer.
 #[derive(Clone)]
 pub struct Database {
-    pool: r2d2::Pool<Manager>,
+    pool: PoolOffRuntime,
     target: Arc<str>,
     vector_ranking: VectorRanking,
 }
@@ -98,7 +98,7 @@ impl Database {
                 reason: error.to_string(),
             })?;
         let mut database = Self {
-            pool,
+            pool: PoolOffRuntime(Some(pool)),
             target: target.into(),
             vector_ranking: VectorRanking::InProcess,
         };
@@ -179,6 +179,32 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, PostgresEr
         .map_err(|e| PostgresError::Config(format!("TLS: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// The pool, dropped where a blocking client may close: the synchronous `postgres` client
+/// drives a runtime of its own, which cannot start inside an async task, so the last
+/// handle dropped in one (a server shutting down) is dropped on a thread of its own.
+#[derive(Clone)]
+struct PoolOffRuntime(Option<r2d2::Pool<Manager>>);
+
+impl PoolOffRuntime {
+    fn get(&self) -> Result<r2d2::PooledConnection<Manager>, r2d2::Error> {
+        self.0.as_ref().expect("the pool lives until drop").get()
+    }
+}
+
+impl Drop for PoolOffRuntime {
+    fn drop(&mut self) {
+        let Some(pool) = self.0.take() else { return };
+        if tokio_in_scope() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
+}
+
+/// Whether this thread is inside an async runtime (where blocking clients must not close).
+fn tokio_in_scope() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
 }
 
 /// r2d2 reports connection failures here; they go to the log once each, without the URL.

@@ -185,12 +185,17 @@ CREATE TABLE connector_checkpoints (
 pub(crate) fn migrate(connection: &mut Connection) -> Result<(), PostgresError> {
     let mut transaction = connection.transaction()?;
     transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-    transaction.batch_execute(
-        "CREATE TABLE IF NOT EXISTS haivemind_schema (
-             version    integer PRIMARY KEY,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         )",
-    )?;
+    let fresh = transaction
+        .query_one("SELECT to_regclass('haivemind_schema') IS NULL", &[])?
+        .get::<_, bool>(0);
+    if fresh {
+        transaction.batch_execute(
+            "CREATE TABLE haivemind_schema (
+                 version    integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )?;
+    }
     let found: i32 = transaction
         .query_one(
             "SELECT coalesce(max(version), 0) FROM haivemind_schema",

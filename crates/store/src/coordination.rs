@@ -1239,7 +1239,7 @@ impl Store {
         let reader = self.reader()?;
         let mut statement = reader.prepare_cached(&format!(
             "SELECT {TASK_COLUMNS} FROM tasks
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR assigned_to = ?2)
+             WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1) AND (CAST(?2 AS TEXT) IS NULL OR assigned_to = ?2)
              ORDER BY created_at DESC LIMIT ?3"
         ))?;
         Ok(statement

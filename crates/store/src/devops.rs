@@ -361,11 +361,11 @@ impl Store {
         }
         self.records(
             "m.category = 'incidents' AND json_extract(m.metadata, '$.incident.title') IS NOT NULL
-             AND (?1 IS NULL OR json_extract(m.metadata, '$.incident.status') = ?1)
-             AND (?2 IS NULL OR json_extract(m.metadata, '$.incident.severity') = ?2)
-             AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(m.metadata, '$.incident.affected_systems') s
+             AND (CAST(?1 AS TEXT) IS NULL OR json_extract(m.metadata, '$.incident.status') = ?1)
+             AND (CAST(?2 AS TEXT) IS NULL OR json_extract(m.metadata, '$.incident.severity') = ?2)
+             AND (CAST(?3 AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM json_each(m.metadata, '$.incident.affected_systems') s
                                         WHERE lower(s.value) = lower(?3)))
-             AND (?4 IS NULL OR m.created_at >= ?4)",
+             AND (CAST(?4 AS BIGINT) IS NULL OR m.created_at >= ?4)",
             vec![
                 query.status.clone().map_or(SqlValue::Null, SqlValue::Text),
                 query.severity.clone().map_or(SqlValue::Null, SqlValue::Text),
@@ -564,8 +564,8 @@ impl Store {
         ];
         const MATCHES: &str = "m.category = 'infrastructure'
              AND json_extract(m.metadata, '$.infra_state.machine_id') IS NOT NULL
-             AND (?1 IS NULL OR json_extract(m.metadata, '$.infra_state.machine_id') = ?1)
-             AND (?2 IS NULL OR json_extract(m.metadata, '$.infra_state.state_type') = ?2)";
+             AND (CAST(?1 AS TEXT) IS NULL OR json_extract(m.metadata, '$.infra_state.machine_id') = ?1)
+             AND (CAST(?2 AS TEXT) IS NULL OR json_extract(m.metadata, '$.infra_state.state_type') = ?2)";
         if history {
             if machine_id.is_none() {
                 return Err(InvalidInput::new("machine_id", "is required for a history").into());

@@ -60,13 +60,20 @@ pub fn run_json(mut command: Command, args: &[&str]) -> Value {
 /// A data directory and config of its own, so tests never touch the user's memory.
 pub struct Scratch {
     pub dir: TempDir,
+    /// With `HAIVEMIND_TEST_BACKEND=postgres`, the node's store is a database of its own on
+    /// the test PostgreSQL (`storage.backend` set in every config written here).
+    pub database: Option<database::ScratchDatabase>,
 }
 
 impl Scratch {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("config.json"), "{}").expect("write config");
-        Self { dir }
+        let database = std::env::var("HAIVEMIND_TEST_BACKEND")
+            .is_ok_and(|b| b == "postgres")
+            .then(|| database::ScratchDatabase::new(database::Server::Pgvector));
+        let scratch = Self { dir, database };
+        scratch.write_config("{}");
+        scratch
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -78,6 +85,18 @@ impl Scratch {
     }
 
     pub fn write_config(&self, json: &str) {
+        let mut json = json.to_string();
+        if self.database.is_some()
+            && let Ok(Value::Object(mut config)) = serde_json::from_str::<Value>(&json)
+        {
+            config
+                .entry("storage")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .expect("storage is an object")
+                .insert("backend".into(), json!("postgres"));
+            json = Value::Object(config).to_string();
+        }
         std::fs::write(self.config_path(), json).expect("write config");
     }
 
@@ -92,6 +111,9 @@ impl Scratch {
             .env("HAIVEMIND_DATA_DIR", self.data_dir())
             .env("HAIVEMIND_MACHINE_ID", "e2e-machine")
             .current_dir(self.dir.path());
+        if let Some(database) = &self.database {
+            command.env("HAIVEMIND_DATABASE_URL", &database.url);
+        }
         command
     }
 
