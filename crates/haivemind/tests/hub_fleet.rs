@@ -110,6 +110,11 @@ fn two_frontends_and_an_edge_share_one_memory_and_converge_to_one_digest() {
     let on_a = Session::open(hub_a, &token, "writer");
     let on_b = Session::open(hub_b, &token, "reader");
 
+    // Its live events reach clients of the other frontend: each frontend's watcher reads
+    // the one op log.
+    let mut socket = common::fleet::websocket(hub_b, "edge", Some(common::fleet::FLEET_TOKEN))
+        .expect("a WebSocket on hub-b");
+
     // A write through one frontend is found through the other at once, by words and by
     // meaning.
     let stored = on_a.ok(
@@ -121,6 +126,9 @@ fn two_frontends_and_an_edge_share_one_memory_and_converge_to_one_digest() {
         ids_found(&on_b, "payments failover replica", false),
         vec![id.clone()]
     );
+    let event = common::fleet::next_event(&mut socket, "memory_created");
+    assert_eq!(event["memory_id"], id.as_str());
+    assert_eq!(event["origin"], "hub-a");
     assert!(
         ids_found(
             &on_b,
@@ -271,26 +279,21 @@ fn a_frontend_killed_mid_write_loses_no_acknowledged_write() {
         let writer = scope.spawn(|| {
             let session = Session::open(&nodes[0], &token, "writer");
             for i in 0.. {
-                // The kill cuts a request off mid-way: the client's read fails.
+                // The kill cuts a request off mid-way: the client's read fails, or its
+                // answer stops short. Either way the write is not acknowledged.
                 let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    nodes[0].served().call_tool(
+                    let response = nodes[0].served().call_tool(
                         &token,
                         &session.id,
                         i + 10,
                         "store_memory",
                         json!({"content": format!("deploy log line {i} for the checkout service")}),
-                    )
+                    );
+                    (response.status == 200)
+                        .then(|| response.rpc(i + 10)["result"]["structuredContent"]["id"].clone())
+                        .and_then(|id| id.as_str().map(str::to_string))
                 }));
-                let Ok(response) = sent else { break };
-                if response.status != 200 {
-                    break;
-                }
-                let Some(id) = response.rpc(i + 10)["result"]["structuredContent"]["id"]
-                    .as_str()
-                    .map(str::to_string)
-                else {
-                    break;
-                };
+                let Ok(Some(id)) = sent else { break };
                 acknowledged.lock().unwrap().push(id);
             }
         });
@@ -307,6 +310,131 @@ fn a_frontend_killed_mid_write_loses_no_acknowledged_write() {
     let reader = Session::open(&nodes[1], &token, "reader");
     for id in &acknowledged {
         let found = reader.call("retrieve_memory", json!({"memory_id": id}));
+        assert_eq!(
+            found["isError"], false,
+            "acknowledged {id} is lost: {found}"
+        );
+    }
+}
+
+/// A PostgreSQL of this test's own (`scripts/postgres`), which it stops and starts again.
+struct OwnServer {
+    dir: String,
+    url: String,
+}
+
+impl OwnServer {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres")
+    }
+
+    fn start() -> Self {
+        let output = std::process::Command::new(Self::script())
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let printed = String::from_utf8(output.stdout).unwrap();
+        let mut lines = printed.lines();
+        OwnServer {
+            dir: lines.next().unwrap().to_string(),
+            url: lines.next().unwrap().to_string(),
+        }
+    }
+
+    fn run(&self, what: &str) {
+        let status = std::process::Command::new(Self::script())
+            .args([what, &self.dir])
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/postgres {what}");
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script())
+            .args(["stop", &self.dir])
+            .status();
+    }
+}
+
+fn health(node: &FleetNode) -> u16 {
+    common::http::Request::new("GET", "/health")
+        .send(&node.served().sync_address)
+        .status
+}
+
+#[test]
+fn a_database_outage_is_answered_503_and_loses_no_acknowledged_write() {
+    let server = OwnServer::start();
+    let database = ScratchDatabase {
+        admin_url: server.url.clone(),
+        name: "postgres".into(),
+        url: server.url.clone(),
+    };
+    let mut nodes = fleet_of(&["hub-a"], 1);
+    join_hub(&mut nodes[0], &database);
+    nodes[0].start();
+    let node = &nodes[0];
+    let token = token_for(node, "agent");
+    let session = Session::open(node, &token, "writer");
+    let mut acknowledged = Vec::new();
+    let mut store = |i: u32| -> Option<String> {
+        let response = node.served().call_tool(
+            &token,
+            &session.id,
+            u64::from(i) + 100,
+            "store_memory",
+            json!({"content": format!("outage drill write {i}")}),
+        );
+        if response.status != 200 {
+            assert_eq!(response.status, 503, "{}", response.text());
+            assert!(
+                response.text().contains("database_unavailable"),
+                "{}",
+                response.text()
+            );
+            return None;
+        }
+        response.rpc(u64::from(i) + 100)["result"]["structuredContent"]["id"]
+            .as_str()
+            .map(str::to_string)
+    };
+    for i in 0..10 {
+        acknowledged.push(store(i).expect("the database is up"));
+    }
+
+    server.run("halt");
+    wait_for("the frontend to notice the outage", || health(node) == 503);
+    let during: Vec<Option<String>> = (10..15).map(&mut store).collect();
+    assert!(
+        during.iter().all(Option::is_none),
+        "nothing is acknowledged while the database is down: {during:?}"
+    );
+    let refused = common::http::Request::new("GET", "/api/status")
+        .bearer(common::fleet::FLEET_TOKEN)
+        .send(&node.served().sync_address);
+    assert_eq!(refused.status, 503, "{}", refused.text());
+
+    server.run("resume");
+    wait_for("the frontend to reconnect by itself", || {
+        health(node) == 200
+    });
+    for i in 15..25 {
+        // The first call after the outage may still meet a connection the restart broke;
+        // it is refused, not acknowledged, and the next one goes through.
+        if let Some(id) = store(i).or_else(|| store(i + 1000)) {
+            acknowledged.push(id);
+        }
+    }
+    assert!(acknowledged.len() >= 19);
+    for id in &acknowledged {
+        let found = session.call("retrieve_memory", json!({"memory_id": id}));
         assert_eq!(
             found["isError"], false,
             "acknowledged {id} is lost: {found}"

@@ -96,6 +96,9 @@ pub(crate) struct AppState {
     session_idle: Duration,
     /// rmcp's own table of open `/mcp` sessions: the truth about which are still open.
     mcp_sessions: Arc<LocalSessionManager>,
+    /// Why the hub's database cannot be reached, while it cannot (probed every second on
+    /// PostgreSQL; always `None` on SQLite): requests are answered 503 meanwhile.
+    storage_down: Arc<Mutex<Option<String>>>,
 }
 
 impl AppState {
@@ -214,6 +217,7 @@ impl McpApp {
             session_owners: Mutex::new(SessionOwners::default()),
             session_idle: Duration::from_secs(config.server.session_idle_secs),
             mcp_sessions: Arc::clone(&sessions),
+            storage_down: Arc::default(),
         });
         // Host and Origin are checked by our own guard, before authentication, with the
         // same rules for /mcp and /sse; rmcp's copies of those checks are turned off.
@@ -235,6 +239,10 @@ impl McpApp {
             .route("/messages", post(sse::message))
             .route("/messages/", post(sse::message))
             .layer(from_fn_with_state(Arc::clone(&state), guard::time_limit))
+            .layer(from_fn_with_state(
+                Arc::clone(&state),
+                guard::storage_available,
+            ))
             .layer(from_fn_with_state(Arc::clone(&state), guard::authenticate))
             .layer(from_fn_with_state(
                 Arc::clone(&state),
@@ -247,6 +255,10 @@ impl McpApp {
             .route("/ws/{machine_id}", get(websocket::subscribe))
             .route("/metrics", get(metrics::render))
             .layer(from_fn_with_state(Arc::clone(&state), guard::time_limit))
+            .layer(from_fn_with_state(
+                Arc::clone(&state),
+                guard::storage_available,
+            ))
             .layer(from_fn_with_state(Arc::clone(&state), guard::authenticate));
         let health_only = with_health_and_outer_guards(sync_guarded, &state);
         let router = with_health_and_outer_guards(guarded, &state);
@@ -289,6 +301,9 @@ impl McpApp {
                 self.state.mcp.clone(),
             )),
         ];
+        if self.state.store.postgres().is_some() {
+            tasks.push(tokio::spawn(probe_storage(Arc::clone(&self.state))));
+        }
         let peers = discover_peers(config, self.state.store.machine_id(), sync_port);
         if peers.is_empty() {
             return Ok(tasks);
@@ -689,7 +704,54 @@ async fn session_deleted_is_no_content(
     response
 }
 
+/// Every second, whether the hub's database answers; the change is logged once each way.
+async fn probe_storage(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let store = Arc::clone(&state.store);
+        let probed = tokio::task::spawn_blocking(move || store.check_storage()).await;
+        let problem = match probed {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(haivemind_core::error::excerpt(&error.to_string())),
+            Err(error) => Some(error.to_string()),
+        };
+        let Ok(mut down) = state.storage_down.lock() else {
+            continue;
+        };
+        match (&*down, &problem) {
+            (None, Some(problem)) => {
+                tracing::error!(%problem, "the database is unavailable; answering 503 until it is back")
+            }
+            (Some(_), None) => tracing::info!("the database is back"),
+            _ => {}
+        }
+        *down = problem;
+    }
+}
+
+impl AppState {
+    /// Why the database cannot be reached, if it cannot.
+    pub(crate) fn storage_down(&self) -> Option<String> {
+        self.storage_down.lock().ok().and_then(|down| down.clone())
+    }
+}
+
 async fn health(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(reason) = state.storage_down() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "2")],
+            axum::Json(json!({
+                "status": "unavailable",
+                "reason": reason,
+                "machine_id": state.store.machine_id(),
+                "version": VERSION,
+            })),
+        )
+            .into_response();
+    }
     axum::Json(json!({
         "status": "ok",
         "machine_id": state.store.machine_id(),

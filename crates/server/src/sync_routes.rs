@@ -120,7 +120,17 @@ pub(crate) async fn trigger(State(state): State<Arc<AppState>>, request: Request
     axum::Json(json!({"machine_id": state.store.machine_id(), "peers": peers})).into_response()
 }
 
-fn internal(error: impl std::fmt::Display) -> Response {
+fn internal(error: impl std::fmt::Display + 'static) -> Response {
+    if let Some(haivemind_store::StoreError::Unavailable(reason)) =
+        (&error as &dyn std::any::Any).downcast_ref::<haivemind_store::StoreError>()
+    {
+        tracing::warn!(%reason, "sync route: the database is unavailable");
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is unavailable; try again shortly",
+        );
+    }
     tracing::error!(%error, "sync route failed");
     refusal(
         StatusCode::INTERNAL_SERVER_ERROR,

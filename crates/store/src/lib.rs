@@ -277,6 +277,14 @@ impl Store {
         }
     }
 
+    /// Whether the database answers now (on SQLite, the file is always there): for health
+    /// checks, which must not wait on a pool that cannot connect.
+    pub fn check_storage(&self) -> Result<(), StoreError> {
+        self.reader()?
+            .query_row("SELECT 1", db::params![], |_| Ok(()))
+            .map_err(StoreError::from)
+    }
+
     /// The hub's database, when the store is on PostgreSQL.
     pub fn postgres(&self) -> Option<&haivemind_store_postgres::Database> {
         match &self.backend {

@@ -15,7 +15,7 @@ pub enum Server {
 
 /// An empty database, dropped (with its connections) at the end of the test.
 pub struct ScratchDatabase {
-    admin_url: String,
+    pub admin_url: String,
     pub name: String,
     pub url: String,
 }
@@ -64,6 +64,9 @@ impl ScratchDatabase {
 
 impl Drop for ScratchDatabase {
     fn drop(&mut self) {
+        if self.name == "postgres" {
+            return; // a whole server of the test's own, stopped by its owner
+        }
         if let Ok(mut admin) = postgres::Client::connect(&self.admin_url, postgres::NoTls) {
             let _ = admin.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
