@@ -373,6 +373,31 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::By
         .map_err(|_| too_large(limit))
 }
 
+/// While the hub's database cannot be reached, every request but `/health` is answered
+/// 503 with the reason, so a load balancer and a client both know to try again (and no
+/// write is acknowledged that the database did not take).
+pub(crate) async fn storage_available(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.storage_down() {
+        Some(reason) => {
+            let mut response = refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                format!("the database is unavailable ({reason}); try again shortly"),
+            );
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("2"),
+            );
+            response
+        }
+        None => next.run(request).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,30 +453,5 @@ mod tests {
         ] {
             assert!(!policy.origin_allowed(bad), "{bad}");
         }
-    }
-}
-
-/// While the hub's database cannot be reached, every request but `/health` is answered
-/// 503 with the reason, so a load balancer and a client both know to try again (and no
-/// write is acknowledged that the database did not take).
-pub(crate) async fn storage_available(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match state.storage_down() {
-        Some(reason) => {
-            let mut response = refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
-                format!("the database is unavailable ({reason}); try again shortly"),
-            );
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("2"),
-            );
-            response
-        }
-        None => next.run(request).await,
     }
 }
