@@ -128,6 +128,8 @@ pub(crate) use params;
 /// A connection (or transaction) of either backend. Methods take `&self`, as rusqlite's do.
 pub struct Connection<'a> {
     inner: Inner<'a>,
+    /// On PostgreSQL with pgvector: vectors are also written to the `embedding` column.
+    pgvector: bool,
 }
 
 /// The engine writes through the same type it reads through.
@@ -172,27 +174,40 @@ impl<'a> Connection<'a> {
     pub(crate) fn sqlite_reader(reader: crate::connection_pool::PooledReader<'a>) -> Self {
         Self {
             inner: Inner::SqliteReader(reader),
+            pgvector: false,
         }
     }
 
     pub(crate) fn sqlite_transaction(transaction: rusqlite::Transaction<'a>) -> Self {
         Self {
             inner: Inner::SqliteTransaction(transaction),
+            pgvector: false,
         }
     }
 
     pub(crate) fn postgres_pooled(
         connection: r2d2::PooledConnection<haivemind_store_postgres::Manager>,
+        pgvector: bool,
     ) -> Self {
         Self {
             inner: Inner::Postgres(RefCell::new(PgHandle::Pooled(Box::new(connection)))),
+            pgvector,
         }
     }
 
-    pub(crate) fn postgres_transaction(transaction: postgres::Transaction<'a>) -> Self {
+    pub(crate) fn postgres_transaction(
+        transaction: postgres::Transaction<'a>,
+        pgvector: bool,
+    ) -> Self {
         Self {
             inner: Inner::Postgres(RefCell::new(PgHandle::Transaction(transaction))),
+            pgvector,
         }
+    }
+
+    /// Whether vectors are ranked by pgvector here (PostgreSQL with the extension).
+    pub(crate) fn pgvector(&self) -> bool {
+        self.pgvector
     }
 
     /// Which database this is.

@@ -104,6 +104,9 @@ impl Store {
     /// Loads the vectors written since the index last looked, so that the next search does
     /// not have to. Without a model, does nothing.
     pub fn warm_vector_index(&self) -> Result<(), StoreError> {
+        if self.pgvector() {
+            return Ok(()); // pgvector ranks in the database: nothing to hold here
+        }
         match &self.vectors {
             Some(index) => index.catch_up(&self.reader()?),
             None => Ok(()),

@@ -120,7 +120,11 @@ impl Store {
             };
             hits.push(SearchHit { memory, score });
         }
-        let not_embedded = index.len() == 0;
+        let not_embedded = if self.pgvector() {
+            vector_hits.is_empty()
+        } else {
+            index.len() == 0
+        };
         Ok(SearchResults {
             hits,
             // Every memory has some similarity to any query, so the vector side "matches"
@@ -188,6 +192,20 @@ impl Store {
         depth: usize,
     ) -> Result<Vec<(MemoryId, f32)>, StoreError> {
         let reader = self.reader()?;
+        if self.pgvector() {
+            let candidates = self.pgvector_nearest(
+                &reader,
+                index.model_id(),
+                index.dims(),
+                query,
+                filter,
+                depth * RESCORED,
+            )?;
+            let mut ranked = exact_similarities(&reader, &candidates, index.dims(), query)?;
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+            ranked.truncate(depth);
+            return Ok(ranked);
+        }
         index.catch_up(&reader)?;
         let wanted = if filter.is_empty() {
             (depth * OVERSCAN).max(MIN_CANDIDATES)

@@ -53,6 +53,7 @@ mod stats;
 pub mod tables;
 mod tokens;
 mod vectors;
+mod vectors_postgres;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -239,7 +240,7 @@ impl Store {
         options: StoreOptions,
         database: haivemind_store_postgres::Database,
     ) -> Result<Self, StoreError> {
-        Ok(Self {
+        let store = Self {
             path: PathBuf::from(format!("postgres://{}", database.target())),
             machine_id: options.machine_id,
             rules: options.rules,
@@ -255,7 +256,9 @@ impl Store {
             backend: Backend::Postgres(database),
             clock: Mutex::new(HybridClock::new()),
             term_frequencies: Default::default(),
-        })
+        };
+        store.index_vectors_in_postgres()?;
+        Ok(store)
     }
 
     /// Which database the store is on.
@@ -270,11 +273,21 @@ impl Store {
     pub fn storage_description(&self) -> (&'static str, &'static str) {
         match &self.backend {
             Backend::Sqlite { .. } => ("sqlite", "in-process index over the file's vectors"),
+            Backend::Postgres(_) if self.pgvector() => {
+                ("postgres", "pgvector (HNSW, cosine) in PostgreSQL")
+            }
             Backend::Postgres(_) => (
                 "postgres",
-                "in-process index fed from PostgreSQL (each frontend keeps its own)",
+                "in-process index fed from PostgreSQL (pgvector is not installed there)",
             ),
         }
+    }
+
+    /// Whether vectors are ranked by pgvector: on PostgreSQL with the extension.
+    pub(crate) fn pgvector(&self) -> bool {
+        self.postgres().is_some_and(|database| {
+            database.vector_ranking() == haivemind_store_postgres::VectorRanking::Pgvector
+        })
     }
 
     /// Whether the database answers now (on SQLite, the file is always there): for health
@@ -309,9 +322,10 @@ impl Store {
     fn reader(&self) -> Result<db::Connection<'_>, StoreError> {
         match &self.backend {
             Backend::Sqlite { readers, .. } => Ok(db::Connection::sqlite_reader(readers.get()?)),
-            Backend::Postgres(database) => {
-                Ok(db::Connection::postgres_pooled(database.connection()?))
-            }
+            Backend::Postgres(database) => Ok(db::Connection::postgres_pooled(
+                database.connection()?,
+                self.pgvector(),
+            )),
         }
     }
 
@@ -338,7 +352,8 @@ impl Store {
                 transaction
                     .execute("SELECT pg_advisory_xact_lock($1)", &[&HUB_WRITE_LOCK])
                     .map_err(db::DbError::from)?;
-                let transaction = db::Connection::postgres_transaction(transaction);
+                let transaction =
+                    db::Connection::postgres_transaction(transaction, self.pgvector());
                 let out = work(&transaction)?;
                 transaction.commit()?;
                 Ok(out)

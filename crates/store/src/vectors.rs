@@ -48,11 +48,44 @@ pub(crate) fn put(
 ) -> Result<(), StoreError> {
     tx.prepare_cached("DELETE FROM memory_vectors WHERE memory_rowid = ?1")?
         .execute(params![memory_rowid])?;
+    if tx.pgvector() {
+        tx.prepare_cached(
+            "INSERT INTO memory_vectors (memory_rowid, model_id, vector, embedding)
+             VALUES (?1, ?2, ?3, CAST(?4 AS text)::vector)",
+        )?
+        .execute(params![
+            memory_rowid,
+            model_id,
+            to_blob(vector),
+            pgvector_literal(vector)
+        ])?;
+        return Ok(());
+    }
     tx.prepare_cached(
         "INSERT INTO memory_vectors (memory_rowid, model_id, vector) VALUES (?1, ?2, ?3)",
     )?
     .execute(params![memory_rowid, model_id, to_blob(vector)])?;
     Ok(())
+}
+
+/// pgvector's text form of a vector: `[0.1,0.2,…]`.
+pub(crate) fn pgvector_literal(vector: &[f32]) -> String {
+    let values: Vec<String> = vector.iter().map(f32::to_string).collect();
+    format!("[{}]", values.join(","))
+}
+
+/// A model id as an SQL string literal (it names pgvector's partial index, which the
+/// planner matches only against a literal).
+pub(crate) fn model_literal(model_id: &str) -> String {
+    format!("'{}'", model_id.replace('\'', "''"))
+}
+
+/// The name of pgvector's index for one model's vectors.
+pub(crate) fn hnsw_index_name(model_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(model_id.as_bytes());
+    let short: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("memory_vectors_hnsw_{short}")
 }
 
 /// The dot product of two unit vectors: their cosine similarity.
