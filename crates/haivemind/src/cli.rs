@@ -279,6 +279,10 @@ pub enum BenchCommand {
         /// or a built-in grid) and print a row per setting.
         #[arg(long)]
         sweep: bool,
+        /// The store to measure: a SQLite file in a scratch directory (default), or an
+        /// empty PostgreSQL database named by HAIVEMIND_DATABASE_URL.
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: crate::locomo::Backend,
     },
 }
 

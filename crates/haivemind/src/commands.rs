@@ -151,9 +151,12 @@ pub fn run(cli: Cli) -> Result<()> {
             BenchCommand::Hybrid { sizes, queries } => {
                 crate::bench_hybrid::run(&config.model_dir(), &sizes, queries, printer.json)
             }
-            BenchCommand::Locomo { data, mode, sweep } => {
-                crate::locomo::run(&data, mode, sweep, printer.json)
-            }
+            BenchCommand::Locomo {
+                data,
+                mode,
+                sweep,
+                backend,
+            } => crate::locomo::run(&data, mode, sweep, backend, printer.json),
         },
         Command::Purge => {
             let store = open(&config)?;

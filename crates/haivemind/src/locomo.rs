@@ -294,13 +294,37 @@ pub enum Mode {
     Vectors,
 }
 
-pub fn run(data: &Path, mode: Mode, sweep: bool, json_output: bool) -> Result<()> {
+/// Which store a benchmark measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// A SQLite file in a scratch directory.
+    Sqlite,
+    /// The empty PostgreSQL database at `HAIVEMIND_DATABASE_URL`.
+    Postgres,
+}
+
+pub fn run(
+    data: &Path,
+    mode: Mode,
+    sweep: bool,
+    backend: Backend,
+    json_output: bool,
+) -> Result<()> {
     let semantic = mode != Mode::FullText;
     // Settings from the environment (HAIVEMIND_SEARCH__*) still apply on top of these.
-    let settings = match mode {
+    let mut settings = match mode {
         Mode::Vectors => json!({"search": {"full_text_weight": 0.0, "vector_weight": 1.0}}),
         Mode::Hybrid | Mode::FullText => json!({}),
     };
+    if backend == Backend::Postgres {
+        if sweep {
+            bail!("--sweep runs on the default SQLite backend only");
+        }
+        if std::env::var_os("HAIVEMIND_DATABASE_URL").is_none() {
+            bail!("--backend postgres needs HAIVEMIND_DATABASE_URL naming an empty database");
+        }
+        settings["storage"] = json!({"backend": "postgres"});
+    }
     let text =
         std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
     let samples: Vec<Value> = serde_json::from_str(&text)
@@ -332,6 +356,7 @@ pub fn run(data: &Path, mode: Mode, sweep: bool, json_output: bool) -> Result<()
         .collect();
     let summary = json!({
         "data": data.display().to_string(),
+        "backend": format!("{backend:?}").to_lowercase(),
         "mode": format!("{mode:?}").to_lowercase(),
         "memories": store_times.len(),
         "search_mode": search_mode,
