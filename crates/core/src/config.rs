@@ -694,6 +694,19 @@ mod tests {
         assert_eq!(config.memory.recover_days, defaults.memory.recover_days);
         assert_eq!(config.server.max_body_bytes, defaults.server.max_body_bytes);
         assert_eq!(config.logging.level, defaults.logging.level);
+        assert_eq!(config.storage.backend, defaults.storage.backend);
+        assert_eq!(
+            config.storage.postgres.pool_size,
+            defaults.storage.postgres.pool_size
+        );
+        assert_eq!(
+            config.storage.postgres.sslmode,
+            defaults.storage.postgres.sslmode
+        );
+        assert_eq!(
+            config.storage.postgres.connect_timeout_secs,
+            defaults.storage.postgres.connect_timeout_secs
+        );
     }
 
     #[test]

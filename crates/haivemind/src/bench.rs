@@ -417,14 +417,30 @@ impl Drop for ScratchDir {
 }
 
 /// Runs the engine benchmark at each corpus size and prints the results.
-pub fn run(sizes: &[usize], queries: usize, corpus: Corpus, json_output: bool) -> Result<()> {
+pub fn run(
+    config: &haivemind_core::Config,
+    sizes: &[usize],
+    queries: usize,
+    corpus: Corpus,
+    backend: crate::locomo::Backend,
+    json_output: bool,
+) -> Result<()> {
     let text = TextSource::new(corpus);
     let guard = ScratchDir::create("bench")?;
     let scratch = guard.0.clone();
-    let store = Store::open(StoreOptions::new(
-        scratch.join("haivemind.sqlite3"),
-        "bench",
-    ))?;
+    let options = StoreOptions::new(scratch.join("haivemind.sqlite3"), "bench");
+    let store = match backend {
+        crate::locomo::Backend::Sqlite => Store::open(options)?,
+        crate::locomo::Backend::Postgres => {
+            let database = crate::node::open_hub_database(config, None)?;
+            let store = Store::open_postgres(options, database)?;
+            if !store.holds_nothing()? {
+                anyhow::bail!("bench store --backend postgres needs an empty database");
+            }
+            store
+        }
+    };
+    let on_postgres = backend == crate::locomo::Backend::Postgres;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut rows = Vec::new();
     let mut filled = 0;
@@ -461,20 +477,32 @@ pub fn run(sizes: &[usize], queries: usize, corpus: Corpus, json_output: bool) -
         .first()
         .map(|m| m.id.to_string())
         .context("no memory to retrieve")?;
+    let postgres_bytes = on_postgres.then(|| store.stats().map(|s| s.database_bytes));
     drop(store);
-    let (retrieve, server_rss) = time_stdio_retrieve(&scratch, &any_id, 2000)?;
-    rows.push(latency_row(
-        filled,
-        "retrieve_memory round trip over stdio",
-        &retrieve,
-    ));
+    // The stdio round trip measures the MCP layer over the SQLite file; on PostgreSQL the
+    // engine numbers above are the comparison.
+    let server_rss = if on_postgres {
+        None
+    } else {
+        let (retrieve, server_rss) = time_stdio_retrieve(&scratch, &any_id, 2000)?;
+        rows.push(latency_row(
+            filled,
+            "retrieve_memory round trip over stdio",
+            &retrieve,
+        ));
+        server_rss
+    };
     let bench_rss = peak_rss_kib(None);
-    let database_bytes = std::fs::metadata(scratch.join("haivemind.sqlite3"))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let database_bytes = match postgres_bytes {
+        Some(bytes) => bytes?,
+        None => std::fs::metadata(scratch.join("haivemind.sqlite3"))
+            .map(|m| m.len())
+            .unwrap_or(0),
+    };
     drop(guard);
 
     let summary = json!({
+        "backend": format!("{backend:?}").to_lowercase(),
         "corpus": format!("{corpus:?}").to_lowercase(),
         "rows": rows,
         "peak_rss_kib": {"bench_process": bench_rss, "mcp_server": server_rss},
@@ -484,7 +512,11 @@ pub fn run(sizes: &[usize], queries: usize, corpus: Corpus, json_output: bool) -
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
     }
-    println!("corpus: {}", format!("{corpus:?}").to_lowercase());
+    println!(
+        "backend: {}, corpus: {}",
+        format!("{backend:?}").to_lowercase(),
+        format!("{corpus:?}").to_lowercase()
+    );
     println!();
     print_latency_table(&rows, 3);
     println!();

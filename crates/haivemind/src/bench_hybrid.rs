@@ -9,7 +9,6 @@
 //! `store_memory` embeds its note, and every search embeds its (never repeated) query.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -76,7 +75,14 @@ impl Embedder for BenchEmbedder {
 }
 
 /// Runs the hybrid benchmark and prints its table.
-pub fn run(model_dir: &Path, sizes: &[usize], queries: usize, json_output: bool) -> Result<()> {
+pub fn run(
+    config: &haivemind_core::Config,
+    sizes: &[usize],
+    queries: usize,
+    backend: crate::locomo::Backend,
+    json_output: bool,
+) -> Result<()> {
+    let model_dir = &config.model_dir();
     let real = haivemind_embed::MiniLm::load(model_dir)
         .with_context(|| format!("cannot load the model from {}", model_dir.display()))?;
     let text = TextSource::new(Corpus::Zipf);
@@ -94,14 +100,23 @@ pub fn run(model_dir: &Path, sizes: &[usize], queries: usize, json_output: bool)
 
     let guard = ScratchDir::create("bench-hybrid")?;
     let path = guard.0.join("haivemind.sqlite3");
-    let open = |fusion: Fusion| {
-        Store::open(StoreOptions {
+    let open = |fusion: Fusion| -> Result<Store> {
+        let options = StoreOptions {
             embedder: Some(Arc::clone(&embedder) as Arc<dyn Embedder>),
             fusion,
             ..StoreOptions::new(&path, "bench")
+        };
+        Ok(match backend {
+            crate::locomo::Backend::Sqlite => Store::open(options)?,
+            crate::locomo::Backend::Postgres => {
+                Store::open_postgres(options, crate::node::open_hub_database(config, None)?)?
+            }
         })
     };
     let store = open(Fusion::default())?;
+    if !store.holds_nothing()? {
+        bail!("bench hybrid --backend postgres needs an empty database");
+    }
     // Vector ranking alone, for recall: the full-text side weighs nothing.
     let vectors_only = open(Fusion {
         full_text_weight: 0.0,
@@ -185,7 +200,12 @@ pub fn run(model_dir: &Path, sizes: &[usize], queries: usize, json_output: bool)
     drop((store, vectors_only));
     drop(guard);
 
-    let summary = json!({"rows": rows, "vector_recall": recalls, "peak_rss_kib": rss});
+    let summary = json!({
+        "backend": format!("{backend:?}").to_lowercase(),
+        "rows": rows,
+        "vector_recall": recalls,
+        "peak_rss_kib": rss,
+    });
     if json_output {
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());

@@ -251,6 +251,10 @@ pub enum BenchCommand {
         /// Which synthetic corpus: zipf (realistic word frequencies) or dense (worst case).
         #[arg(long, value_enum, default_value = "zipf")]
         corpus: crate::bench::Corpus,
+        /// The store to measure: a SQLite file in a scratch directory (default), or an
+        /// empty PostgreSQL database named by HAIVEMIND_DATABASE_URL.
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: crate::locomo::Backend,
     },
     /// The embedding model: load time, memory, latency per text.
     Embedder,
@@ -263,6 +267,10 @@ pub enum BenchCommand {
         /// Search queries per size.
         #[arg(long, default_value_t = 300)]
         queries: usize,
+        /// The store to measure: a SQLite file in a scratch directory (default), or an
+        /// empty PostgreSQL database named by HAIVEMIND_DATABASE_URL.
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: crate::locomo::Backend,
     },
     /// Retrieval quality (SPEC section 10) on a LoCoMo-format file, through a real
     /// `haivemind mcp`.

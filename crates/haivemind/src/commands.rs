@@ -146,11 +146,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 sizes,
                 queries,
                 corpus,
-            } => crate::bench::run(&sizes, queries, corpus, printer.json),
+                backend,
+            } => crate::bench::run(&config, &sizes, queries, corpus, backend, printer.json),
             BenchCommand::Embedder => crate::bench::run_embedder(&config.model_dir(), printer.json),
-            BenchCommand::Hybrid { sizes, queries } => {
-                crate::bench_hybrid::run(&config.model_dir(), &sizes, queries, printer.json)
-            }
+            BenchCommand::Hybrid {
+                sizes,
+                queries,
+                backend,
+            } => crate::bench_hybrid::run(&config, &sizes, queries, backend, printer.json),
             BenchCommand::Locomo {
                 data,
                 mode,

@@ -1,5 +1,6 @@
 //! The team hub's PostgreSQL through the real binary: a store moved into a real database
-//! and back loses nothing (`haivemind migrate`), on PostgreSQL with pgvector and without.
+//! and back loses nothing (`haivemind migrate`), on PostgreSQL with pgvector and without;
+//! the database's password shows nowhere.
 
 mod common;
 
@@ -208,14 +209,31 @@ fn the_database_password_reaches_no_output_and_no_log() {
         "{message}"
     );
 
-    // A node configured for the hub says plainly that its engine serves from SQLite today.
+    // A node of the hub: its status names the backend and the database, never the password.
     let hub = Scratch::new();
     hub.write_config(r#"{"storage": {"backend": "postgres"}}"#);
     let mut command = hub.command();
     command.env("HAIVEMIND_DATABASE_URL", &database.url);
-    let output = command.args(["stats"]).output().unwrap();
-    assert!(!output.status.success());
-    let message = String::from_utf8_lossy(&output.stderr);
-    assert!(message.contains("storage.backend"), "{message}");
-    assert!(!message.contains(&password), "{message}");
+    let output = command.args(["--json", "status"]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shown = String::from_utf8_lossy(&output.stdout).to_string();
+    let status: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(status["storage"]["backend"], "postgres", "{status}");
+    assert!(
+        status["database"]
+            .as_str()
+            .unwrap()
+            .contains(&database.name),
+        "{status}"
+    );
+    assert_eq!(
+        status["memory_count"], 1,
+        "the migrated memory is there: {status}"
+    );
+    assert!(!shown.contains(&password), "{shown}");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains(&password));
 }

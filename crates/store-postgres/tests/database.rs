@@ -223,7 +223,7 @@ fn every_op_log_entry_is_announced_to_every_listening_frontend() {
         .client()
         .query_one(
             "INSERT INTO op_log (op_id, hlc, origin, record_kind, record_id, op, payload, shareable)
-             VALUES ('op-1', 1, 'frontend-a', 'memory', 'm', 'create', '{}', true) RETURNING seq",
+             VALUES ('op-1', 1, 'frontend-a', 'memory', 'm', 'create', '{}', 1) RETURNING seq",
             &[],
         )
         .unwrap()

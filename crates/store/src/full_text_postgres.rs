@@ -9,9 +9,12 @@
 //! `ts_rank` has no document frequency at all: a rare word would count no more than a
 //! common one.
 
-use crate::db::{Dialect, params_from_iter};
+use crate::db::{Dialect, OptionalExtension, params_from_iter};
+use crate::full_text::MAX_TIERED_WORDS;
 use crate::rows::{MEMORY_COLUMNS, memory_from_row};
-use crate::search::{MAX_COUNTED, MemoryFilter, QueryTerms, SearchHit, TermPlan};
+use crate::search::{
+    COMMON_QUERY_CANDIDATES, MAX_COUNTED, MemoryFilter, QueryTerms, SearchHit, TermPlan,
+};
 use crate::{Store, StoreError};
 use rusqlite::types::Value as SqlValue;
 
@@ -57,37 +60,79 @@ impl Store {
         let plan = TermPlan::new(&frequencies, ubiquitous, common);
         let kept = &plan.kept;
         let total = documents.max(1) as f64;
+        let position = |word: &String| kept.iter().position(|k| k == word).unwrap_or(0) + 1;
+        let word = |i: usize| format!("plainto_tsquery('english', ?{i})");
 
-        // ?1..?k: the kept words; then the inverse document frequencies; then filters.
+        // Which memories are ranked at all, as on SQLite: those holding two or more of the
+        // kept words (all of them, past the tiered word limit), or any selective one. A
+        // common word alone admits nobody, so it cannot make the store's every row a
+        // candidate to score.
+        let mut admitting: Vec<String> = plan.selective.iter().map(|w| word(position(w))).collect();
+        if kept.len() > MAX_TIERED_WORDS {
+            admitting.push(format!(
+                "({})",
+                (1..=kept.len()).map(word).collect::<Vec<_>>().join(" && ")
+            ));
+        } else {
+            for a in 1..=kept.len() {
+                for b in a + 1..=kept.len() {
+                    admitting.push(format!("({} && {})", word(a), word(b)));
+                }
+            }
+        }
+        let candidates = format!("({})", admitting.join(" || "));
+        let any_word = format!(
+            "({})",
+            (1..=kept.len()).map(word).collect::<Vec<_>>().join(" || ")
+        );
+
+        // ?1..?k: the kept words; then their inverse document frequencies; then filters.
         let mut params: Vec<SqlValue> = kept.iter().map(|w| SqlValue::Text(w.clone())).collect();
         let mut matched = Vec::with_capacity(kept.len());
         let mut weighted = Vec::with_capacity(kept.len());
-        let mut any = Vec::with_capacity(kept.len());
-        for (i, word) in kept.iter().enumerate() {
-            let frequency = plan.frequency(word) as f64;
+        for (i, kept_word) in kept.iter().enumerate() {
+            let frequency = plan.frequency(kept_word) as f64;
             let idf = (1.0 + (total - frequency + 0.5) / (frequency + 0.5)).ln();
             params.push(SqlValue::Real(idf));
-            let word_param = i + 1;
-            let idf_param = kept.len() + i + 1;
+            let (word_param, idf_param) = (i + 1, kept.len() + i + 1);
             matched.push(format!(
-                "(CASE WHEN m.search @@ plainto_tsquery('english', ?{word_param}) THEN 1 ELSE 0 END)"
+                "(CASE WHEN m.search @@ {} THEN 1 ELSE 0 END)",
+                word(word_param)
             ));
             weighted.push(format!(
-                "(CASE WHEN m.search @@ plainto_tsquery('english', ?{word_param}) THEN CAST(?{idf_param} AS float8) ELSE 0.0 END)"
+                "(CASE WHEN m.search @@ {} THEN CAST(?{idf_param} AS float8) ELSE 0.0 END)",
+                word(word_param)
             ));
-            any.push(format!("plainto_tsquery('english', ?{word_param})"));
         }
-        let any = format!("({})", any.join(" || "));
+        // Only common words: rank the newest of their matches, as on SQLite.
+        let mut newest_only = String::new();
+        if plan.all_common {
+            let floor: Option<i64> = reader
+                .query_row(
+                    &format!(
+                        "SELECT rowid FROM memories m WHERE m.search @@ {candidates}
+                         ORDER BY rowid DESC LIMIT 1 OFFSET {}",
+                        COMMON_QUERY_CANDIDATES - 1
+                    ),
+                    params_from_iter(kept.iter().map(|w| SqlValue::Text(w.clone()))),
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(floor) = floor {
+                newest_only = format!(" AND m.rowid >= {floor}");
+            }
+        }
         let mut conditions = String::new();
         filter.to_sql(&mut conditions, &mut params);
-        let from =
-            format!("FROM memories m WHERE m.search @@ {any} AND m.deleted_at IS NULL{conditions}");
+        let from = format!(
+            "FROM memories m WHERE m.search @@ {candidates} AND m.deleted_at IS NULL{newest_only}{conditions}"
+        );
         let mut ranked_params = params.clone();
         ranked_params.push(SqlValue::Integer(window as i64));
         let mut statement = reader.prepare(&format!(
             "SELECT {MEMORY_COLUMNS}, ranked.score FROM (
                  SELECT m.rowid AS hit, {matched} AS matched,
-                        ({weighted} + ts_rank_cd(m.search, {any}))::float8 AS score
+                        ({weighted} + ts_rank_cd(m.search, {any_word}))::float8 AS score
                  {from}
                  ORDER BY matched DESC, score DESC, m.rowid LIMIT ?
              ) AS ranked JOIN memories m ON m.rowid = ranked.hit
