@@ -62,11 +62,14 @@ impl Store {
         filter: &MemoryFilter,
         wanted: usize,
     ) -> Result<Vec<i64>, StoreError> {
-        // HNSW returns at most ef_search rows; an iterative scan goes on past filtered-out
-        // rows until the limit is met (pgvector 0.8).
+        // HNSW returns at most ef_search rows, and finds the true nearest ones more surely
+        // the wider it searches: 4× what is wanted measured recall@10 1.0 against an exact
+        // scan at 100k (ef 100: 0.95 with stored vectors as queries, 0.80 with new text).
+        // An iterative scan goes on past filtered-out rows until the limit is met
+        // (pgvector 0.8).
         reader.execute_batch(&format!(
             "SET hnsw.ef_search = {}; SET hnsw.iterative_scan = relaxed_order",
-            wanted.clamp(40, 1000)
+            (wanted * 4).clamp(200, 1000)
         ))?;
         let mut sql = format!(
             "SELECT v.seq FROM memory_vectors v JOIN memories m ON m.rowid = v.memory_rowid
