@@ -421,21 +421,23 @@ fn status(config: &Config, printer: &Printer) -> Result<()> {
             (_, _, Some(problem)) => format!("full-text only: {problem}"),
             _ => "full-text only".into(),
         }
-    ) + &format!(
-        "\nserve:       {scheme}://{}:{}/mcp; {live_tokens} live token(s){}\naudit log:   {}",
-        config.server.host,
-        config.server.mcp_port,
-        if live_tokens == 0 {
-            " (make one: haivemind token create --role agent)"
-        } else {
-            ""
-        },
-        if config.logging.audit_enabled {
-            config.audit_log_path().display().to_string()
-        } else {
-            "off".into()
-        }
-    ) + &sync_text;
+    ) + &format!("\nvectors:     {}", store.storage_description().1)
+        + &format!(
+            "\nserve:       {scheme}://{}:{}/mcp; {live_tokens} live token(s){}\naudit log:   {}",
+            config.server.host,
+            config.server.mcp_port,
+            if live_tokens == 0 {
+                " (make one: haivemind token create --role agent)"
+            } else {
+                ""
+            },
+            if config.logging.audit_enabled {
+                config.audit_log_path().display().to_string()
+            } else {
+                "off".into()
+            }
+        )
+        + &sync_text;
     printer.done(value, &text);
     Ok(())
 }

@@ -224,6 +224,13 @@ fn the_database_password_reaches_no_output_and_no_log() {
     let status: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(status["storage"]["backend"], "postgres", "{status}");
     assert!(
+        status["storage"]["vector_ranking"]
+            .as_str()
+            .unwrap()
+            .starts_with("pgvector"),
+        "{status}"
+    );
+    assert!(
         status["database"]
             .as_str()
             .unwrap()
