@@ -313,33 +313,18 @@ impl<'a> Connection<'a> {
     fn pg_query(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<postgres::Row>> {
         let cells = cells_of(params)?;
         let refs: Vec<&(dyn PgToSql + Sync)> = cells.iter().map(|c| c as _).collect();
-        let result = self
-            .pg_handle()
+        self.pg_handle()
             .borrow_mut()
-            .query(&postgres_sql(sql), &refs);
-        if result.is_err() && std::env::var_os("HV_DEBUG_SQL").is_some() {
-            eprintln!(
-                "FAILED SQL: {sql}\nCELLS: {cells:?}\nERROR: {:?}",
-                result.as_ref().err()
-            );
-        }
-        result
+            .query(&postgres_sql(sql), &refs)
     }
 
     fn pg_execute(&self, sql: &str, params: &[&dyn ToSql]) -> Result<usize> {
         let cells = cells_of(params)?;
         let refs: Vec<&(dyn PgToSql + Sync)> = cells.iter().map(|c| c as _).collect();
-        let result = self
+        let changed = self
             .pg_handle()
             .borrow_mut()
-            .execute(&postgres_sql(sql), &refs);
-        if result.is_err() && std::env::var_os("HV_DEBUG_SQL").is_some() {
-            eprintln!(
-                "FAILED SQL: {sql}\nCELLS: {cells:?}\nERROR: {:?}",
-                result.as_ref().err()
-            );
-        }
-        let changed = result?;
+            .execute(&postgres_sql(sql), &refs)?;
         Ok(usize::try_from(changed).unwrap_or(usize::MAX))
     }
 }

@@ -12,9 +12,7 @@
 use crate::db::{Dialect, OptionalExtension, params_from_iter};
 use crate::full_text::MAX_TIERED_WORDS;
 use crate::rows::{MEMORY_COLUMNS, memory_from_row};
-use crate::search::{
-    COMMON_QUERY_CANDIDATES, MAX_COUNTED, MemoryFilter, QueryTerms, SearchHit, TermPlan,
-};
+use crate::search::{COMMON_QUERY_CANDIDATES, MAX_COUNTED, MemoryFilter, QueryTerms, SearchHit};
 use crate::{Store, StoreError};
 use rusqlite::types::Value as SqlValue;
 
@@ -27,39 +25,10 @@ impl Store {
         window: usize,
     ) -> Result<(Vec<SearchHit>, usize), StoreError> {
         debug_assert_eq!(self.dialect(), Dialect::Postgres);
+        let plan = self.plan_terms(terms)?;
         let reader = self.reader()?;
-        let documents: i64 = reader.query_row(
-            "SELECT coalesce(max(rowid), 0) FROM memories",
-            crate::db::params![],
-            |row| row.get(0),
-        )?;
-        let documents = documents.max(0) as usize;
-        let ubiquitous = (documents / 8).max(1_000);
-        let common = (documents / 50).max(500);
-        let mut frequencies = Vec::with_capacity(terms.words.len());
-        for word in &terms.words {
-            let frequency = match self.term_frequencies.get(word, documents) {
-                Some(known) => known,
-                None => {
-                    let counted: i64 = reader.query_row(
-                        "SELECT count(*) FROM (SELECT 1 FROM memories
-                             WHERE search @@ plainto_tsquery('english', ?1) LIMIT ?2) AS hits",
-                        params_from_iter([
-                            SqlValue::Text(word.clone()),
-                            SqlValue::Integer(ubiquitous as i64 + 1),
-                        ]),
-                        |row| row.get(0),
-                    )?;
-                    let counted = counted.max(0) as usize;
-                    self.term_frequencies.put(word, counted, documents);
-                    counted
-                }
-            };
-            frequencies.push((word.clone(), frequency));
-        }
-        let plan = TermPlan::new(&frequencies, ubiquitous, common);
         let kept = &plan.kept;
-        let total = documents.max(1) as f64;
+        let total = plan.documents.max(1) as f64;
         let position = |word: &String| kept.iter().position(|k| k == word).unwrap_or(0) + 1;
         let word = |i: usize| format!("plainto_tsquery('english', ?{i})");
 

@@ -191,8 +191,21 @@ impl Store {
         let mut writer = connection_pool::open_connection(&options.path)?;
         migrations::migrate(&mut writer).map_err(|e| e.at(&options.path))?;
         let readers = ReaderPool::new(options.path.clone());
-        let store = Self {
-            path: options.path,
+        let path = options.path.clone();
+        Ok(Self::with_backend(
+            options,
+            path,
+            Backend::Sqlite {
+                writer: Mutex::new(writer),
+                readers,
+            },
+        ))
+    }
+
+    /// The engine over `backend`, with everything but the backend from `options`.
+    fn with_backend(options: StoreOptions, path: PathBuf, backend: Backend) -> Self {
+        Self {
+            path,
             machine_id: options.machine_id,
             rules: options.rules,
             recover_days: options.recover_days,
@@ -204,14 +217,10 @@ impl Store {
             embedder: options.embedder,
             query_vectors: Default::default(),
             fusion: options.fusion,
-            backend: Backend::Sqlite {
-                writer: Mutex::new(writer),
-                readers,
-            },
+            backend,
             clock: Mutex::new(HybridClock::new()),
             term_frequencies: Default::default(),
-        };
-        Ok(store)
+        }
     }
 
     /// The SQLite file this store lives in.
@@ -240,23 +249,8 @@ impl Store {
         options: StoreOptions,
         database: haivemind_store_postgres::Database,
     ) -> Result<Self, StoreError> {
-        let store = Self {
-            path: PathBuf::from(format!("postgres://{}", database.target())),
-            machine_id: options.machine_id,
-            rules: options.rules,
-            recover_days: options.recover_days,
-            max_clock_skew_ms: options.max_clock_skew_ms,
-            vectors: options
-                .embedder
-                .as_deref()
-                .map(|e| vectors::VectorIndex::new(e.model_id(), e.dimensions())),
-            embedder: options.embedder,
-            query_vectors: Default::default(),
-            fusion: options.fusion,
-            backend: Backend::Postgres(database),
-            clock: Mutex::new(HybridClock::new()),
-            term_frequencies: Default::default(),
-        };
+        let path = PathBuf::from(format!("postgres://{}", database.target()));
+        let store = Self::with_backend(options, path, Backend::Postgres(database));
         store.index_vectors_in_postgres()?;
         Ok(store)
     }

@@ -161,6 +161,8 @@ pub(crate) struct TermPlan {
     frequencies: Vec<(String, usize)>,
     /// Whether every kept word is common, so that even the first tier may be large.
     pub(crate) all_common: bool,
+    /// About how many memories the store holds (its largest rowid), as the plan saw it.
+    pub(crate) documents: usize,
 }
 
 impl TermPlan {
@@ -193,6 +195,7 @@ impl TermPlan {
             selective,
             frequencies: frequencies.to_vec(),
             all_common,
+            documents: 0,
         }
     }
 
@@ -491,7 +494,7 @@ impl Store {
     }
 
     /// Decides which words take part in which tier, from their document frequencies.
-    fn plan_terms(&self, terms: &QueryTerms) -> Result<TermPlan, StoreError> {
+    pub(crate) fn plan_terms(&self, terms: &QueryTerms) -> Result<TermPlan, StoreError> {
         let reader = self.reader()?;
         // The largest rowid approximates the number of memories in O(1); thresholds need
         // no more precision than that.
@@ -510,7 +513,10 @@ impl Store {
                 self.document_frequency(&reader, word, ubiquitous + 1, documents)?,
             ));
         }
-        Ok(TermPlan::new(&frequencies, ubiquitous, common))
+        Ok(TermPlan {
+            documents,
+            ..TermPlan::new(&frequencies, ubiquitous, common)
+        })
     }
 
     /// How many memories hold `word`, counted no further than `cap`. Cached, since the
@@ -525,14 +531,22 @@ impl Store {
         if let Some(known) = self.term_frequencies.get(word, documents) {
             return Ok(known);
         }
-        let mut statement = reader.prepare_cached(
-            "SELECT count(*) FROM (SELECT 1 FROM memories_fts WHERE memories_fts MATCH ?1 LIMIT ?2)",
-        )?;
+        // The word reaches each index only as a parameter: quoted as one FTS5 phrase, or
+        // through plainto_tsquery.
+        let (sql, bound) = match reader.dialect() {
+            crate::db::Dialect::Sqlite => (
+                "SELECT count(*) FROM (SELECT 1 FROM memories_fts WHERE memories_fts MATCH ?1 LIMIT ?2)",
+                format!("\"{word}\""),
+            ),
+            crate::db::Dialect::Postgres => (
+                "SELECT count(*) FROM (SELECT 1 FROM memories
+                     WHERE search @@ plainto_tsquery('english', ?1) LIMIT ?2) AS hits",
+                word.to_string(),
+            ),
+        };
+        let mut statement = reader.prepare_cached(sql)?;
         let frequency: i64 = statement.query_row(
-            params_from_iter([
-                SqlValue::Text(format!("\"{word}\"")),
-                SqlValue::Integer(cap as i64),
-            ]),
+            params_from_iter([SqlValue::Text(bound), SqlValue::Integer(cap as i64)]),
             |row| row.get(0),
         )?;
         let frequency = frequency.max(0) as usize;

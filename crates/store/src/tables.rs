@@ -262,31 +262,6 @@ impl rusqlite::ToSql for Cell {
     }
 }
 
-/// Text keys in byte order on both backends (SQLite's own order; PostgreSQL's depends on
-/// the database's collation unless told).
-fn order_of(table: &TableShape, dialect: Dialect) -> String {
-    table
-        .key
-        .iter()
-        .map(|key| match (dialect, *key) {
-            (Dialect::Postgres, "rowid" | "seq" | "memory_rowid") | (Dialect::Sqlite, _) => {
-                key.to_string()
-            }
-            (Dialect::Postgres, _) => format!("{key} COLLATE \"C\""),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// pgvector's text form of little-endian `f32` bytes: `[0.1,0.2,…]`.
-fn vector_literal(bytes: &[u8]) -> String {
-    let values: Vec<String> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]).to_string())
-        .collect();
-    format!("[{}]", values.join(","))
-}
-
 impl Store {
     /// Calls `each` with every row of `table`, in key order.
     pub fn read_rows<E: From<StoreError>>(
@@ -299,7 +274,7 @@ impl Store {
             "SELECT {} FROM {} ORDER BY {}",
             table.columns.join(", "),
             table.name,
-            order_of(table, reader.dialect())
+            table.key.join(", ")
         );
         let mut statement = reader.prepare(&sql).map_err(StoreError::from)?;
         let mut failure = None;
@@ -355,7 +330,11 @@ impl Store {
                         Some(Cell::Blob(bytes)) => bytes.as_slice(),
                         _ => &[],
                     };
-                    values.push(Cell::Text(vector_literal(bytes)));
+                    let floats: Vec<f32> = bytes
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
+                    values.push(Cell::Text(crate::vectors::pgvector_literal(&floats)));
                 }
                 insert.execute(&values)?;
             }
