@@ -58,6 +58,11 @@ impl Role {
     pub fn may_erase(self) -> bool {
         self == Role::Admin
     }
+
+    /// Whether the role may manage tokens and read the audit log.
+    pub fn may_administer(self) -> bool {
+        self == Role::Admin
+    }
 }
 
 impl std::fmt::Display for Role {

@@ -6,22 +6,13 @@ use haivemind_core::audit::AuditEvent;
 use haivemind_core::security::Role;
 use haivemind_core::time_format::ms_to_rfc3339;
 use haivemind_store::TokenRecord;
+use haivemind_mcp::render::token_json;
 use serde_json::{Value, json};
 
 use crate::cli::TokenCommand;
 use crate::node::{open, open_audit};
 use crate::output::Printer;
 
-fn record_json(record: &TokenRecord) -> Value {
-    json!({
-        "id": record.id,
-        "name": record.name,
-        "role": record.role.as_str(),
-        "created_at": ms_to_rfc3339(record.created_at_ms),
-        "last_used_at": record.last_used_ms.map(ms_to_rfc3339),
-        "revoked_at": record.revoked_at_ms.map(ms_to_rfc3339),
-    })
-}
 
 pub fn run(config: &Config, printer: &Printer, action: TokenCommand) -> Result<()> {
     let store = open(config)?;
@@ -43,7 +34,7 @@ pub fn run(config: &Config, printer: &Printer, action: TokenCommand) -> Result<(
             let made = store.create_token(name.as_deref(), role)?;
             record(AuditEvent::new("token_created"), &made.record);
             if printer.json {
-                let mut value = record_json(&made.record);
+                let mut value = token_json(&made.record);
                 value["token"] = json!(made.secret);
                 printer.done(value, "");
             } else {
@@ -57,7 +48,7 @@ pub fn run(config: &Config, printer: &Printer, action: TokenCommand) -> Result<(
         TokenCommand::List => {
             let tokens = store.list_tokens()?;
             if printer.json {
-                let list: Vec<Value> = tokens.iter().map(record_json).collect();
+                let list: Vec<Value> = tokens.iter().map(token_json).collect();
                 printer.done(json!({ "tokens": list, "total": tokens.len() }), "");
             } else if tokens.is_empty() {
                 printer.done(
@@ -89,7 +80,7 @@ pub fn run(config: &Config, printer: &Printer, action: TokenCommand) -> Result<(
             let revoked = store.revoke_token(&token)?;
             record(AuditEvent::new("token_revoked"), &revoked);
             printer.done(
-                record_json(&revoked),
+                token_json(&revoked),
                 &format!(
                     "revoked {} ({}); servers refuse it within a second",
                     revoked.id, revoked.name

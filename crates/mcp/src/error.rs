@@ -52,15 +52,69 @@ impl From<haivemind_core::InvalidInput> for ToolError {
     }
 }
 
+impl crate::tools::CallFailure {
+    /// The failure as a REST API answers it: an HTTP status and
+    /// `{"error": {"code", "field", "message", "tool"}}`, with the same codes, fields and
+    /// messages an MCP client gets in its tool error (internal failures are logged and
+    /// answered with a generic message).
+    pub fn http(self, tool: &str) -> (u16, serde_json::Value) {
+        let error = match self {
+            crate::tools::CallFailure::Tool(error) => error,
+            crate::tools::CallFailure::Panicked => {
+                return (500, error_body("internal", None, "the server failed; see its log".into(), tool));
+            }
+        };
+        match error.into_result(tool) {
+            Ok(result) => {
+                let body = result.structured_content.unwrap_or_default();
+                let code = body["error"]["code"].as_str().unwrap_or("invalid_argument");
+                (status_of(code), body)
+            }
+            Err(error) => {
+                let retryable = error
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("retryable"))
+                    .is_some_and(|r| r == true);
+                let (status, code) = if retryable {
+                    (503, "database_unavailable")
+                } else if error.code == rmcp::model::ErrorCode::INVALID_PARAMS {
+                    (404, "unknown_tool")
+                } else {
+                    (500, "internal")
+                };
+                (status, error_body(code, None, error.message.to_string(), tool))
+            }
+        }
+    }
+}
+
+fn error_body(code: &str, field: Option<&str>, message: String, tool: &str) -> serde_json::Value {
+    json!({ "error": { "code": code, "field": field, "message": message, "tool": tool } })
+}
+
+/// The HTTP status of a tool error's code.
+fn status_of(code: &str) -> u16 {
+    match code {
+        "forbidden" => 403,
+        "not_found" => 404,
+        "deleted" | "erased" => 410,
+        "conflict" | "not_deleted" => 409,
+        "not_configured" => 501,
+        "authentication" | "upstream_failed" | "upstream_malformed" => 502,
+        _ => 400,
+    }
+}
+
 impl ToolError {
     /// Turns the failure into what the client sees: a tool error result the agent can read
     /// and act on, or a JSON-RPC error for calls that cannot be routed or that failed on
     /// our side.
     pub fn into_result(self, tool: &str) -> Result<CallToolResult, ErrorData> {
         let caller = |code: &str, field: Option<&str>, message: String| {
-            Ok(CallToolResult::structured_error(json!({
-                "error": { "code": code, "field": field, "message": message, "tool": tool }
-            })))
+            Ok(CallToolResult::structured_error(error_body(
+                code, field, message, tool,
+            )))
         };
         match self {
             ToolError::UnknownTool { name } => {

@@ -21,6 +21,7 @@ pub mod render;
 mod resources;
 mod server;
 mod stdio_framing;
+pub mod timings;
 pub mod tools;
 
 pub use server::{HaivemindServer, ServeError, ServerContext, serve_lines, serve_stdio};

@@ -56,5 +56,25 @@ pub fn memory_stats(store: &Store, stats: &MemoryStats) -> Value {
         "database_bytes": stats.database_bytes,
         "machine_id": store.machine_id(),
         "search_modes": search_modes,
+        "created_per_day": stats
+            .created_per_day
+            .iter()
+            .map(|(day, count)| json!({
+                "day": ms_to_rfc3339(day * 86_400_000).get(..10),
+                "count": count,
+            }))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// An API token as tools, the REST API and the CLI show it: never its secret.
+pub fn token_json(record: &haivemind_store::TokenRecord) -> Value {
+    json!({
+        "id": record.id,
+        "name": record.name,
+        "role": record.role.as_str(),
+        "created_at": ms_to_rfc3339(record.created_at_ms),
+        "last_used_at": record.last_used_ms.map(ms_to_rfc3339),
+        "revoked_at": record.revoked_at_ms.map(ms_to_rfc3339),
     })
 }

@@ -25,6 +25,7 @@ use crate::resources::{
     INSTRUCTIONS, INSTRUCTIONS_URI, MACHINE_CONTEXT_URI, SHORT_INSTRUCTIONS, machine_context,
 };
 use crate::stdio_framing;
+use crate::timings::Timings;
 use crate::tools::{self, ToolContext, catalogue};
 
 /// Facts about this server that tools report.
@@ -55,6 +56,8 @@ pub struct HaivemindServer {
     audit: Option<Arc<AuditLog>>,
     /// Every client session, shared by all the clones, for [`HaivemindServer::announce`].
     clients: Arc<std::sync::Mutex<Vec<Peer<RoleServer>>>>,
+    /// How long each tool's calls take, shared by all the clones (for `/metrics`).
+    timings: Arc<Timings>,
 }
 
 impl HaivemindServer {
@@ -67,6 +70,7 @@ impl HaivemindServer {
             caller: None,
             audit: None,
             clients: Arc::default(),
+            timings: Arc::default(),
         }
     }
 
@@ -109,6 +113,40 @@ impl HaivemindServer {
     pub fn with_audit(mut self, audit: Option<Arc<AuditLog>>) -> Self {
         self.audit = audit;
         self
+    }
+
+    /// How long each tool's calls took, by tool name.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    /// Runs tool `name` for `caller`, exactly as `tools/call` would (same role checks,
+    /// limits, audit and timings), for a transport other than MCP: the REST API. The
+    /// failure is the tool's own, for the transport to render.
+    pub async fn call_as(
+        &self,
+        caller: Caller,
+        agent_id: Option<String>,
+        name: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Value, tools::CallFailure> {
+        let tool_context = self.tool_context(agent_id, caller);
+        let tool = name.to_string();
+        let timings = Arc::clone(&self.timings);
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let outcome = tools::call(&tool_context, &tool, Some(arguments));
+            if !matches!(outcome, Err(crate::error::ToolError::UnknownTool { .. })) {
+                timings.observe(&tool, started.elapsed());
+            }
+            outcome
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "a tool call's thread failed");
+            tools::CallFailure::Panicked
+        })?
+        .map_err(tools::CallFailure::Tool)
     }
 
     fn tool_context(&self, agent_id: Option<String>, caller: Caller) -> ToolContext {
@@ -218,10 +256,17 @@ impl ServerHandler for HaivemindServer {
         let arguments = request.arguments;
         let tool_context = self.tool_context(agent_id, caller);
         let tool = name.clone();
-        let outcome =
-            tokio::task::spawn_blocking(move || tools::call(&tool_context, &tool, arguments))
-                .await
-                .map_err(internal)?;
+        let timings = Arc::clone(&self.timings);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let outcome = tools::call(&tool_context, &tool, arguments);
+            if !matches!(outcome, Err(crate::error::ToolError::UnknownTool { .. })) {
+                timings.observe(&tool, started.elapsed());
+            }
+            outcome
+        })
+        .await
+        .map_err(internal)?;
         match outcome {
             Ok(value) => Ok(CallToolResult::structured(value).into()),
             Err(error) => error.into_result(&name).map(Into::into),

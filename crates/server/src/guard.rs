@@ -166,7 +166,7 @@ impl OriginPolicy {
         }
         if let Some(origin) = headers.get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("");
-            if !self.origin_allowed(origin) {
+            if !same_origin(origin, host) && !self.origin_allowed(origin) {
                 return Some((
                     "origin_not_allowed",
                     format!(
@@ -217,6 +217,21 @@ impl OriginPolicy {
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
         })
     }
+}
+
+/// Whether `origin` is the page this server itself served: its host and port are the
+/// request's `Host`, which the check before has already found to be a name of this server
+/// (so a rebound name never gets here). The dashboard's own calls carry such an Origin.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let origin = without_default_port(origin);
+    ["http://", "https://"].iter().any(|scheme| {
+        origin.strip_prefix(scheme).is_some_and(|authority| {
+            authority.eq_ignore_ascii_case(host)
+                || without_default_port(&format!("{scheme}{host}"))
+                    .strip_prefix(scheme)
+                    .is_some_and(|bare| authority.eq_ignore_ascii_case(bare))
+        })
+    })
 }
 
 /// `https://a.example:443` is `https://a.example`: browsers leave the default port out.
@@ -453,5 +468,36 @@ mod tests {
         ] {
             assert!(!policy.origin_allowed(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_servers_own_origin_is_accepted_and_other_ports_or_hosts_are_not() {
+        let policy = OriginPolicy {
+            hosts: vec!["localhost".into()],
+            origins: vec![],
+        };
+        let check = |host: &str, origin: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+            policy.check(&headers).map(|(code, _)| code)
+        };
+        assert_eq!(check("127.0.0.1:8900", "http://127.0.0.1:8900"), None);
+        assert_eq!(check("localhost:8900", "http://localhost:8900"), None);
+        assert_eq!(check("localhost:443", "https://localhost"), None);
+        assert_eq!(check("localhost", "http://localhost:80"), None);
+        assert_eq!(
+            check("127.0.0.1:8900", "http://127.0.0.1:9999"),
+            Some("origin_not_allowed")
+        );
+        assert_eq!(
+            check("127.0.0.1:8900", "http://evil.example:8900"),
+            Some("origin_not_allowed")
+        );
+        // A rebound name fails on Host before its Origin (the same name) is looked at.
+        assert_eq!(
+            check("evil.example:8900", "http://evil.example:8900"),
+            Some("host_not_allowed")
+        );
     }
 }

@@ -14,9 +14,11 @@
 #![deny(missing_docs)]
 
 mod auth;
+mod dashboard;
 mod guard;
 mod listener;
 mod metrics;
+mod rest;
 mod sse;
 mod sync_routes;
 mod tls;
@@ -99,6 +101,8 @@ pub(crate) struct AppState {
     /// Why the hub's database cannot be reached, while it cannot (probed every second on
     /// PostgreSQL; always `None` on SQLite): requests are answered 503 meanwhile.
     storage_down: Arc<Mutex<Option<String>>>,
+    /// How long requests take, by method and route (for `/metrics`).
+    route_timings: haivemind_mcp::timings::Timings,
 }
 
 impl AppState {
@@ -218,6 +222,7 @@ impl McpApp {
             session_idle: Duration::from_secs(config.server.session_idle_secs),
             mcp_sessions: Arc::clone(&sessions),
             storage_down: Arc::default(),
+            route_timings: Default::default(),
         });
         // Host and Origin are checked by our own guard, before authentication, with the
         // same rules for /mcp and /sse; rmcp's copies of those checks are turned off.
@@ -238,6 +243,7 @@ impl McpApp {
             .route("/sse", get(sse::connect))
             .route("/messages", post(sse::message))
             .route("/messages/", post(sse::message))
+            .merge(rest::routes())
             .layer(from_fn_with_state(Arc::clone(&state), guard::time_limit))
             .layer(from_fn_with_state(
                 Arc::clone(&state),
@@ -260,8 +266,18 @@ impl McpApp {
                 guard::storage_available,
             ))
             .layer(from_fn_with_state(Arc::clone(&state), guard::authenticate));
+        // The page and its event socket need no bearer header (the socket signs in by its
+        // first message), but the same Host and Origin rules.
+        let page = dashboard::routes()
+            .route("/api/v1/events", get(dashboard::events))
+            .layer(from_fn_with_state(
+                Arc::clone(&state),
+                guard::host_and_origin,
+            ));
         let health_only = with_health_and_outer_guards(sync_guarded, &state);
-        let router = with_health_and_outer_guards(guarded, &state);
+        let router = with_health_and_outer_guards(guarded.merge(page), &state)
+            .layer(axum::middleware::from_fn(dashboard::security_headers))
+            .layer(from_fn_with_state(Arc::clone(&state), timed));
         Ok(Self {
             state: Arc::clone(&state),
             router,
@@ -688,6 +704,24 @@ fn with_health_and_outer_guards(routes: Router<Arc<AppState>>, state: &Arc<AppSt
         ))
         .layer(axum::middleware::from_fn(guard::close_after_refused_body))
         .with_state(Arc::clone(state))
+}
+
+/// Records how long each request to a known route took, by method and route pattern.
+async fn timed(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| format!("{} {}", request.method(), path.as_str()));
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    if let Some(route) = route {
+        state.route_timings.observe(&route, started.elapsed());
+    }
+    response
 }
 
 /// rmcp answers a session's `DELETE` with 202; the official Python client expects 200 or

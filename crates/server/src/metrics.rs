@@ -127,6 +127,20 @@ pub(crate) async fn render(State(state): State<Arc<AppState>>) -> Response {
         "Sync rounds with the peer that failed.",
         &per_peer(&|s| Some(s.failures as f64)),
     );
+    histograms(
+        &mut out,
+        "haivemind_tool_duration_seconds",
+        "How long tool calls take (MCP and the REST API), by tool.",
+        "tool",
+        &state.mcp.timings().snapshot(),
+    );
+    histograms(
+        &mut out,
+        "haivemind_http_request_duration_seconds",
+        "How long requests to the MCP port take, by method and route.",
+        "route",
+        &state.route_timings.snapshot(),
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -157,6 +171,35 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     }
 }
 
+/// A histogram family: cumulative `_bucket` samples with `le`, then `_sum` and `_count`,
+/// one series per key.
+fn histograms(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    key: &str,
+    series: &std::collections::BTreeMap<String, haivemind_mcp::timings::Histogram>,
+) {
+    use haivemind_mcp::timings::BUCKETS;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (value, histogram) in series {
+        let labels = format!("{key}=\"{}\"", label(value));
+        let mut cumulative = 0;
+        for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter()) {
+            cumulative += count;
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
+            histogram.count
+        );
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", histogram.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", histogram.count);
+    }
+}
+
 /// A label value escaped as the format asks (backslash, quote, newline).
 fn label(value: &str) -> String {
     value
@@ -177,6 +220,20 @@ fn failed(error: impl std::fmt::Display) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_end_with_inf_sum_and_count() {
+        let timings = haivemind_mcp::timings::Timings::default();
+        timings.observe("search_memories", std::time::Duration::from_millis(3));
+        timings.observe("search_memories", std::time::Duration::from_millis(30));
+        let mut out = String::new();
+        histograms(&mut out, "t_seconds", "Help.", "tool", &timings.snapshot());
+        assert!(out.contains("# TYPE t_seconds histogram\n"), "{out}");
+        assert!(out.contains("t_seconds_bucket{tool=\"search_memories\",le=\"0.005\"} 1\n"), "{out}");
+        assert!(out.contains("t_seconds_bucket{tool=\"search_memories\",le=\"0.05\"} 2\n"), "{out}");
+        assert!(out.contains("t_seconds_bucket{tool=\"search_memories\",le=\"+Inf\"} 2\n"), "{out}");
+        assert!(out.contains("t_seconds_count{tool=\"search_memories\"} 2\n"), "{out}");
+    }
 
     #[test]
     fn families_follow_the_exposition_format() {

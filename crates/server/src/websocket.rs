@@ -24,7 +24,7 @@ use crate::guard::refusal;
 use haivemind_sync::Subscription;
 
 /// The largest message a subscriber may send (pings and `{"type":"ping"}` are tiny).
-const MAX_INCOMING_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_INCOMING_BYTES: usize = 16 * 1024;
 
 const PING_EVERY: Duration = Duration::from_secs(20);
 const SILENT_LIMIT: Duration = Duration::from_secs(60);
@@ -71,23 +71,34 @@ pub(crate) async fn subscribe(
     upgrade
         .max_message_size(MAX_INCOMING_BYTES)
         .max_frame_size(MAX_INCOMING_BYTES)
-        .on_upgrade(move |socket| stream(socket, events, subscription, me, machine_id))
+        .on_upgrade(move |socket| {
+            let hello = json!({
+                "type": "hello",
+                "machine_id": me,
+                "subscriber": machine_id,
+                "version": VERSION,
+            });
+            stream(socket, events, subscription, hello, machine_id, None)
+        })
         .into_response()
 }
 
-async fn stream(
+/// Whether a socket's credentials still hold (checked every [`RECHECK_EVERY`]).
+pub(crate) type StillValid = Box<dyn Fn() -> bool + Send>;
+
+const RECHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Sends `hello`, then every event, until either side closes; pings and answers pings.
+/// With `still_valid`, a socket whose token stops being valid is told
+/// `{"type": "signed_out"}` and closed.
+pub(crate) async fn stream(
     mut socket: WebSocket,
     mut events: tokio::sync::broadcast::Receiver<Arc<str>>,
     _subscription: Subscription,
-    me: String,
+    hello: Value,
     subscriber: String,
+    still_valid: Option<StillValid>,
 ) {
-    let hello = json!({
-        "type": "hello",
-        "machine_id": me,
-        "subscriber": subscriber,
-        "version": VERSION,
-    });
     if socket
         .send(Message::Text(hello.to_string().into()))
         .await
@@ -98,8 +109,16 @@ async fn stream(
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut heard = tokio::time::Instant::now();
+    let mut recheck = tokio::time::interval(RECHECK_EVERY);
     loop {
         tokio::select! {
+            _ = recheck.tick(), if still_valid.is_some() => {
+                if still_valid.as_ref().is_some_and(|valid| !valid()) {
+                    let gone = json!({"type": "signed_out", "message": "the token was revoked"});
+                    let _ = socket.send(Message::Text(gone.to_string().into())).await;
+                    break;
+                }
+            }
             event = events.recv() => {
                 let text: String = match event {
                     Ok(text) => text.to_string(),

@@ -5,6 +5,7 @@
 pub mod database;
 pub mod fleet;
 pub mod http;
+pub mod python;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

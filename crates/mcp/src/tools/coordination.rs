@@ -110,6 +110,17 @@ pub(super) const TOOLS: &[ToolEntry] = &[
         handler: get_task,
     },
     ToolEntry {
+        name: "list_tasks",
+        description: "Every delegated task, newest first, optionally only of one status or one assigned agent \
+                      (a board of the fleet's work; get_my_tasks is one agent's queue).",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        least_role: Role::Readonly,
+        schema: schema_of::<ListTasksArgs>,
+        handler: list_tasks,
+    },
+    ToolEntry {
         name: "query_agent_knowledge",
         description: "Search only what one agent wrote: its memories, ranked like search_memories.",
         read_only: true,
@@ -232,6 +243,25 @@ struct CompleteArgs {
     /// The agent that did it; default: this client's name @ this machine.
     #[serde(default)]
     agent_id: Option<String>,
+}
+
+fn default_task_limit() -> u32 {
+    100
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ListTasksArgs {
+    /// Only tasks in this state: pending, assigned, accepted, in_progress, completed, failed,
+    /// cancelled or expired.
+    #[serde(default)]
+    status: Option<String>,
+    /// Only tasks assigned to this agent.
+    #[serde(default)]
+    agent_id: Option<String>,
+    /// How many, 1-500 (default 100).
+    #[serde(default = "default_task_limit")]
+    limit: u32,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -478,6 +508,31 @@ fn complete_task(
         &agent,
         &args.result,
     )?))
+}
+
+fn list_tasks(cx: &ToolContext, arguments: Option<Map<String, Value>>) -> Result<Value, ToolError> {
+    let args: ListTasksArgs = parse(arguments)?;
+    if !(1..=500).contains(&args.limit) {
+        return Err(ToolError::InvalidArguments {
+            field: "limit".into(),
+            rule: "must be 1-500".into(),
+        });
+    }
+    let status = args
+        .status
+        .as_deref()
+        .map(|s| TaskStatus::parse("status", s))
+        .transpose()?;
+    if let Some(agent) = &args.agent_id {
+        haivemind_core::memory::check_name("agent_id", agent)?;
+    }
+    let tasks = cx
+        .store
+        .list_tasks(status, args.agent_id.as_deref(), args.limit as usize)?;
+    Ok(json!({
+        "tasks": tasks.iter().map(task_json).collect::<Vec<_>>(),
+        "total": tasks.len(),
+    }))
 }
 
 fn get_task(cx: &ToolContext, arguments: Option<Map<String, Value>>) -> Result<Value, ToolError> {

@@ -95,6 +95,15 @@ impl ToolContext {
     }
 }
 
+/// Why a call made through [`crate::HaivemindServer::call_as`] failed.
+#[derive(Debug)]
+pub enum CallFailure {
+    /// The tool refused or failed.
+    Tool(ToolError),
+    /// The thread running the tool died (logged); nothing is known of the outcome.
+    Panicked,
+}
+
 type Handler = fn(&ToolContext, Option<Map<String, Value>>) -> Result<Value, ToolError>;
 
 /// One entry of the catalogue.
