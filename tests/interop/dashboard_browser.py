@@ -95,7 +95,7 @@ def seed(url, admin):
 
 # ---- the browser --------------------------------------------------------------------------
 
-def browser(width=1200, height=860):
+def browser(width=1024, height=720):
     options = webdriver.ChromeOptions()
     options.binary_location = os.environ.get("HAIVEMIND_CHROMIUM", "/usr/bin/chromium")
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
@@ -169,9 +169,12 @@ def press(driver, container, memory_id, what, key=None):
     wait(driver, attempt, what)
 
 
-def screenshot(driver, directory, name):
+def screenshot(driver, directory, name, focus=None):
     if directory:
         time.sleep(0.5)
+        driver.execute_script("document.getElementById('status').textContent = ''; document.activeElement.blur();"
+                              "const f = arguments[0] && document.querySelector(arguments[0]);"
+                              "if (f) f.scrollIntoView({block: 'center'}); else window.scrollTo(0, 0);", focus)
         driver.save_screenshot(os.path.join(directory, f"{name}.png"))
 
 
@@ -351,7 +354,7 @@ def main():
             if view == "sync":
                 wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-latency svg rect"), "the latency chart")
             time.sleep(0.3)
-            screenshot(driver, args.screenshots, view)
+            screenshot(driver, args.screenshots, view, {"devops": "#drift"}.get(view))
         check("every view renders (incidents, drift side by side, task board, roster, charts)")
 
         # A phone-width screen: nothing wider than the screen.

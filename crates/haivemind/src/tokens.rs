@@ -5,14 +5,13 @@ use haivemind_core::Config;
 use haivemind_core::audit::AuditEvent;
 use haivemind_core::security::Role;
 use haivemind_core::time_format::ms_to_rfc3339;
-use haivemind_store::TokenRecord;
 use haivemind_mcp::render::token_json;
+use haivemind_store::TokenRecord;
 use serde_json::{Value, json};
 
 use crate::cli::TokenCommand;
 use crate::node::{open, open_audit};
 use crate::output::Printer;
-
 
 pub fn run(config: &Config, printer: &Printer, action: TokenCommand) -> Result<()> {
     let store = open(config)?;

@@ -29,16 +29,16 @@ fn memories_go_through_the_tools_rules_with_each_tokens_role() {
     assert_eq!(me["may"]["read_restricted"], false);
 
     // Readonly may not write: the tool's own refusal, as 403.
-    let refused = server.send(
-        api("POST", "/api/v1/memories", &readonly).json(&json!({"content": "no"})),
-    );
+    let refused =
+        server.send(api("POST", "/api/v1/memories", &readonly).json(&json!({"content": "no"})));
     assert_eq!(refused.status, 403, "{}", refused.text());
     assert_eq!(refused.json()["error"]["code"], "forbidden");
     assert_eq!(refused.json()["error"]["tool"], "store_memory");
 
-    let stored = server.send(api("POST", "/api/v1/memories", &agent).json(
-        &json!({"content": "Postgres vacuum runs at 02:00 on db-1", "tags": ["postgres"]}),
-    ));
+    let stored =
+        server.send(api("POST", "/api/v1/memories", &agent).json(
+            &json!({"content": "Postgres vacuum runs at 02:00 on db-1", "tags": ["postgres"]}),
+        ));
     assert_eq!(stored.status, 200, "{}", stored.text());
     let memory = stored.json();
     let id = memory["id"].as_str().unwrap().to_string();
@@ -58,10 +58,19 @@ fn memories_go_through_the_tools_rules_with_each_tokens_role() {
             api("POST", "/api/v1/memories", &agent).raw_body(b"{not json"),
             "body",
         ),
-        (api("GET", "/api/v1/memories?q=x&limit=ten", &agent), "limit"),
+        (
+            api("GET", "/api/v1/memories?q=x&limit=ten", &agent),
+            "limit",
+        ),
         (api("GET", "/api/v1/memories?q=x&bogus=1", &agent), "bogus"),
-        (api("GET", "/api/v1/memories?q=x&limit=1000", &agent), "limit"),
-        (api("GET", "/api/v1/memories/not-a-uuid", &agent), "memory_id"),
+        (
+            api("GET", "/api/v1/memories?q=x&limit=1000", &agent),
+            "limit",
+        ),
+        (
+            api("GET", "/api/v1/memories/not-a-uuid", &agent),
+            "memory_id",
+        ),
     ] {
         let answer = server.send(request);
         assert_eq!(answer.status, 400, "{field}: {}", answer.text());
@@ -70,7 +79,11 @@ fn memories_go_through_the_tools_rules_with_each_tokens_role() {
 
     // Search, history, update, and the REST answer equals the tool's.
     let found = server
-        .send(api("GET", "/api/v1/memories?q=vacuum&semantic=false", &readonly))
+        .send(api(
+            "GET",
+            "/api/v1/memories?q=vacuum&semantic=false",
+            &readonly,
+        ))
         .json();
     assert_eq!(found["memories"][0]["id"], id.as_str(), "{found}");
     let patched = server.send(
@@ -79,7 +92,11 @@ fn memories_go_through_the_tools_rules_with_each_tokens_role() {
     );
     assert_eq!(patched.json()["version"], 2, "{}", patched.text());
     let history = server
-        .send(api("GET", &format!("/api/v1/memories/{id}/history"), &readonly))
+        .send(api(
+            "GET",
+            &format!("/api/v1/memories/{id}/history"),
+            &readonly,
+        ))
         .json();
     assert_eq!(
         history["history"][1]["changes"]["content"]["to"],
@@ -99,30 +116,55 @@ fn memories_go_through_the_tools_rules_with_each_tokens_role() {
         ))
         .json();
     let secret_id = secret["id"].as_str().unwrap();
-    let hidden = server.send(api("GET", &format!("/api/v1/memories/{secret_id}"), &readonly));
+    let hidden = server.send(api(
+        "GET",
+        &format!("/api/v1/memories/{secret_id}"),
+        &readonly,
+    ));
     assert_eq!(hidden.status, 403, "{}", hidden.text());
     let listed = server
-        .send(api("GET", "/api/v1/memories?q=vacuum&semantic=false", &readonly))
+        .send(api(
+            "GET",
+            "/api/v1/memories?q=vacuum&semantic=false",
+            &readonly,
+        ))
         .text();
-    assert!(!listed.contains("hunter2") && !listed.contains(secret_id), "{listed}");
+    assert!(
+        !listed.contains("hunter2") && !listed.contains(secret_id),
+        "{listed}"
+    );
     let recent = server.send(api("GET", "/api/v1/recent", &readonly)).text();
     assert!(!recent.contains("hunter2"), "{recent}");
     assert!(
         server
-            .send(api("GET", "/api/v1/memories?q=vacuum&semantic=false", &agent))
+            .send(api(
+                "GET",
+                "/api/v1/memories?q=vacuum&semantic=false",
+                &agent
+            ))
             .text()
             .contains(secret_id)
     );
 
     // Soft delete, 410, recover; hard delete is the admin's alone.
-    let deleted = server.send(api("DELETE", &format!("/api/v1/memories/{id}?reason=old"), &agent));
+    let deleted = server.send(api(
+        "DELETE",
+        &format!("/api/v1/memories/{id}?reason=old"),
+        &agent,
+    ));
     assert_eq!(deleted.status, 200, "{}", deleted.text());
     let gone = server.send(api("GET", &format!("/api/v1/memories/{id}"), &agent));
     assert_eq!(gone.status, 410);
     assert_eq!(gone.json()["error"]["code"], "deleted");
-    let listed_deleted = server.send(api("GET", "/api/v1/memories/deleted", &agent)).text();
+    let listed_deleted = server
+        .send(api("GET", "/api/v1/memories/deleted", &agent))
+        .text();
     assert!(listed_deleted.contains(&id), "{listed_deleted}");
-    let recovered = server.send(api("POST", &format!("/api/v1/memories/{id}/recover"), &agent));
+    let recovered = server.send(api(
+        "POST",
+        &format!("/api/v1/memories/{id}/recover"),
+        &agent,
+    ));
     assert_eq!(recovered.status, 200, "{}", recovered.text());
     let hard = format!("/api/v1/memories/{id}?hard_delete=true");
     assert_eq!(server.send(api("DELETE", &hard, &agent)).status, 403);
@@ -132,9 +174,13 @@ fn memories_go_through_the_tools_rules_with_each_tokens_role() {
 
     // Coordination and DevOps are the tools too.
     let task = server
-        .send(api("POST", "/api/v1/tasks", &agent).json(&json!({"task_description": "rotate keys"})))
+        .send(
+            api("POST", "/api/v1/tasks", &agent).json(&json!({"task_description": "rotate keys"})),
+        )
         .json();
-    let board = server.send(api("GET", "/api/v1/tasks?status=pending", &readonly)).json();
+    let board = server
+        .send(api("GET", "/api/v1/tasks?status=pending", &readonly))
+        .json();
     assert_eq!(board["tasks"][0]["id"], task["id"], "{board}");
     let bad_state = server.send(api("GET", "/api/v1/tasks?status=sleeping", &readonly));
     assert_eq!(bad_state.json()["error"]["field"], "status");
@@ -150,19 +196,26 @@ fn memories_go_through_the_tools_rules_with_each_tokens_role() {
     );
     assert_eq!(moved.json()["status"], "investigating", "{}", moved.text());
     let readonly_move = server.send(
-        api("PATCH", &format!("/api/v1/incidents/{incident_id}"), &readonly)
-            .json(&json!({"status": "resolved"})),
+        api(
+            "PATCH",
+            &format!("/api/v1/incidents/{incident_id}"),
+            &readonly,
+        )
+        .json(&json!({"status": "resolved"})),
     );
     assert_eq!(readonly_move.status, 403);
 
     // Tool and route timings reach /metrics, on the MCP port too.
     let metrics = server.send(api("GET", "/api/v1/metrics", &readonly)).text();
     assert!(
-        metrics.contains("haivemind_tool_duration_seconds_bucket{tool=\"store_memory\",le=\"+Inf\"}"),
+        metrics
+            .contains("haivemind_tool_duration_seconds_bucket{tool=\"store_memory\",le=\"+Inf\"}"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("haivemind_http_request_duration_seconds_count{route=\"POST /api/v1/memories\"}"),
+        metrics.contains(
+            "haivemind_http_request_duration_seconds_count{route=\"POST /api/v1/memories\"}"
+        ),
         "{metrics}"
     );
     server.stop();
@@ -193,9 +246,15 @@ fn tokens_and_the_audit_log_are_for_admins_and_revocation_takes_effect() {
     let made = made.json();
     let secret = made["token"].as_str().unwrap().to_string();
     let id = made["id"].as_str().unwrap().to_string();
-    assert_eq!(server.send(api("GET", "/api/v1/me", &secret)).json()["role"], "readonly");
+    assert_eq!(
+        server.send(api("GET", "/api/v1/me", &secret)).json()["role"],
+        "readonly"
+    );
     let listed = server.send(api("GET", "/api/v1/tokens", &admin)).text();
-    assert!(listed.contains(&id) && !listed.contains(&secret), "never a secret: {listed}");
+    assert!(
+        listed.contains(&id) && !listed.contains(&secret),
+        "never a secret: {listed}"
+    );
 
     let revoked = server.send(api("DELETE", &format!("/api/v1/tokens/{id}"), &admin));
     assert_eq!(revoked.status, 200, "{}", revoked.text());
@@ -209,14 +268,19 @@ fn tokens_and_the_audit_log_are_for_admins_and_revocation_takes_effect() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let audit = server.send(api("GET", "/api/v1/audit?limit=50", &admin)).json();
+    let audit = server
+        .send(api("GET", "/api/v1/audit?limit=50", &admin))
+        .json();
     let events: Vec<&str> = audit["lines"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|line| line["event"].as_str())
         .collect();
-    assert!(events.contains(&"token_created") && events.contains(&"token_revoked"), "{events:?}");
+    assert!(
+        events.contains(&"token_created") && events.contains(&"token_revoked"),
+        "{events:?}"
+    );
     assert!(!audit.to_string().contains(&secret));
     let too_many = server.send(api("GET", "/api/v1/audit?limit=100000", &admin));
     assert_eq!(too_many.json()["error"]["field"], "limit");
@@ -233,14 +297,25 @@ fn the_page_is_served_safely_and_its_own_origin_is_accepted() {
     assert_eq!(page.status, 200);
     assert!(page.text().contains("name=\"token\""), "the sign-in form");
     assert!(!page.text().contains("<script>"), "no inline script");
-    let csp = page.header("content-security-policy").unwrap_or_default().to_string();
-    for rule in ["script-src 'self'", "frame-ancestors 'none'", "default-src 'none'"] {
+    let csp = page
+        .header("content-security-policy")
+        .unwrap_or_default()
+        .to_string();
+    for rule in [
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "default-src 'none'",
+    ] {
         assert!(csp.contains(rule), "{csp}");
     }
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
     for asset in ["/assets/app.js", "/assets/app.css", "/assets/icon.svg"] {
-        assert_eq!(server.send(Request::new("GET", asset)).status, 200, "{asset}");
+        assert_eq!(
+            server.send(Request::new("GET", asset)).status,
+            200,
+            "{asset}"
+        );
     }
     let script = server.send(Request::new("GET", "/assets/app.js")).text();
     assert!(!script.contains("innerHTML") && !script.contains("localStorage.setItem"));
@@ -311,18 +386,31 @@ fn the_event_socket_signs_in_by_its_first_message_and_ends_when_the_token_is_rev
     assert_eq!(refusal["type"], "error", "{refusal}");
     assert!(next(&mut wrong).is_none(), "closed after the refusal");
     let mut silent = open(r#"{"type":"ping"}"#);
-    assert_eq!(next(&mut silent).unwrap()["type"], "error", "a first message that is not auth");
+    assert_eq!(
+        next(&mut silent).unwrap()["type"],
+        "error",
+        "a first message that is not auth"
+    );
 
     let mut socket = open(&json!({"type": "auth", "token": watcher}).to_string());
     let hello = next(&mut socket).unwrap();
-    assert_eq!((hello["type"].as_str(), hello["role"].as_str()), (Some("hello"), Some("readonly")));
+    assert_eq!(
+        (hello["type"].as_str(), hello["role"].as_str()),
+        (Some("hello"), Some("readonly"))
+    );
     let stored = server
-        .send(api("POST", "/api/v1/memories", &admin).json(&json!({"content": "live over the socket"})))
+        .send(
+            api("POST", "/api/v1/memories", &admin)
+                .json(&json!({"content": "live over the socket"})),
+        )
         .json();
     let created = next(&mut socket).unwrap();
     assert_eq!(created["type"], "memory_created", "{created}");
     assert_eq!(created["memory_id"], stored["id"]);
-    assert!(created.get("content").is_none(), "events carry ids, not memory text");
+    assert!(
+        created.get("content").is_none(),
+        "events carry ids, not memory text"
+    );
 
     let tokens = server.send(api("GET", "/api/v1/tokens", &admin)).json();
     let id = tokens["tokens"]
@@ -342,6 +430,9 @@ fn the_event_socket_signs_in_by_its_first_message_and_ends_when_the_token_is_rev
             None => break false,
         }
     };
-    assert!(ended, "the socket says signed_out when its token is revoked");
+    assert!(
+        ended,
+        "the socket says signed_out when its token is revoked"
+    );
     server.stop();
 }

@@ -61,7 +61,15 @@ impl crate::tools::CallFailure {
         let error = match self {
             crate::tools::CallFailure::Tool(error) => error,
             crate::tools::CallFailure::Panicked => {
-                return (500, error_body("internal", None, "the server failed; see its log".into(), tool));
+                return (
+                    500,
+                    error_body(
+                        "internal",
+                        None,
+                        "the server failed; see its log".into(),
+                        tool,
+                    ),
+                );
             }
         };
         match error.into_result(tool) {
@@ -83,7 +91,10 @@ impl crate::tools::CallFailure {
                 } else {
                     (500, "internal")
                 };
-                (status, error_body(code, None, error.message.to_string(), tool))
+                (
+                    status,
+                    error_body(code, None, error.message.to_string(), tool),
+                )
             }
         }
     }

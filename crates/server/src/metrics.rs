@@ -229,10 +229,22 @@ mod tests {
         let mut out = String::new();
         histograms(&mut out, "t_seconds", "Help.", "tool", &timings.snapshot());
         assert!(out.contains("# TYPE t_seconds histogram\n"), "{out}");
-        assert!(out.contains("t_seconds_bucket{tool=\"search_memories\",le=\"0.005\"} 1\n"), "{out}");
-        assert!(out.contains("t_seconds_bucket{tool=\"search_memories\",le=\"0.05\"} 2\n"), "{out}");
-        assert!(out.contains("t_seconds_bucket{tool=\"search_memories\",le=\"+Inf\"} 2\n"), "{out}");
-        assert!(out.contains("t_seconds_count{tool=\"search_memories\"} 2\n"), "{out}");
+        assert!(
+            out.contains("t_seconds_bucket{tool=\"search_memories\",le=\"0.005\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("t_seconds_bucket{tool=\"search_memories\",le=\"0.05\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("t_seconds_bucket{tool=\"search_memories\",le=\"+Inf\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("t_seconds_count{tool=\"search_memories\"} 2\n"),
+            "{out}"
+        );
     }
 
     #[test]

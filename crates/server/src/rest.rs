@@ -44,7 +44,10 @@ pub(crate) fn routes() -> axum::Router<Arc<AppState>> {
         .route("/api/v1/tasks/{id}", get(task))
         .route("/api/v1/broadcasts", get(broadcasts).post(broadcast))
         .route("/api/v1/incidents", get(incidents).post(record_incident))
-        .route("/api/v1/incidents/{id}", axum::routing::patch(update_incident))
+        .route(
+            "/api/v1/incidents/{id}",
+            axum::routing::patch(update_incident),
+        )
         .route("/api/v1/runbooks", get(runbooks).post(generate_runbook))
         .route(
             "/api/v1/infrastructure",
@@ -115,7 +118,10 @@ fn object_of(body: &Bytes) -> Result<Map<String, Value>, Box<Response>> {
         Ok(_) => Err(Box::new(invalid("body", "must be a JSON object"))),
         Err(error) => Err(Box::new(invalid(
             "body",
-            &format!("is not valid JSON: {}", haivemind_core::error::excerpt(&error.to_string())),
+            &format!(
+                "is not valid JSON: {}",
+                haivemind_core::error::excerpt(&error.to_string())
+            ),
         ))),
     }
 }
@@ -129,13 +135,13 @@ fn invalid(field: &str, rule: &str) -> Response {
     (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
-fn caller(request_extensions: &axum::http::Extensions) -> Result<Caller, Response> {
+fn caller(request_extensions: &axum::http::Extensions) -> Result<Caller, Box<Response>> {
     crate::guard::caller_of(request_extensions).ok_or_else(|| {
-        refusal(
+        Box::new(refusal(
             StatusCode::UNAUTHORIZED,
             "missing_token",
             "not authenticated",
-        )
+        ))
     })
 }
 
@@ -163,7 +169,7 @@ async fn call(
 async fn query_call(state: &AppState, request: Request, params: Params, tool: &str) -> Response {
     let caller = match caller(request.extensions()) {
         Ok(caller) => caller,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match arguments_of(params.0) {
         Ok(arguments) => call(state, caller, tool, arguments).await,
@@ -180,7 +186,7 @@ async fn body_call(
 ) -> Response {
     let caller = match caller(request.extensions()) {
         Ok(caller) => caller,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     // The body-size guard has already refused anything larger.
     let body = match crate::guard::read_body(request.into_body(), usize::MAX).await {
@@ -192,7 +198,10 @@ async fn body_call(
         Err(response) => return *response,
     };
     if let Some((key, id)) = id {
-        if arguments.get(key).is_some_and(|v| v.as_str() != Some(id.as_str())) {
+        if arguments
+            .get(key)
+            .is_some_and(|v| v.as_str() != Some(id.as_str()))
+        {
             return invalid(key, "differs from the id in the path");
         }
         arguments.insert(key.to_string(), Value::String(id));
@@ -204,7 +213,7 @@ async fn body_call(
 async fn me(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let caller = match caller(request.extensions()) {
         Ok(caller) => caller,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let role = caller.role;
     axum::Json(json!({
@@ -238,7 +247,9 @@ async fn list_memories(
         params.insert("query".into(), q);
         return query_call(&state, request, Query(params), "search_memories").await;
     }
-    params.entry("hours".into()).or_insert_with(|| BROWSE_HOURS.to_string());
+    params
+        .entry("hours".into())
+        .or_insert_with(|| BROWSE_HOURS.to_string());
     query_call(&state, request, Query(params), "get_recent_memories").await
 }
 
@@ -290,10 +301,16 @@ async fn task(
 }
 
 /// A tool whose only argument is the path's id.
-async fn with_id(state: &AppState, request: Request, key: &str, id: String, tool: &str) -> Response {
+async fn with_id(
+    state: &AppState,
+    request: Request,
+    key: &str,
+    id: String,
+    tool: &str,
+) -> Response {
     let caller = match caller(request.extensions()) {
         Ok(caller) => caller,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut arguments = Map::new();
     arguments.insert(key.to_string(), Value::String(id));
@@ -372,7 +389,13 @@ async fn update_incident(
     Path(id): Path<String>,
     request: Request,
 ) -> Response {
-    body_call(&state, request, Some(("incident_id", id)), "update_incident").await
+    body_call(
+        &state,
+        request,
+        Some(("incident_id", id)),
+        "update_incident",
+    )
+    .await
 }
 
 /// `GET /api/v1/runbooks`: runbooks and playbooks are memories of category `runbooks`.
@@ -382,7 +405,9 @@ async fn runbooks(
     request: Request,
 ) -> Response {
     params.insert("category".into(), "runbooks".into());
-    params.entry("hours".into()).or_insert_with(|| BROWSE_HOURS.to_string());
+    params
+        .entry("hours".into())
+        .or_insert_with(|| BROWSE_HOURS.to_string());
     params.entry("limit".into()).or_insert_with(|| "100".into());
     query_call(&state, request, Query(params), "get_recent_memories").await
 }
@@ -412,7 +437,7 @@ async fn drift(State(state): State<Arc<AppState>>, params: Params, request: Requ
 }
 
 /// The caller, if it may administer; else the refusal (audited, as tool refusals are).
-fn administrator(state: &AppState, request: &Request, what: &str) -> Result<Caller, Response> {
+fn administrator(state: &AppState, request: &Request, what: &str) -> Result<Caller, Box<Response>> {
     let caller = caller(request.extensions())?;
     if caller.role.may_administer() {
         return Ok(caller);
@@ -423,11 +448,14 @@ fn administrator(state: &AppState, request: &Request, what: &str) -> Result<Call
             .with("role", caller.role.as_str())
             .with("route", what),
     );
-    Err(refusal(
+    Err(Box::new(refusal(
         StatusCode::FORBIDDEN,
         "forbidden",
-        format!("role {} may not {what}: it needs an admin token", caller.role),
-    ))
+        format!(
+            "role {} may not {what}: it needs an admin token",
+            caller.role
+        ),
+    )))
 }
 
 /// A store failure behind an admin route: the caller's mistake named, ours logged.
@@ -475,7 +503,7 @@ async fn blocking<T: Send + 'static>(
 /// `GET /api/v1/tokens` (admin): every token, never a secret.
 async fn list_tokens(State(state): State<Arc<AppState>>, request: Request) -> Response {
     if let Err(response) = administrator(&state, &request, "list tokens") {
-        return response;
+        return *response;
     }
     let store = Arc::clone(&state.store);
     match blocking(move || store.list_tokens()).await {
@@ -493,7 +521,7 @@ async fn list_tokens(State(state): State<Arc<AppState>>, request: Request) -> Re
 async fn create_token(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let admin = match administrator(&state, &request, "create tokens") {
         Ok(admin) => admin,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let body = match crate::guard::read_body(request.into_body(), usize::MAX).await {
         Ok(body) => body,
@@ -543,7 +571,7 @@ async fn revoke_token(
 ) -> Response {
     let admin = match administrator(&state, &request, "revoke tokens") {
         Ok(admin) => admin,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let store = Arc::clone(&state.store);
     let revoked = match blocking(move || store.revoke_token(&id)).await {
@@ -571,7 +599,7 @@ async fn audit_tail(
     request: Request,
 ) -> Response {
     if let Err(response) = administrator(&state, &request, "read the audit log") {
-        return response;
+        return *response;
     }
     let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
         None => 100,
@@ -579,8 +607,10 @@ async fn audit_tail(
         Some(_) => return invalid("limit", "must be 1-500"),
     };
     let Some(audit) = &state.audit else {
-        return axum::Json(json!({"lines": [], "total": 0, "note": "the audit log is off (logging.audit_log)"}))
-            .into_response();
+        return axum::Json(
+            json!({"lines": [], "total": 0, "note": "the audit log is off (logging.audit_log)"}),
+        )
+        .into_response();
     };
     let path = audit.path().to_path_buf();
     let read = tokio::task::spawn_blocking(move || tail(&path, limit)).await;
@@ -671,7 +701,10 @@ mod tests {
         let lines: String = (0..10).map(|i| format!("{{\"n\":{i}}}\n")).collect();
         std::fs::write(&path, format!("not json\n{lines}")).unwrap();
         let tail = tail(&path, 3).unwrap();
-        assert_eq!(tail, vec![json!({"n": 9}), json!({"n": 8}), json!({"n": 7})]);
+        assert_eq!(
+            tail,
+            vec![json!({"n": 9}), json!({"n": 8}), json!({"n": 7})]
+        );
         assert!(tail_of_missing_file_is_empty(dir.path()));
     }
 

@@ -52,4 +52,3 @@ pub fn python() -> &'static Path {
         python
     })
 }
-
