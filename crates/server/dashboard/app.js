@@ -295,6 +295,18 @@
     $('#page').textContent = p.q ? `Page ${Math.floor(searchOffset / PAGE_SIZE) + 1}` : '';
   }
 
+  /** Soft-deleted memories that can still be recovered. */
+  async function listDeleted() {
+    searchSeq += 1;
+    const answer = await attempt(() => api('GET', '/memories/deleted?limit=50'), 'Listing deleted memories');
+    if (!answer) return;
+    $('#results').replaceChildren(...answer.memories.map((m) => memoryItem(m, openMemory)));
+    $('#result-count').textContent = `${answer.memories.length} deleted memories that can be recovered.`;
+    $('#prev').disabled = true;
+    $('#next').disabled = true;
+    $('#page').textContent = '';
+  }
+
   async function openMemory(id) {
     if (currentView() !== 'memories') {
       location.hash = '#memories';
@@ -623,7 +635,7 @@
       }
       $('#infrastructure').replaceChildren(...[...byMachine.entries()].map(([machine, states]) => el('article', { 'data-machine': machine },
         el('h3', { text: machine }),
-        states.map((s) => el('div', {}, el('div', { class: 'meta', text: `${s.state_type} · ${when(s.created_at)}` }),
+        states.map((s) => el('div', { 'data-memory-id': s.id }, el('div', { class: 'meta', text: `${s.state_type} · ${when(s.created_at)}` }),
           el('pre', { class: 'content', text: JSON.stringify(s.state_data, null, 2) }))))));
       if (!byMachine.size) $('#infrastructure').replaceChildren(el('p', { text: 'No infrastructure state tracked yet.' }));
     }
@@ -896,6 +908,7 @@
       searchOffset = 0;
       runSearch();
     });
+    $('#show-deleted').addEventListener('click', listDeleted);
     $('#prev').addEventListener('click', () => { searchOffset = Math.max(0, searchOffset - PAGE_SIZE); runSearch(); });
     $('#next').addEventListener('click', () => { searchOffset += PAGE_SIZE; runSearch(); });
     $('#edit').addEventListener('click', () => {
