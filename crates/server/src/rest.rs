@@ -160,7 +160,15 @@ async fn call(
         Err(failure) => {
             let (status, body) = failure.http(name);
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (status, axum::Json(body)).into_response()
+            let mut response = (status, axum::Json(body)).into_response();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                // As the storage guard says it: the database is expected back shortly.
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("2"),
+                );
+            }
+            response
         }
     }
 }
@@ -332,6 +340,9 @@ async fn delete_memory(
     Query(mut params): Params,
     request: Request,
 ) -> Response {
+    if params.get("memory_id").is_some_and(|named| *named != id) {
+        return invalid("memory_id", "differs from the id in the path");
+    }
     params.insert("memory_id".into(), id);
     query_call(&state, request, Query(params), "delete_memory").await
 }
@@ -666,6 +677,27 @@ fn tail(path: &std::path::Path, limit: usize) -> std::io::Result<Vec<Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_route_is_in_the_openapi_document() {
+        let document = include_str!("../../../docs/openapi.yaml");
+        let source = include_str!("rest.rs");
+        let mut routes: Vec<&str> = source
+            .split(".route(\n            \"")
+            .skip(1)
+            .chain(source.split(".route(\"").skip(1))
+            .filter_map(|rest| rest.split('"').next())
+            .filter(|path| path.starts_with("/api/v1/"))
+            .collect();
+        routes.push("/api/v1/events");
+        assert!(routes.len() > 20, "{routes:?}");
+        for route in routes {
+            assert!(
+                document.contains(&format!("\n  {route}:\n")),
+                "docs/openapi.yaml does not describe {route}"
+            );
+        }
+    }
 
     #[test]
     fn query_strings_become_typed_arguments() {

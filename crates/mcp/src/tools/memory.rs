@@ -765,7 +765,7 @@ fn get_memory_history(
         return Err(ToolError::Forbidden {
             role: cx.caller.role,
             rule: format!(
-                "memory {id} was confidential or pii earlier and its history holds those                  values; role {} may not read confidential or pii memories",
+                "memory {id} was confidential or pii earlier and its history holds those values; role {} may not read confidential or pii memories",
                 cx.caller.role
             ),
         });
