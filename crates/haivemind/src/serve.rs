@@ -72,7 +72,7 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
             purged,
             search = if store.embedder_model().is_some() { "hybrid" } else { "full-text only" },
             tls = mcp.is_tls(),
-            "hAIveMind serving remote MCP on {scheme}://{mcp_address}/mcp (legacy SSE on /sse)"
+            "hAIveMind serving remote MCP on {scheme}://{mcp_address}/mcp (legacy SSE on /sse), the dashboard on {scheme}://{mcp_address}/"
         );
         announce(&format!("listening mcp {scheme}://{mcp_address}"));
         announce(&format!("listening sync {scheme}://{sync_address}"));
