@@ -60,7 +60,11 @@ async def main(binary, mode, data_dir):
         })
         memory_id = stored["id"]
         expect(stored["metadata"] == metadata, f"metadata changed: {stored['metadata']}")
-        expect(stored["agent_id"], "the client's name becomes the agent id")
+        # The SDK's own name ("mcp"), sent at initialize or in each 2026-07-28 request's
+        # _meta, is the author, never a placeholder of the server library; the roster too.
+        expect(stored["agent_id"] == "mcp", f"the client's name becomes the agent id: {stored['agent_id']}")
+        registered = await ok(client, "register_agent", {"role": "worker_drone", "capabilities": ["interop"]})
+        expect(registered["agent_id"].startswith("mcp@"), f"the roster names the client: {registered}")
 
         result = await client.call_tool("retrieve_memory", {"memory_id": memory_id})
         expect(result.structured_content == stored, "retrieve returns what store returned")

@@ -48,6 +48,10 @@ pub struct Config {
     pub connectors: Map<String, Value>,
     /// The seed's agent-coordination settings (`claudeops.agent_registry.agent_ttl`, ...).
     pub claudeops: Map<String, Value>,
+    /// What loading changed or read differently, to log once logging is up (a seed
+    /// setting read as ours, for instance).
+    #[serde(skip)]
+    pub notices: Vec<String>,
 }
 
 /// `server.*`: where the HTTP services listen.
@@ -264,12 +268,15 @@ impl Config {
             });
         }
         apply_env(&mut tree, env)?;
-        let config: Config =
+        let mut config: Config =
             serde_path_to_error::deserialize(tree).map_err(|e| ConfigError::Parse {
                 path: shown_path,
                 key: e.path().to_string(),
                 message: e.inner().to_string(),
             })?;
+        if let Some(notice) = config.security.adopt_seed_origins() {
+            config.notices.push(notice);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -554,6 +561,48 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::load_from(Some(&path), &env)
+    }
+
+    #[test]
+    fn the_seeds_tailscale_origin_is_read_as_the_tailnet_allowlist() {
+        let config = load(
+            r#"{"security": {"allowed_origins": ["tailscale", "https://app.example.com"],
+                             "allowed_networks": ["loopback"]}}"#,
+            &[],
+        )
+        .expect("the seed's setting no longer stops start-up");
+        assert_eq!(config.security.allowed_origins, ["https://app.example.com"]);
+        assert_eq!(config.security.allowed_networks, ["loopback", "tailscale"]);
+        let tailnet: std::net::IpAddr = "100.101.102.103".parse().unwrap();
+        assert!(
+            config
+                .security
+                .networks()
+                .unwrap()
+                .iter()
+                .any(|n| n.contains(tailnet))
+        );
+        assert_eq!(config.notices.len(), 1, "{:?}", config.notices);
+        assert!(config.notices[0].contains("allowed_networks"));
+
+        let open = load(
+            r#"{"security": {"allowed_origins": ["Tailscale"], "allowed_networks": []}}"#,
+            &[],
+        )
+        .unwrap();
+        assert!(
+            open.security.allowed_networks.is_empty(),
+            "an open server stays open"
+        );
+        assert!(load("{}", &[]).unwrap().notices.is_empty());
+        assert!(
+            load(
+                r#"{"security": {"allowed_origins": ["app.example.com"]}}"#,
+                &[]
+            )
+            .is_err(),
+            "other origins without a scheme are still refused"
+        );
     }
 
     #[test]

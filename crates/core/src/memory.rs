@@ -8,6 +8,18 @@ use uuid::Uuid;
 
 use crate::InvalidInput;
 
+/// Categories the seed (the Python system) used, and ours for each: agents and scripts
+/// written for it keep working. Its API's default category was `general`.
+pub const SEED_CATEGORIES: &[(&str, &str)] = &[("general", "global")];
+
+/// Our name for a category an agent written for the seed may send.
+pub fn from_seed_category(category: String) -> String {
+    SEED_CATEGORIES
+        .iter()
+        .find(|(seed, _)| *seed == category)
+        .map_or(category, |(_, ours)| (*ours).to_string())
+}
+
 /// The categories every node knows. `memory.categories` in the config may add more.
 pub const BUILTIN_CATEGORIES: &[&str] = &[
     "project",

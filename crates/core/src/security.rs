@@ -283,6 +283,32 @@ impl SecurityConfig {
         Ok(networks)
     }
 
+    /// Reads the seed's `allowed_origins: ["tailscale"]` as what it meant: peers on the
+    /// tailnet may connect. The entry leaves `allowed_origins` (where it is no origin, and
+    /// would stop start-up) and `tailscale` joins `allowed_networks` unless that list is
+    /// empty (every peer is allowed already). Says what it did, for a warning.
+    pub fn adopt_seed_origins(&mut self) -> Option<String> {
+        let before = self.allowed_origins.len();
+        self.allowed_origins
+            .retain(|origin| !origin.trim().eq_ignore_ascii_case("tailscale"));
+        if self.allowed_origins.len() == before {
+            return None;
+        }
+        let listed = self
+            .allowed_networks
+            .iter()
+            .any(|n| n.trim().eq_ignore_ascii_case("tailscale"));
+        if !self.allowed_networks.is_empty() && !listed {
+            self.allowed_networks.push("tailscale".into());
+        }
+        Some(
+            "security.allowed_origins lists \"tailscale\", the seed's way of admitting the tailnet: \
+             read as security.allowed_networks including \"tailscale\" (Tailscale's address ranges); \
+             allowed_origins is for browser origins only, so move it there to silence this warning"
+                .into(),
+        )
+    }
+
     /// Checks what a type alone cannot.
     pub fn validate(&self) -> Result<(), InvalidInput> {
         self.networks()?;

@@ -33,6 +33,9 @@ pub fn run(cli: Cli) -> Result<()> {
         &config,
         matches!(cli.command, Command::Mcp | Command::Serve(_)),
     );
+    for notice in &config.notices {
+        tracing::warn!("{notice}");
+    }
     let printer = Printer { json: cli.json };
     match cli.command {
         Command::Mcp => serve_mcp(&config),

@@ -43,6 +43,16 @@ fn join(path: &str, name: &str) -> String {
     }
 }
 
+/// A `category` argument, with the seed's names read as ours: its API defaulted to
+/// `general`, which is our `global` (haivemind_core::memory::SEED_CATEGORIES).
+pub(crate) fn category<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let named: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(named.map(haivemind_core::memory::from_seed_category))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +97,26 @@ mod tests {
         map.insert("content".into(), "x".into());
         map.insert(huge.clone(), 1.into());
         assert!(err(Value::Object(map)).len() < 1_000);
+    }
+
+    #[test]
+    fn the_seeds_general_category_is_our_global() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Args {
+            #[serde(default, deserialize_with = "super::category")]
+            category: Option<String>,
+        }
+        let read =
+            |value: serde_json::Value| parse::<Args>(value.as_object().cloned()).unwrap().category;
+        assert_eq!(
+            read(serde_json::json!({"category": "general"})).as_deref(),
+            Some("global")
+        );
+        assert_eq!(
+            read(serde_json::json!({"category": "runbooks"})).as_deref(),
+            Some("runbooks")
+        );
+        assert_eq!(read(serde_json::json!({})), None);
+        assert_eq!(read(serde_json::json!({"category": null})), None);
     }
 }

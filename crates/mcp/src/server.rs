@@ -244,12 +244,18 @@ impl ServerHandler for HaivemindServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         // Handshake-era sessions name the client once at initialize; 2026-07-28 requests
-        // carry it in their own _meta.
+        // carry it in their own _meta, and for those rmcp's peer info is a placeholder
+        // naming rmcp itself, so the request's own word wins.
         let agent_id = context
-            .peer
-            .peer_info()
-            .map(|info| info.client_info.name.clone())
-            .or_else(|| context.meta.client_info().map(|info| info.name))
+            .meta
+            .client_info()
+            .map(|info| info.name)
+            .or_else(|| {
+                context
+                    .peer
+                    .peer_info()
+                    .map(|info| info.client_info.name.clone())
+            })
             .and_then(|name| agent_id_from_client_name(&name));
         let caller = self.caller_of(&context.extensions)?;
         let name = request.name.to_string();

@@ -289,7 +289,7 @@ struct BroadcastArgs {
     /// What every agent should know.
     message: String,
     /// The memory category (default global).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::arguments::category")]
     category: Option<String>,
     /// info (default), warning, error or critical.
     #[serde(default)]
@@ -312,7 +312,7 @@ struct GetBroadcastsArgs {
     #[serde(default)]
     severity: Option<String>,
     /// Only this category.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::arguments::category")]
     category: Option<String>,
     /// Results, 1-100 (default 20).
     #[serde(default = "default_broadcast_limit")]

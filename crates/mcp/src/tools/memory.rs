@@ -214,7 +214,7 @@ struct StoreMemoryArgs {
     content: String,
     #[doc = "The category (default global)."]
     #[schemars(description = CATEGORY_HELP)]
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::arguments::category")]
     category: Option<String>,
     /// Where this came from: a task, a file, a conversation.
     #[serde(default)]
@@ -261,7 +261,7 @@ struct SearchArgs {
     /// What to look for, in words.
     query: String,
     /// Only this category.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::arguments::category")]
     category: Option<String>,
     /// Only this user's memories.
     #[serde(default)]
@@ -306,7 +306,7 @@ struct RecentArgs {
     #[serde(default)]
     user_id: Option<String>,
     /// Only this category.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::arguments::category")]
     category: Option<String>,
     /// How far back to look, in hours (default 24).
     #[serde(default = "default_hours")]
@@ -325,7 +325,7 @@ struct UpdateArgs {
     #[serde(default)]
     content: Option<String>,
     /// New category.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::arguments::category")]
     category: Option<String>,
     /// New context; null clears it.
     #[serde(default, deserialize_with = "present")]
@@ -369,7 +369,7 @@ struct ListDeletedArgs {
     #[serde(default)]
     user_id: Option<String>,
     /// Only this category.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::arguments::category")]
     category: Option<String>,
     /// How many, 1-100 (default 20).
     #[serde(default = "default_recent_limit")]
@@ -383,7 +383,7 @@ struct ListDeletedArgs {
 #[serde(deny_unknown_fields)]
 struct BulkDeleteArgs {
     /// Only this category.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::arguments::category")]
     category: Option<String>,
     /// Only this user's memories.
     #[serde(default)]
@@ -435,7 +435,7 @@ struct DetectDuplicatesArgs {
     #[serde(default)]
     user_id: Option<String>,
     /// Only this category.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::arguments::category")]
     category: Option<String>,
     /// Only this project.
     #[serde(default)]
