@@ -21,4 +21,15 @@ pub trait Embedder: Send + Sync {
     /// Embeds each text, in order. Every returned vector has [`Self::dimensions`] entries and
     /// an L2 norm of 1.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// How many tokens the model's tokenizer makes of `text` (without special tokens and
+    /// without truncation), when it can say; for budgets such as a context pack's.
+    fn count_tokens(&self, _text: &str) -> Option<usize> {
+        None
+    }
+}
+
+/// A token count for `text` when no tokenizer is at hand: about four bytes a token, the
+/// usual rate for English under subword tokenizers, rounded up.
+pub fn estimate_tokens(text: &str) -> usize {
+    text.len().div_ceil(4)
 }

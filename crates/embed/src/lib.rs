@@ -108,6 +108,8 @@ pub enum LoadError {
 pub struct MiniLm {
     model: Bert,
     tokenizer: Tokenizer,
+    /// The same tokenizer without padding or truncation, for counting.
+    counter: Tokenizer,
     device: Device,
 }
 
@@ -157,6 +159,11 @@ impl MiniLm {
             .map_err(|e| unusable(config_name, e.to_string()))?;
         let mut tokenizer = Tokenizer::from_bytes(&tokenizer_bytes)
             .map_err(|e| unusable(tokenizer_name, e.to_string()))?;
+        let mut counter = tokenizer.clone();
+        counter.with_padding(None);
+        counter
+            .with_truncation(None)
+            .map_err(|e| unusable(tokenizer_name, e.to_string()))?;
         tokenizer.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
             ..PaddingParams::default()
@@ -178,6 +185,7 @@ impl MiniLm {
         Ok(Self {
             model,
             tokenizer,
+            counter,
             device,
         })
     }
@@ -247,6 +255,13 @@ impl Embedder for MiniLm {
             vectors.extend(embedded);
         }
         Ok(vectors)
+    }
+
+    fn count_tokens(&self, text: &str) -> Option<usize> {
+        self.counter
+            .encode(text, false)
+            .ok()
+            .map(|encoding| encoding.get_ids().len())
     }
 }
 

@@ -117,6 +117,23 @@ pub enum Command {
     Store(StoreArgs),
     /// Search memories by keywords (and by meaning once a model is loaded).
     Search(SearchArgs),
+    /// Print what an agent starting work should know (the get_context tool): open
+    /// incidents, an agent's open tasks, the memories most relevant to --query and
+    /// --project, and the newest ones, packed into at most --max-tokens tokens
+    Context {
+        /// What the work is about.
+        #[arg(long)]
+        query: Option<String>,
+        /// Only memories of this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// Include this agent's open tasks (its roster id, like claude-code@laptop).
+        #[arg(long)]
+        agent: Option<String>,
+        /// The budget in tokens (50-32000), counted with the model's tokenizer.
+        #[arg(long, default_value_t = 2000)]
+        max_tokens: usize,
+    },
     /// Show one memory.
     Get {
         /// The memory's id.

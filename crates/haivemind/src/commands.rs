@@ -69,6 +69,33 @@ pub fn run(cli: Cli) -> Result<()> {
         } => crate::coordination::broadcast(&config, &printer, message, &severity, category),
         Command::Store(args) => store(&open_with_model(&config)?.0, &printer, args),
         Command::Search(args) => search(&open_with_model(&config)?.0, &printer, args),
+        Command::Context {
+            query,
+            project,
+            agent,
+            max_tokens,
+        } => {
+            let store = open_with_model(&config)?.0;
+            let pack = store.context(&haivemind_store::ContextQuery {
+                query,
+                project,
+                agent_id: agent,
+                max_tokens,
+                hide_restricted: false,
+            })?;
+            printer.done(
+                json!({
+                    "context": pack.text,
+                    "memories": pack.memories.iter().map(|m| m.id.to_string()).collect::<Vec<_>>(),
+                    "tokens": pack.tokens,
+                    "max_tokens": max_tokens,
+                    "counted_with": pack.counted_with,
+                    "left_out": pack.left_out,
+                }),
+                pack.text.trim_end(),
+            );
+            Ok(())
+        }
         Command::Get { id } => {
             let memory = open(&config)?.get(MemoryId::parse("id", &id)?)?;
             printer.memory(&memory);

@@ -31,6 +31,35 @@ fn hybrid_search_over_mcp_finds_a_paraphrase_first() {
     assert_eq!(found["memories"][0]["content"], ES, "{found:#}");
     assert!(found.get("note").is_none_or(|n| n.is_null()), "{found:#}");
 
+    // get_context packs the paraphrase's match first, counted with the model's tokenizer.
+    let context = mcp.ok(
+        "get_context",
+        json!({"query": "ES heap blew up", "max_tokens": 120}),
+    );
+    assert!(
+        context["context"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .nth(1)
+            .is_some_and(|line| line.contains("Elasticsearch on elastic3")),
+        "{context:#}"
+    );
+    assert!(context["tokens"].as_u64().unwrap() <= 120, "{context:#}");
+    assert!(
+        context["counted_with"]
+            .as_str()
+            .unwrap()
+            .starts_with("all-MiniLM-L6-v2"),
+        "{context:#}"
+    );
+    assert!(context["left_out"].as_u64().unwrap() > 0, "{context:#}");
+    let cli = run_json(
+        scratch.command_with_model(),
+        &["context", "--query", "ES heap blew up"],
+    );
+    assert_eq!(cli["memories"][0], context["memories"][0]["id"], "{cli:#}");
+
     let keywords = mcp.ok(
         "search_memories",
         json!({"query": "ES heap blew up", "semantic": false}),

@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 mod connection_pool;
+mod context;
 mod conversation;
 mod coordination;
 pub mod db;
@@ -62,6 +63,7 @@ use haivemind_core::memory::MemoryRules;
 use haivemind_core::{Embedder, HybridClock};
 use rusqlite::Connection;
 
+pub use context::{ContextPack, ContextQuery, MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS};
 pub use conversation::{ConversationImport, ImportedConversation, MAX_TRANSCRIPT_BYTES};
 pub use coordination::{
     Agent, KNOWN_ROLES, NewAgent, NewBroadcast, NewTask, Priority, RosterEntry, SEVERITIES, Task,

@@ -5,6 +5,7 @@
 //! run on a blocking thread, because the engine blocks on SQLite.
 
 mod connectors;
+mod context;
 mod coordination;
 mod devops;
 mod memory;
@@ -151,6 +152,7 @@ fn schema_of<T: JsonSchema + 'static>() -> Arc<JsonObject> {
 pub fn catalogue() -> impl Iterator<Item = &'static ToolEntry> {
     memory::TOOLS
         .iter()
+        .chain(context::TOOLS)
         .chain(coordination::TOOLS)
         .chain(devops::TOOLS)
         .chain(connectors::TOOLS)
