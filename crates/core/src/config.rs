@@ -48,6 +48,8 @@ pub struct Config {
     pub connectors: Map<String, Value>,
     /// The seed's agent-coordination settings (`claudeops.agent_registry.agent_ttl`, ...).
     pub claudeops: Map<String, Value>,
+    /// What MCP clients are offered.
+    pub mcp: McpConfig,
     /// What loading changed or read differently, to log once logging is up (a seed
     /// setting read as ours, for instance).
     #[serde(skip)]
@@ -108,6 +110,51 @@ impl Default for EmbeddingConfig {
             model_dir: None,
         }
     }
+}
+
+/// `mcp.*`: what MCP clients are offered.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Which tools `tools/list` shows: `core`, `team`, `devops` or `all` (the default).
+    pub tool_profile: ToolProfile,
+}
+
+/// A set of tools offered in `tools/list`: every tool list costs an agent's context on
+/// every session, so an agent that only remembers and recalls can be shown only that.
+/// Tools outside the profile still answer when called by name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolProfile {
+    /// Remember and recall: the memory tools an agent uses every day, and get_context.
+    Core,
+    /// Core, and working with other agents: the roster, tasks and broadcasts.
+    Team,
+    /// Core, and the DevOps records: incidents, runbooks, infrastructure state, drift.
+    Devops,
+    /// Every tool.
+    #[default]
+    All,
+}
+
+impl ToolProfile {
+    /// The profile's name in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolProfile::Core => "core",
+            ToolProfile::Team => "team",
+            ToolProfile::Devops => "devops",
+            ToolProfile::All => "all",
+        }
+    }
+
+    /// Every profile, smallest first.
+    pub const ALL: [ToolProfile; 4] = [
+        ToolProfile::Core,
+        ToolProfile::Team,
+        ToolProfile::Devops,
+        ToolProfile::All,
+    ];
 }
 
 /// `search.*`: how `semantic=true` (hybrid) search fuses the full-text and the vector

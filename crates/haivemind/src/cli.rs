@@ -275,6 +275,8 @@ pub enum BenchCommand {
     },
     /// The embedding model: load time, memory, latency per text.
     Embedder,
+    /// What `tools/list` costs an agent's context under each tool profile, in tokens.
+    Tools,
     /// Store with embedding, and hybrid search with query embedding, at each size; and the
     /// vector index's recall@10 against exact search.
     Hybrid {

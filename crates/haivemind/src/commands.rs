@@ -179,6 +179,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 backend,
             } => crate::bench::run(&config, &sizes, queries, corpus, backend, printer.json),
             BenchCommand::Embedder => crate::bench::run_embedder(&config.model_dir(), printer.json),
+            BenchCommand::Tools => crate::bench_tools::run(&config.model_dir(), printer.json),
             BenchCommand::Hybrid {
                 sizes,
                 queries,
@@ -281,6 +282,7 @@ fn serve_mcp(config: &Config) -> Result<()> {
             agent_ttl_ms: config.agent_ttl_ms(),
             mcp_url: None,
             connectors: config.connectors.clone(),
+            tool_profile: config.mcp.tool_profile,
         },
     )
     .with_caller(haivemind_core::security::Caller::local())

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_hybrid;
+mod bench_tools;
 mod cli;
 mod commands;
 mod connectors;

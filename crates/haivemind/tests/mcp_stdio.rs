@@ -463,3 +463,47 @@ fn memories_survive_a_restart_of_the_server() {
     );
     second.finish();
 }
+
+#[test]
+fn a_tool_profile_trims_tools_list_and_hidden_tools_still_answer() {
+    let scratch = Scratch::new();
+    scratch.write_config(r#"{"mcp": {"tool_profile": "core"}}"#);
+    let mut mcp = scratch.mcp();
+    let tools = mcp.request("tools/list", json!({}))["result"]["tools"].clone();
+    let names: Vec<&str> = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "store_memory",
+        "search_memories",
+        "get_context",
+        "update_memory",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "core lacks {expected}: {names:?}"
+        );
+    }
+    for hidden in ["delegate_task", "record_incident", "gdpr_delete_user_data"] {
+        assert!(!names.contains(&hidden), "core offers {hidden}");
+    }
+    // Called by name, a tool outside the profile still works.
+    let task = mcp.ok(
+        "delegate_task",
+        json!({"task_description": "rotate the certificates"}),
+    );
+    assert_eq!(task["status"], "pending", "{task}");
+
+    let unknown = Scratch::new();
+    unknown.write_config(r#"{"mcp": {"tool_profile": "everything"}}"#);
+    let output = unknown.run(&["status"]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("mcp.tool_profile"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -26,7 +26,7 @@ use crate::resources::{
 };
 use crate::stdio_framing;
 use crate::timings::Timings;
-use crate::tools::{self, ToolContext, catalogue};
+use crate::tools::{self, ToolContext};
 
 /// Facts about this server that tools report.
 #[derive(Debug, Clone)]
@@ -45,6 +45,8 @@ pub struct ServerContext {
     pub mcp_url: Option<String>,
     /// The `connectors` section of the configuration (Confluence, Jira).
     pub connectors: serde_json::Map<String, serde_json::Value>,
+    /// Which tools `tools/list` offers (`mcp.tool_profile`).
+    pub tool_profile: haivemind_core::config::ToolProfile,
 }
 
 /// The MCP server over one memory engine. Cheap to clone: one per connection is fine.
@@ -234,7 +236,9 @@ impl ServerHandler for HaivemindServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(
-            catalogue().map(|entry| entry.tool()).collect(),
+            tools::offered(self.context.tool_profile)
+                .map(|entry| entry.tool())
+                .collect(),
         ))
     }
 

@@ -178,6 +178,7 @@ impl McpApp {
                 agent_ttl_ms: config.agent_ttl_ms(),
                 mcp_url: Some(public_mcp_url(config)),
                 connectors: config.connectors.clone(),
+                tool_profile: config.mcp.tool_profile,
             },
         )
         .with_audit(audit.clone());

@@ -16,6 +16,7 @@ pub use coordination::{broadcast_json, roster_json, task_json};
 use std::sync::Arc;
 
 use haivemind_core::audit::{AuditEvent, AuditLog};
+use haivemind_core::config::ToolProfile;
 use haivemind_core::security::{Caller, Role};
 use haivemind_store::Store;
 use rmcp::handler::server::tool::schema_for_input;
@@ -157,6 +158,34 @@ pub fn catalogue() -> impl Iterator<Item = &'static ToolEntry> {
         .chain(devops::TOOLS)
         .chain(connectors::TOOLS)
         .chain(onboarding::TOOLS)
+}
+
+/// Memory tools offered only in the `all` profile: bulk and GDPR work, duplicates,
+/// transcripts, and the trash, which an agent rarely needs and a person does from the CLI
+/// or the dashboard.
+const BEYOND_CORE: &[&str] = &[
+    "bulk_delete_memories",
+    "gdpr_export_user_data",
+    "gdpr_delete_user_data",
+    "detect_duplicate_memories",
+    "merge_duplicate_memories",
+    "import_conversation",
+    "list_deleted_memories",
+];
+
+/// The tools `tools/list` offers under `profile` (every tool still answers when called).
+pub fn offered(profile: ToolProfile) -> impl Iterator<Item = &'static ToolEntry> {
+    let named_in = |tools: &'static [ToolEntry], name: &str| tools.iter().any(|t| t.name == name);
+    catalogue().filter(move |entry| {
+        let core = (named_in(memory::TOOLS, entry.name) || named_in(context::TOOLS, entry.name))
+            && !BEYOND_CORE.contains(&entry.name);
+        match profile {
+            ToolProfile::All => true,
+            ToolProfile::Core => core,
+            ToolProfile::Team => core || named_in(coordination::TOOLS, entry.name),
+            ToolProfile::Devops => core || named_in(devops::TOOLS, entry.name),
+        }
+    })
 }
 
 /// Runs the tool `name` with `arguments`, if the caller's role allows it, and audits
@@ -348,6 +377,33 @@ mod tests {
         let text = serde_json::to_string(event.fields()).unwrap();
         assert!(text.contains("m1"));
         assert!(!text.contains("secret reason") && !text.contains("alice"));
+    }
+
+    #[test]
+    fn profiles_grow_from_core_and_all_offers_every_tool() {
+        let names = |p| offered(p).map(|e| e.name).collect::<Vec<_>>();
+        let (core, team, devops, all) = (
+            names(ToolProfile::Core),
+            names(ToolProfile::Team),
+            names(ToolProfile::Devops),
+            names(ToolProfile::All),
+        );
+        for must in [
+            "store_memory",
+            "search_memories",
+            "get_context",
+            "retrieve_memory",
+        ] {
+            assert!(core.contains(&must), "{must}");
+        }
+        assert!(!core.contains(&"gdpr_delete_user_data") && !core.contains(&"delegate_task"));
+        assert!(team.contains(&"delegate_task") && !team.contains(&"record_incident"));
+        assert!(devops.contains(&"record_incident") && !devops.contains(&"delegate_task"));
+        for name in &core {
+            assert!(team.contains(name) && devops.contains(name), "{name}");
+        }
+        assert_eq!(all.len(), catalogue().count());
+        assert!(core.len() < team.len() && team.len() < all.len() && devops.len() < all.len());
     }
 
     #[test]
