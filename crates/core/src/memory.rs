@@ -560,6 +560,19 @@ impl MemoryPatch {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_seed_export_with_category_general_imports_as_global() {
+        let value = serde_json::json!({"content": "from the seed", "category": "general"});
+        let memory = json::from_json(&value, "here").unwrap();
+        assert_eq!(memory.category, "global");
+        let value = serde_json::json!({"content": "ours", "category": "runbooks"});
+        assert_eq!(
+            json::from_json(&value, "here").unwrap().category,
+            "runbooks"
+        );
+    }
+
     use super::*;
 
     #[test]
@@ -803,7 +816,9 @@ pub mod json {
         Ok(Memory {
             id,
             content: required(object, "content")?,
-            category: text(object, "category")?.unwrap_or_else(|| "global".into()),
+            category: text(object, "category")?
+                .map(super::from_seed_category)
+                .unwrap_or_else(|| "global".into()),
             context: text(object, "context")?,
             tags,
             metadata,

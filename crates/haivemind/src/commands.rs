@@ -283,6 +283,7 @@ fn serve_mcp(config: &Config) -> Result<()> {
             mcp_url: None,
             connectors: config.connectors.clone(),
             tool_profile: config.mcp.tool_profile,
+            peer_health: None,
         },
     )
     .with_caller(haivemind_core::security::Caller::local())

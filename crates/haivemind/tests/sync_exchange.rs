@@ -500,6 +500,15 @@ fn live_events_trigger_sync_and_metrics_on_the_sync_port() {
         .json();
     assert_eq!(failed["peers"][0]["ok"], false, "{failed}");
     assert!(failed["peers"][0]["error"].is_string());
+
+    // An agent sees the peers' health in get_machine_context (what /hv-status reports).
+    let alpha = nodes[0].served();
+    let session = alpha.initialize(&agent);
+    let context = alpha.tool(&agent, &session, 2, "get_machine_context", json!({}));
+    let peers = &context["structuredContent"]["peers"];
+    assert_eq!(peers[0]["machine_id"], "beta", "{context}");
+    assert!(peers[0]["last_error"].is_string(), "{context}");
+    assert!(peers[0]["rounds"].as_u64().unwrap() >= 1, "{context}");
 }
 
 #[test]

@@ -24,4 +24,6 @@ mod stdio_framing;
 pub mod timings;
 pub mod tools;
 
-pub use server::{HaivemindServer, ServeError, ServerContext, serve_lines, serve_stdio};
+pub use server::{
+    HaivemindServer, PeerHealth, ServeError, ServerContext, serve_lines, serve_stdio,
+};

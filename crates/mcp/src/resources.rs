@@ -44,5 +44,7 @@ pub(crate) fn machine_context(cx: &ToolContext) -> Result<Value, ToolError> {
         "embedding_model": cx.store.embedder_model(),
         "transport": cx.server.transport,
         "started_at": ms_to_rfc3339(cx.server.started_at_ms),
+        // Over stdio nothing replicates; `haivemind serve` knows its peers.
+        "peers": cx.server.peer_health.as_ref().map(|health| (health.0)()),
     }))
 }

@@ -47,6 +47,20 @@ pub struct ServerContext {
     pub connectors: serde_json::Map<String, serde_json::Value>,
     /// Which tools `tools/list` offers (`mcp.tool_profile`).
     pub tool_profile: haivemind_core::config::ToolProfile,
+    /// How replication with each peer is going, when this server replicates
+    /// (`haivemind serve`); `get_machine_context` reports it.
+    pub peer_health: Option<PeerHealth>,
+}
+
+/// Reads the replication peers' state: a JSON array of `{machine_id, last_sync,
+/// lag_seconds, last_error, ...}`, as `/api/status` shows it.
+#[derive(Clone)]
+pub struct PeerHealth(pub Arc<dyn Fn() -> serde_json::Value + Send + Sync>);
+
+impl std::fmt::Debug for PeerHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerHealth")
+    }
 }
 
 /// The MCP server over one memory engine. Cheap to clone: one per connection is fine.

@@ -169,6 +169,13 @@ impl McpApp {
         config: &Config,
         audit: Option<Arc<AuditLog>>,
     ) -> Result<Self, SetupError> {
+        let peer_states = PeerStates::default();
+        let peer_health = {
+            let peer_states = Arc::clone(&peer_states);
+            haivemind_mcp::PeerHealth(Arc::new(move || {
+                serde_json::Value::Array(sync_routes::peer_list(&peer_states))
+            }))
+        };
         let mcp = HaivemindServer::new(
             Arc::clone(&store),
             haivemind_mcp::ServerContext {
@@ -179,6 +186,7 @@ impl McpApp {
                 mcp_url: Some(public_mcp_url(config)),
                 connectors: config.connectors.clone(),
                 tool_profile: config.mcp.tool_profile,
+                peer_health: Some(peer_health),
             },
         )
         .with_audit(audit.clone());
@@ -214,7 +222,7 @@ impl McpApp {
             audit_auth_failures: config.logging.log_auth_failures,
             audit_sync_events: config.logging.log_sync_events,
             listed_machines: listed_machines(config),
-            peer_states: PeerStates::default(),
+            peer_states,
             events: Arc::new(EventHub::default()),
             sync_service: std::sync::OnceLock::new(),
             sse_sessions: sse::SseSessions::default(),

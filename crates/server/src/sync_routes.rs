@@ -28,28 +28,7 @@ const MAX_PAGE_BYTES: usize = 2 << 20;
 /// `GET /api/status`.
 pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
     let store = Arc::clone(&state.store);
-    let now = haivemind_core::time_format::now_ms();
-    let peers: Vec<Value> = state
-        .peer_states
-        .lock()
-        .map(|peers| {
-            peers
-                .iter()
-                .map(|(machine_id, p)| {
-                    json!({
-                        "machine_id": machine_id,
-                        "last_sync": p.last_sync_ms.map(haivemind_core::time_format::ms_to_rfc3339),
-                        "lag_seconds": p.last_sync_ms.map(|at| (now - at) as f64 / 1000.0),
-                        "last_error": p.last_error,
-                        "received": p.received,
-                        "sent": p.sent,
-                        "rounds": p.rounds,
-                        "failures": p.failures,
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let peers = peer_list(&state.peer_states);
     let websockets = state.events.subscribers();
     let answer =
         tokio::task::spawn_blocking(move || -> Result<Value, haivemind_store::StoreError> {
@@ -73,6 +52,32 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
         Ok(Err(error)) => internal(error),
         Err(error) => internal(error),
     }
+}
+
+/// How replication with each peer is going, as `/api/status` and `get_machine_context`
+/// show it.
+pub(crate) fn peer_list(peer_states: &haivemind_sync::PeerStates) -> Vec<Value> {
+    let now = haivemind_core::time_format::now_ms();
+    peer_states
+        .lock()
+        .map(|peers| {
+            peers
+                .iter()
+                .map(|(machine_id, p)| {
+                    json!({
+                        "machine_id": machine_id,
+                        "last_sync": p.last_sync_ms.map(haivemind_core::time_format::ms_to_rfc3339),
+                        "lag_seconds": p.last_sync_ms.map(|at| (now - at) as f64 / 1000.0),
+                        "last_error": p.last_error,
+                        "received": p.received,
+                        "sent": p.sent,
+                        "rounds": p.rounds,
+                        "failures": p.failures,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `POST /api/trigger-sync`: a round with every peer now; answers with each peer's result.
