@@ -137,7 +137,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Stats => {
             let store = open(&config)?;
-            printer.stats(&store, &store.stats()?);
+            printer.stats(&store, &store.stats()?, &store.created_per_day()?);
             Ok(())
         }
         Command::Status => status(&config, &printer),

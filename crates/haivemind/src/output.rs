@@ -123,9 +123,14 @@ impl Printer {
         }
     }
 
-    pub fn stats(&self, store: &Store, stats: &MemoryStats) {
+    pub fn stats(
+        &self,
+        store: &Store,
+        stats: &MemoryStats,
+        per_day: &std::collections::BTreeMap<i64, usize>,
+    ) {
         if self.json {
-            return self.emit(&haivemind_mcp::render::memory_stats(store, stats));
+            return self.emit(&haivemind_mcp::render::memory_stats(store, stats, per_day));
         }
         out!("memories: {} live, {} deleted", stats.live, stats.deleted);
         for (title, map) in [

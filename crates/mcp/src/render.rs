@@ -35,7 +35,12 @@ pub fn search_results(query: &SearchQuery, results: &SearchResults) -> Value {
 }
 
 /// Counts of what `store` holds, with how it can search.
-pub fn memory_stats(store: &Store, stats: &MemoryStats) -> Value {
+/// `per_day` is [`Store::created_per_day`].
+pub fn memory_stats(
+    store: &Store,
+    stats: &MemoryStats,
+    per_day: &std::collections::BTreeMap<i64, usize>,
+) -> Value {
     let search_modes = match store.embedder_model() {
         Some(model) => json!({ "full_text": true, "semantic": true, "model": model }),
         None => json!({ "full_text": true, "semantic": false, "model": null }),
@@ -56,8 +61,7 @@ pub fn memory_stats(store: &Store, stats: &MemoryStats) -> Value {
         "database_bytes": stats.database_bytes,
         "machine_id": store.machine_id(),
         "search_modes": search_modes,
-        "created_per_day": stats
-            .created_per_day
+        "created_per_day": per_day
             .iter()
             .map(|(day, count)| json!({
                 "day": ms_to_rfc3339(day * 86_400_000).get(..10),

@@ -146,23 +146,36 @@ impl HaivemindServer {
         name: &str,
         arguments: serde_json::Map<String, serde_json::Value>,
     ) -> Result<serde_json::Value, tools::CallFailure> {
+        self.run_tool(agent_id, caller, name, Some(arguments))
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "a tool call's thread failed");
+                tools::CallFailure::Panicked
+            })?
+            .map_err(tools::CallFailure::Tool)
+    }
+
+    /// Runs a tool on a blocking thread (the engine blocks), timing it for `/metrics`.
+    async fn run_tool(
+        &self,
+        agent_id: Option<String>,
+        caller: Caller,
+        name: &str,
+        arguments: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Result<serde_json::Value, crate::error::ToolError>, tokio::task::JoinError> {
         let tool_context = self.tool_context(agent_id, caller);
         let tool = name.to_string();
         let timings = Arc::clone(&self.timings);
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let outcome = tools::call(&tool_context, &tool, Some(arguments));
+            let outcome = tools::call(&tool_context, &tool, arguments);
+            // Unknown names are the caller's words: not a key of the timings table.
             if !matches!(outcome, Err(crate::error::ToolError::UnknownTool { .. })) {
                 timings.observe(&tool, started.elapsed());
             }
             outcome
         })
         .await
-        .map_err(|error| {
-            tracing::error!(%error, "a tool call's thread failed");
-            tools::CallFailure::Panicked
-        })?
-        .map_err(tools::CallFailure::Tool)
     }
 
     fn tool_context(&self, agent_id: Option<String>, caller: Caller) -> ToolContext {
@@ -278,19 +291,10 @@ impl ServerHandler for HaivemindServer {
         let caller = self.caller_of(&context.extensions)?;
         let name = request.name.to_string();
         let arguments = request.arguments;
-        let tool_context = self.tool_context(agent_id, caller);
-        let tool = name.clone();
-        let timings = Arc::clone(&self.timings);
-        let outcome = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let outcome = tools::call(&tool_context, &tool, arguments);
-            if !matches!(outcome, Err(crate::error::ToolError::UnknownTool { .. })) {
-                timings.observe(&tool, started.elapsed());
-            }
-            outcome
-        })
-        .await
-        .map_err(internal)?;
+        let outcome = self
+            .run_tool(agent_id, caller, &name, arguments)
+            .await
+            .map_err(internal)?;
         match outcome {
             Ok(value) => Ok(CallToolResult::structured(value).into()),
             Err(error) => error.into_result(&name).map(Into::into),

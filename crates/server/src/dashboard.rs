@@ -10,13 +10,12 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use haivemind_core::VERSION;
 use serde_json::json;
 
 use crate::AppState;
-use crate::guard::refusal;
 
 const INDEX_HTML: &str = include_str!("../dashboard/index.html");
 const APP_JS: &str = include_str!("../dashboard/app.js");
@@ -103,13 +102,7 @@ pub(crate) async fn events(
 ) -> Response {
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => {
-            return refusal(
-                StatusCode::BAD_REQUEST,
-                "websocket_required",
-                format!("this route is a WebSocket: {rejection}"),
-            );
-        }
+        Err(rejection) => return crate::websocket::not_a_websocket(&rejection),
     };
     let address = extensions
         .get::<ConnectInfo<std::net::SocketAddr>>()

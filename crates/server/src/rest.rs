@@ -70,9 +70,9 @@ type Params = Query<HashMap<String, String>>;
 /// Query parameters that are numbers, switches or comma-separated lists in the tools'
 /// arguments; every other parameter is passed on as text (and a name no tool knows is
 /// refused by the tool, naming it).
-const NUMBERS: &[&str] = &["limit", "offset", "hours", "threshold"];
+const NUMBERS: &[&str] = &["limit", "offset", "hours"];
 const SWITCHES: &[&str] = &["semantic", "include_inactive", "hard_delete", "history"];
-const LISTS: &[&str] = &["tags", "required_capabilities", "target_roles"];
+const LISTS: &[&str] = &["tags"];
 
 /// The tool arguments a query string stands for.
 fn arguments_of(params: HashMap<String, String>) -> Result<Map<String, Value>, Box<Response>> {

@@ -56,13 +56,7 @@ pub(crate) async fn subscribe(
     }
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => {
-            return refusal(
-                StatusCode::BAD_REQUEST,
-                "websocket_required",
-                format!("this route is a WebSocket: {rejection}"),
-            );
-        }
+        Err(rejection) => return not_a_websocket(&rejection),
     };
     let (events, subscription) = state.events.subscribe();
     let me = state.store.machine_id().to_string();
@@ -81,6 +75,17 @@ pub(crate) async fn subscribe(
             stream(socket, events, subscription, hello, machine_id, None)
         })
         .into_response()
+}
+
+/// The answer to a request on a WebSocket route that is not an upgrade.
+pub(crate) fn not_a_websocket(
+    rejection: &axum::extract::ws::rejection::WebSocketUpgradeRejection,
+) -> Response {
+    refusal(
+        StatusCode::BAD_REQUEST,
+        "websocket_required",
+        format!("this route is a WebSocket: {rejection}"),
+    )
 }
 
 /// Whether a socket's credentials still hold (checked every [`RECHECK_EVERY`]).

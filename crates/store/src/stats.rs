@@ -34,12 +34,9 @@ pub struct MemoryStats {
     pub schema_version: i64,
     /// The database file's size in bytes (main file, without the WAL).
     pub database_bytes: u64,
-    /// Memories created on each UTC day of the last [`CREATED_PER_DAY_DAYS`] that are
-    /// still live, keyed by days since the epoch (days without any are absent).
-    pub created_per_day: BTreeMap<i64, usize>,
 }
 
-/// How many days back [`MemoryStats::created_per_day`] reaches.
+/// How many days back [`Store::created_per_day`] reaches.
 pub const CREATED_PER_DAY_DAYS: i64 = 30;
 const DAY_MS: i64 = 86_400_000;
 
@@ -64,20 +61,7 @@ impl Store {
             params![],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-        let first_day = haivemind_core::time_format::now_ms() / DAY_MS - (CREATED_PER_DAY_DAYS - 1);
-        let created_per_day = {
-            // Integer division floors on both backends for the non-negative times stored.
-            let mut statement = reader.prepare(
-                "SELECT created_at / 86400000 AS day, count(*) FROM memories
-                 WHERE deleted_at IS NULL AND created_at >= ?1 GROUP BY created_at / 86400000",
-            )?;
-            let rows = statement.query_map(params![first_day * DAY_MS], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)? as usize))
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
         Ok(MemoryStats {
-            created_per_day,
             live: count("SELECT count(*) FROM memories WHERE deleted_at IS NULL")?,
             deleted: count("SELECT count(*) FROM memories WHERE deleted_at IS NOT NULL")?,
             by_category: group("category")?,
@@ -106,5 +90,22 @@ impl Store {
                     .max(0) as u64,
             },
         })
+    }
+
+    /// Live memories created on each UTC day of the last [`CREATED_PER_DAY_DAYS`], keyed by
+    /// days since the epoch (days without any are absent). Apart from [`Store::stats`],
+    /// which `/metrics` and `/api/status` call on every scrape.
+    pub fn created_per_day(&self) -> Result<BTreeMap<i64, usize>, StoreError> {
+        let reader = self.reader()?;
+        let first_day = haivemind_core::time_format::now_ms() / DAY_MS - (CREATED_PER_DAY_DAYS - 1);
+        // Integer division floors on both backends for the non-negative times stored.
+        let mut statement = reader.prepare(
+            "SELECT created_at / 86400000 AS day, count(*) FROM memories
+             WHERE deleted_at IS NULL AND created_at >= ?1 GROUP BY created_at / 86400000",
+        )?;
+        let rows = statement.query_map(params![first_day * DAY_MS], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)? as usize))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }

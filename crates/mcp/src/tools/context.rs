@@ -2,7 +2,7 @@
 //! (the engine's `Store::context`).
 
 use haivemind_core::security::Role;
-use haivemind_store::{ContextQuery, MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS};
+use haivemind_store::ContextQuery;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -48,12 +48,7 @@ fn get_context(
     arguments: Option<Map<String, Value>>,
 ) -> Result<Value, ToolError> {
     let args: GetContextArgs = parse(arguments)?;
-    if !(MIN_CONTEXT_TOKENS..=MAX_CONTEXT_TOKENS).contains(&args.max_tokens) {
-        return Err(ToolError::InvalidArguments {
-            field: "max_tokens".into(),
-            rule: format!("must be {MIN_CONTEXT_TOKENS}-{MAX_CONTEXT_TOKENS}"),
-        });
-    }
+    // The engine checks the budget (and the project), naming the field.
     let pack = cx.store.context(&ContextQuery {
         query: args.query,
         project: args.project,

@@ -739,7 +739,8 @@ fn get_memory_stats(
 ) -> Result<Value, ToolError> {
     let _: NoArgs = parse(arguments)?;
     let stats = cx.store.stats()?;
-    let mut rendered = crate::render::memory_stats(&cx.store, &stats);
+    let per_day = cx.store.created_per_day()?;
+    let mut rendered = crate::render::memory_stats(&cx.store, &stats, &per_day);
     if cx.hide_restricted()
         && let Value::Object(map) = &mut rendered
     {
