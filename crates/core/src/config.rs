@@ -148,6 +148,22 @@ impl ToolProfile {
         }
     }
 
+    /// The profile named `text`, or why not (naming `field`).
+    pub fn parse(field: &str, text: &str) -> Result<Self, crate::InvalidInput> {
+        Self::ALL
+            .into_iter()
+            .find(|profile| profile.as_str() == text.trim())
+            .ok_or_else(|| {
+                crate::InvalidInput::new(
+                    field,
+                    format!(
+                        "unknown tool profile {:?}: use core, team, devops or all",
+                        crate::error::excerpt(text)
+                    ),
+                )
+            })
+    }
+
     /// Every profile, smallest first.
     pub const ALL: [ToolProfile; 4] = [
         ToolProfile::Core,

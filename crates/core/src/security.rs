@@ -80,6 +80,9 @@ pub struct Caller {
     pub name: String,
     /// What the token may do.
     pub role: Role,
+    /// The tools `tools/list` offers this token, when the token sets its own
+    /// (`haivemind token create --profile`); otherwise `mcp.tool_profile` decides.
+    pub tool_profile: Option<crate::config::ToolProfile>,
 }
 
 impl Caller {
@@ -89,6 +92,7 @@ impl Caller {
             token_id: "local".into(),
             name: "local".into(),
             role: Role::Admin,
+            tool_profile: None,
         }
     }
 }

@@ -244,6 +244,10 @@ pub enum TokenCommand {
         /// A name to recognise it by in `token list` and the audit log.
         #[arg(long)]
         name: Option<String>,
+        /// The tools `tools/list` offers this token's clients: core, team, devops or all
+        /// (default: `mcp.tool_profile`). Tools outside it still answer by name.
+        #[arg(long, value_parser = ["core", "team", "devops", "all"])]
+        profile: Option<String>,
     },
     /// List tokens (never their secrets): id, name, role, created, last used, revoked.
     List,

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use haivemind_core::Config;
 use haivemind_core::audit::AuditEvent;
+use haivemind_core::config::ToolProfile;
 use haivemind_core::security::Role;
 use haivemind_core::time_format::ms_to_rfc3339;
 use haivemind_mcp::render::token_json;
@@ -28,9 +29,16 @@ pub fn run(config: &Config, printer: &Printer, action: TokenCommand) -> Result<(
         }
     };
     match action {
-        TokenCommand::Create { role, name } => {
+        TokenCommand::Create {
+            role,
+            name,
+            profile,
+        } => {
             let role = Role::parse("--role", &role)?;
-            let made = store.create_token(name.as_deref(), role)?;
+            let profile = profile
+                .map(|p| ToolProfile::parse("--profile", &p))
+                .transpose()?;
+            let made = store.create_token_with_profile(name.as_deref(), role, profile)?;
             record(AuditEvent::new("token_created"), &made.record);
             if printer.json {
                 let mut value = token_json(&made.record);
@@ -56,21 +64,32 @@ pub fn run(config: &Config, printer: &Printer, action: TokenCommand) -> Result<(
                 );
             } else {
                 let mut text = format!(
-                    "{:<16} {:<24} {:<8} {:<24} {:<24} {}",
-                    "ID", "NAME", "ROLE", "CREATED", "LAST USED", "REVOKED"
+                    "{:<16} {:<24} {:<8} {:<7} {:<24} {:<24} {}",
+                    "ID", "NAME", "ROLE", "TOOLS", "CREATED", "LAST USED", "REVOKED"
                 );
                 for t in &tokens {
                     let time =
                         |ms: Option<i64>| ms.map(ms_to_rfc3339).unwrap_or_else(|| "-".into());
                     text.push_str(&format!(
-                        "\n{:<16} {:<24} {:<8} {:<24} {:<24} {}",
+                        "\n{:<16} {:<24} {:<8} {:<7} {:<24} {:<24} {}",
                         t.id,
                         t.name,
                         t.role.as_str(),
+                        t.tool_profile.map_or("config", |p| p.as_str()),
                         time(Some(t.created_at_ms)),
                         time(t.last_used_ms),
                         time(t.revoked_at_ms),
                     ));
+                    if let Some(oauth) = &t.oauth {
+                        text.push_str(&format!(
+                            "\n{:<16} OAuth grant {} for client {}, approved by {}, expires {}",
+                            "",
+                            oauth.grant_id,
+                            oauth.client_id,
+                            oauth.parent_id,
+                            ms_to_rfc3339(oauth.expires_at_ms)
+                        ));
+                    }
                 }
                 printer.done(Value::Null, &text);
             }

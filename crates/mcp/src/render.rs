@@ -80,5 +80,13 @@ pub fn token_json(record: &haivemind_store::TokenRecord) -> Value {
         "created_at": ms_to_rfc3339(record.created_at_ms),
         "last_used_at": record.last_used_ms.map(ms_to_rfc3339),
         "revoked_at": record.revoked_at_ms.map(ms_to_rfc3339),
+        "tool_profile": record.tool_profile.map(|p| p.as_str()),
+        "oauth": record.oauth.as_ref().map(|o| json!({
+            "approved_by": o.parent_id,
+            "client_id": o.client_id,
+            "grant_id": o.grant_id,
+            "audience": o.audience,
+            "expires_at": ms_to_rfc3339(o.expires_at_ms),
+        })),
     })
 }

@@ -260,12 +260,16 @@ impl ServerHandler for HaivemindServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        // A token may carry its own profile (`token create --profile`); else the config's.
+        let profile = self
+            .caller_of(&context.extensions)
+            .ok()
+            .and_then(|caller| caller.tool_profile)
+            .unwrap_or(self.context.tool_profile);
         Ok(ListToolsResult::with_all_items(
-            tools::offered(self.context.tool_profile)
-                .map(|entry| entry.tool())
-                .collect(),
+            tools::offered(profile).map(|entry| entry.tool()).collect(),
         ))
     }
 

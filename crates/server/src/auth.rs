@@ -18,6 +18,8 @@ pub enum AuthFailure {
     Malformed,
     /// A bearer token that matches no live token.
     Unknown,
+    /// An OAuth access token issued for another server (RFC 8707 audience).
+    WrongAudience,
 }
 
 impl AuthFailure {
@@ -27,6 +29,7 @@ impl AuthFailure {
             AuthFailure::Missing => "missing_token",
             AuthFailure::Malformed => "malformed_authorization",
             AuthFailure::Unknown => "unknown_token",
+            AuthFailure::WrongAudience => "wrong_audience",
         }
     }
 
@@ -37,7 +40,10 @@ impl AuthFailure {
                 "a bearer token is required: send `Authorization: Bearer <token>` (make one with `haivemind token create`)"
             }
             AuthFailure::Malformed => "the Authorization header must be `Bearer <token>`",
-            AuthFailure::Unknown => "the bearer token is not valid (unknown or revoked)",
+            AuthFailure::Unknown => "the bearer token is not valid (unknown, expired or revoked)",
+            AuthFailure::WrongAudience => {
+                "the bearer token was issued for another resource than this server"
+            }
         }
     }
 }
@@ -69,6 +75,9 @@ pub enum TokenSourceError {
 struct KnownToken {
     caller: Caller,
     digest: [u8; 32],
+    /// For an OAuth access token: the authority (`host:port`) of the resource it was
+    /// issued for, which the request's `Host` must name.
+    audience: Option<String>,
 }
 
 /// Checks bearer tokens. Tokens made with `haivemind token create` live in the database
@@ -140,21 +149,24 @@ impl Authenticator {
     fn reload(&self) -> Arc<Vec<KnownToken>> {
         // Authentication runs in the request's async task; reading the tokens blocks (and on
         // PostgreSQL drives the client's own runtime), so the worker steps aside for it.
-        let read = || self.store.live_token_digests();
-        let read = match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(read)
-            }
-            _ => read(),
-        };
+        let read = blocking_here(|| self.store.live_token_digests());
         let tokens = match read {
             Ok(rows) => Arc::new(
                 rows.into_iter()
+                    // A grant approved with a config token ends when that token leaves the
+                    // config.
+                    .filter(|(record, _)| {
+                        record.oauth.as_ref().is_none_or(|o| {
+                            o.parent_id.starts_with("tok_") || self.is_configured(&o.parent_id)
+                        })
+                    })
                     .map(|(record, digest)| KnownToken {
+                        audience: record.oauth.as_ref().map(|o| authority_of(&o.audience)),
                         caller: Caller {
                             token_id: record.id,
                             name: record.name,
                             role: record.role,
+                            tool_profile: record.tool_profile,
                         },
                         digest,
                     })
@@ -185,13 +197,24 @@ impl Authenticator {
         cached.unwrap_or_else(|| self.reload())
     }
 
-    /// Who the `Authorization` header value stands for.
-    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, AuthFailure> {
+    /// Whether `id` names a token of the config file (`config:…`).
+    pub fn is_configured(&self, id: &str) -> bool {
+        self.configured.iter().any(|t| t.caller.token_id == id)
+    }
+
+    /// Who the `Authorization` header value stands for, on a request whose `Host` is
+    /// `host` (an OAuth access token only works on the server it was issued for).
+    pub fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        host: Option<&str>,
+    ) -> Result<Caller, AuthFailure> {
         if !self.require_auth {
             return Ok(Caller {
                 token_id: "anonymous".into(),
                 name: "anonymous (security.require_auth is false)".into(),
                 role: Role::Admin,
+                tool_profile: None,
             });
         }
         let header = authorization.ok_or(AuthFailure::Missing)?;
@@ -203,17 +226,40 @@ impl Authenticator {
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
             return Err(AuthFailure::Malformed);
         }
-        let digest = token_digest(token);
-        if let Some(caller) = self.find(&digest, &self.current()) {
-            return Ok(caller);
+        let found = self.known(token).ok_or(AuthFailure::Unknown)?;
+        match (&found.audience, host) {
+            (None, _) => Ok(found.caller),
+            (Some(audience), Some(host)) if audience.eq_ignore_ascii_case(host.trim()) => {
+                Ok(found.caller)
+            }
+            _ => Err(AuthFailure::WrongAudience),
+        }
+    }
+
+    /// Who may approve an OAuth grant with `secret` (typed into the consent page): a
+    /// live token that was not itself issued by OAuth, so a grant never outlives the
+    /// person's own token by being re-approved with its child.
+    pub fn approver(&self, secret: &str) -> Option<Caller> {
+        let secret = secret.trim();
+        if secret.is_empty() {
+            return None;
+        }
+        self.known(secret)
+            .filter(|t| t.audience.is_none())
+            .map(|t| t.caller)
+    }
+
+    fn known(&self, secret: &str) -> Option<KnownToken> {
+        let digest = token_digest(secret);
+        if let Some(found) = self.find(&digest, &self.current()) {
+            return Some(found);
         }
         // A token made a moment ago is not in the cache yet: look again. That costs one
         // small read per unknown token, and unknown tokens are limited per address.
         self.find(&digest, &self.reload())
-            .ok_or(AuthFailure::Unknown)
     }
 
-    fn find(&self, digest: &[u8; 32], stored: &[KnownToken]) -> Option<Caller> {
+    fn find(&self, digest: &[u8; 32], stored: &[KnownToken]) -> Option<KnownToken> {
         // Every candidate is compared in full, and which one matched is only read after
         // the loop, so the time taken says nothing about how close a guess was.
         let mut found: Option<&KnownToken> = None;
@@ -222,8 +268,34 @@ impl Authenticator {
                 found = Some(candidate);
             }
         }
-        found.map(|t| t.caller.clone())
+        found.cloned()
     }
+}
+
+/// Runs blocking work (a database read) from a request's async task: on a multi-threaded
+/// runtime the worker steps aside for it; elsewhere it simply runs.
+pub(crate) fn blocking_here<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// The `host:port` of a resource URL, as a request's `Host` names it.
+pub(crate) fn authority_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let default = if url.starts_with("https://") {
+        ":443"
+    } else {
+        ":80"
+    };
+    authority
+        .strip_suffix(default)
+        .unwrap_or(authority)
+        .to_ascii_lowercase()
 }
 
 fn known(id: &str, name: &str, role: Role, secret: &str) -> KnownToken {
@@ -232,8 +304,10 @@ fn known(id: &str, name: &str, role: Role, secret: &str) -> KnownToken {
             token_id: id.into(),
             name: name.into(),
             role,
+            tool_profile: None,
         },
         digest: token_digest(secret),
+        audience: None,
     }
 }
 
@@ -327,23 +401,23 @@ mod tests {
         );
         let auth = Authenticator::new(Arc::clone(&store), &Config::default()).unwrap();
         assert!(!auth.has_tokens());
-        assert_eq!(auth.authenticate(None), Err(AuthFailure::Missing));
+        assert_eq!(auth.authenticate(None, None), Err(AuthFailure::Missing));
         assert_eq!(
-            auth.authenticate(Some(b"Basic abc")),
+            auth.authenticate(Some(b"Basic abc"), None),
             Err(AuthFailure::Malformed)
         );
         let made = store.create_token(Some("a"), Role::Readonly).unwrap();
         let header = format!("Bearer {}", made.secret);
-        let caller = auth.authenticate(Some(header.as_bytes())).unwrap();
+        let caller = auth.authenticate(Some(header.as_bytes()), None).unwrap();
         assert_eq!((caller.role, caller.name.as_str()), (Role::Readonly, "a"));
         assert_eq!(
-            auth.authenticate(Some(b"Bearer hv_0000")),
+            auth.authenticate(Some(b"Bearer hv_0000"), None),
             Err(AuthFailure::Unknown)
         );
         store.revoke_token("a").unwrap();
         std::thread::sleep(RELOAD_EVERY);
         assert_eq!(
-            auth.authenticate(Some(header.as_bytes())),
+            auth.authenticate(Some(header.as_bytes()), None),
             Err(AuthFailure::Unknown)
         );
     }

@@ -73,10 +73,13 @@ pub(crate) async fn security_headers(
 ) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    // A page with a policy of its own (the OAuth consent page) keeps it.
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+    }
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -131,7 +134,8 @@ async fn signed_in_stream(
     let header = token.map(|t| format!("Bearer {t}"));
     let caller = match state
         .auth
-        .authenticate(header.as_deref().map(str::as_bytes))
+        // OAuth access tokens are for MCP clients: without a Host they are refused here.
+        .authenticate(header.as_deref().map(str::as_bytes), None)
     {
         Ok(caller) => caller,
         Err(failure) => {
@@ -161,7 +165,7 @@ async fn signed_in_stream(
         move || {
             state
                 .auth
-                .authenticate(header.as_deref().map(str::as_bytes))
+                .authenticate(header.as_deref().map(str::as_bytes), None)
                 .is_ok()
         }
     };

@@ -272,6 +272,10 @@ pub(crate) async fn authenticate(
             .headers()
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes()),
+        request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok()),
     ) {
         Ok(caller) => caller,
         Err(failure) => {
@@ -289,7 +293,7 @@ pub(crate) async fn authenticate(
                     AuditEvent::new("auth_failed")
                         .with("reason", failure.as_str())
                         .with("peer", address)
-                        .with("path", path),
+                        .with("path", path.clone()),
                 );
             }
             let mut response = refusal(
@@ -297,14 +301,20 @@ pub(crate) async fn authenticate(
                 failure.as_str(),
                 failure.message(),
             );
-            let challenge = match failure {
-                crate::auth::AuthFailure::Missing => "Bearer realm=\"haivemind\"",
-                _ => "Bearer realm=\"haivemind\", error=\"invalid_token\"",
+            // The challenge names where an MCP client discovers how to obtain a token
+            // (RFC 9728), so OAuth clients can sign in without a token given by hand.
+            let metadata = crate::oauth::resource_metadata_url(&state, request.headers(), &path);
+            let error = match failure {
+                crate::auth::AuthFailure::Missing => String::new(),
+                _ => ", error=\"invalid_token\"".to_string(),
             };
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
+            let challenge =
+                format!("Bearer realm=\"haivemind\", resource_metadata=\"{metadata}\"{error}");
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
             return response;
         }
     };

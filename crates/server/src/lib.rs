@@ -18,6 +18,7 @@ mod dashboard;
 mod guard;
 mod listener;
 mod metrics;
+mod oauth;
 mod rest;
 mod sse;
 mod sync_routes;
@@ -103,6 +104,8 @@ pub(crate) struct AppState {
     storage_down: Arc<Mutex<Option<String>>>,
     /// How long requests take, by method and route (for `/metrics`).
     route_timings: haivemind_mcp::timings::Timings,
+    /// Pending OAuth codes and the registration limit.
+    oauth: oauth::OAuthState,
 }
 
 impl AppState {
@@ -232,6 +235,7 @@ impl McpApp {
             mcp_sessions: Arc::clone(&sessions),
             storage_down: Arc::default(),
             route_timings: Default::default(),
+            oauth: oauth::OAuthState::new(config.security.tls.cert_file.is_some()),
         });
         // Host and Origin are checked by our own guard, before authentication, with the
         // same rules for /mcp and /sse; rmcp's copies of those checks are turned off.
@@ -275,10 +279,12 @@ impl McpApp {
                 guard::storage_available,
             ))
             .layer(from_fn_with_state(Arc::clone(&state), guard::authenticate));
-        // The page and its event socket need no bearer header (the socket signs in by its
-        // first message), but the same Host and Origin rules.
+        // The page, its event socket and the OAuth endpoints need no bearer header (the
+        // socket signs in by its first message, the consent form by its `token` field),
+        // but the same Host and Origin rules.
         let page = dashboard::routes()
             .route("/api/v1/events", get(dashboard::events))
+            .merge(oauth::routes())
             .layer(from_fn_with_state(
                 Arc::clone(&state),
                 guard::host_and_origin,

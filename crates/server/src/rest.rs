@@ -542,8 +542,14 @@ async fn create_token(State(state): State<Arc<AppState>>, request: Request) -> R
         Ok(arguments) => arguments,
         Err(response) => return *response,
     };
-    if let Some(unknown) = arguments.keys().find(|k| *k != "role" && *k != "name") {
-        return invalid(unknown, "is not a field of a token; expected role and name");
+    if let Some(unknown) = arguments
+        .keys()
+        .find(|k| !["role", "name", "tool_profile"].contains(&k.as_str()))
+    {
+        return invalid(
+            unknown,
+            "is not a field of a token; expected role, name and tool_profile",
+        );
     }
     let Some(role) = arguments.get("role").and_then(Value::as_str) else {
         return invalid("role", "is required: admin, agent or readonly");
@@ -557,11 +563,24 @@ async fn create_token(State(state): State<Arc<AppState>>, request: Request) -> R
         Some(Value::String(name)) => Some(name.clone()),
         Some(_) => return invalid("name", "must be a string"),
     };
-    let store = Arc::clone(&state.store);
-    let made = match blocking(move || store.create_token(name.as_deref(), role)).await {
-        Ok(made) => made,
-        Err(response) => return response,
+    let profile = match arguments.get("tool_profile") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => {
+            match haivemind_core::config::ToolProfile::parse("tool_profile", text) {
+                Ok(profile) => Some(profile),
+                Err(error) => return invalid(&error.field, &error.rule),
+            }
+        }
+        Some(_) => return invalid("tool_profile", "must be core, team, devops or all"),
     };
+    let store = Arc::clone(&state.store);
+    let made =
+        match blocking(move || store.create_token_with_profile(name.as_deref(), role, profile))
+            .await
+        {
+            Ok(made) => made,
+            Err(response) => return response,
+        };
     state.audit(
         AuditEvent::new("token_created")
             .with("token_id", made.record.id.clone())

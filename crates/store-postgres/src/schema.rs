@@ -24,7 +24,7 @@ const MIGRATION_LOCK: i64 = 0x6861_6976_656d_696e; // "haivemin"
 /// The channel every op-log entry is announced on, with its `seq` as the payload.
 pub const OP_LOG_CHANNEL: &str = "haivemind_op_log";
 
-const MIGRATIONS: &[&str] = &[MIGRATION_1_SCHEMA];
+const MIGRATIONS: &[&str] = &[MIGRATION_1_SCHEMA, MIGRATION_2_OAUTH];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -178,6 +178,39 @@ CREATE TABLE connector_checkpoints (
     source   text COLLATE "C" PRIMARY KEY,
     last_run bigint NOT NULL
 );
+"#;
+
+/// OAuth 2.1 grants and a tool profile per token: the SQLite file's migration 7, in this
+/// dialect.
+const MIGRATION_2_OAUTH: &str = r#"
+ALTER TABLE api_tokens ADD COLUMN tool_profile text COLLATE "C";
+ALTER TABLE api_tokens ADD COLUMN parent_id text COLLATE "C";
+ALTER TABLE api_tokens ADD COLUMN client_id text COLLATE "C";
+ALTER TABLE api_tokens ADD COLUMN grant_id text COLLATE "C";
+ALTER TABLE api_tokens ADD COLUMN audience text COLLATE "C";
+ALTER TABLE api_tokens ADD COLUMN expires_at bigint;
+CREATE INDEX api_tokens_parent ON api_tokens (parent_id);
+CREATE TABLE oauth_clients (
+    id            text COLLATE "C" PRIMARY KEY,
+    name          text COLLATE "C" NOT NULL,
+    redirect_uris text COLLATE "C" NOT NULL,
+    created_at    bigint NOT NULL
+);
+CREATE TABLE oauth_refresh_tokens (
+    digest       bytea PRIMARY KEY,
+    grant_id     text COLLATE "C" NOT NULL,
+    client_id    text COLLATE "C" NOT NULL,
+    parent_id    text COLLATE "C" NOT NULL,
+    role         text COLLATE "C" NOT NULL,
+    audience     text COLLATE "C" NOT NULL,
+    tool_profile text COLLATE "C",
+    created_at   bigint NOT NULL,
+    expires_at   bigint NOT NULL,
+    used_at      bigint,
+    revoked_at   bigint
+);
+CREATE INDEX oauth_refresh_grant ON oauth_refresh_tokens (grant_id);
+CREATE INDEX oauth_refresh_parent ON oauth_refresh_tokens (parent_id);
 "#;
 
 /// Brings the database up to [`SCHEMA_VERSION`], then makes pgvector's column when the

@@ -45,6 +45,7 @@ mod full_text_postgres;
 mod hybrid;
 mod memories;
 pub mod migrations;
+mod oauth;
 mod oplog;
 mod ranking;
 mod replication;
@@ -80,11 +81,14 @@ pub use export::{ExportFormat, UserExport, csv_of_memories};
 pub use external::{ExternalDoc, ExternalOutcome};
 pub use hybrid::{Fusion, FusionMethod};
 pub use memories::{BulkDeleteOutcome, HistoryEntry, ImportOutcome, MergeOutcome};
+pub use oauth::{
+    GrantRequest, IssuedGrant, MAX_OAUTH_CLIENTS, OAuthClient, RefreshRefusal, Refreshed,
+};
 pub use oplog::{OpKind, OpLogEntry, WireVector};
 pub use replication::{ApplyOutcome, MAX_LISTED_REFUSALS, Refusal, VersionVector};
 pub use search::{MemoryFilter, RecentQuery, SearchHit, SearchMode, SearchQuery, SearchResults};
 pub use stats::MemoryStats;
-pub use tokens::{NewToken, TOKEN_PREFIX, TokenRecord, token_digest};
+pub use tokens::{NewToken, OAuthOrigin, TOKEN_PREFIX, TokenRecord, token_digest};
 
 use connection_pool::ReaderPool;
 

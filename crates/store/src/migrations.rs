@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_4_OP_LOG_FLOOR,
     MIGRATION_5_COORDINATION,
     MIGRATION_6_CONNECTOR_CHECKPOINTS,
+    MIGRATION_7_OAUTH,
 ];
 
 /// The schema version this binary writes.
@@ -230,4 +231,41 @@ CREATE TABLE connector_checkpoints (
     source   TEXT PRIMARY KEY,
     last_run INTEGER NOT NULL
 );
+"#;
+
+/// OAuth 2.1 for remote MCP clients (`crates/server/src/oauth.rs`), and a tool profile per
+/// token. An access token is an `api_tokens` row that names the token whose holder
+/// approved it (`parent_id`), the client and grant it was issued to, the resource it is
+/// for and when it expires; revoking the parent revokes it. Registered clients and refresh
+/// tokens (digests, one family per grant, each used once) have their own tables. Local to
+/// this node, like every token.
+const MIGRATION_7_OAUTH: &str = r#"
+ALTER TABLE api_tokens ADD COLUMN tool_profile TEXT;
+ALTER TABLE api_tokens ADD COLUMN parent_id TEXT;
+ALTER TABLE api_tokens ADD COLUMN client_id TEXT;
+ALTER TABLE api_tokens ADD COLUMN grant_id TEXT;
+ALTER TABLE api_tokens ADD COLUMN audience TEXT;
+ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
+CREATE INDEX api_tokens_parent ON api_tokens (parent_id);
+CREATE TABLE oauth_clients (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    redirect_uris TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE oauth_refresh_tokens (
+    digest     BLOB PRIMARY KEY,
+    grant_id   TEXT NOT NULL,
+    client_id  TEXT NOT NULL,
+    parent_id  TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    audience   TEXT NOT NULL,
+    tool_profile TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER,
+    revoked_at INTEGER
+);
+CREATE INDEX oauth_refresh_grant ON oauth_refresh_tokens (grant_id);
+CREATE INDEX oauth_refresh_parent ON oauth_refresh_tokens (parent_id);
 "#;

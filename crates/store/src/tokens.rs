@@ -10,6 +10,7 @@
 
 use crate::db::{OptionalExtension, params};
 use haivemind_core::InvalidInput;
+use haivemind_core::config::ToolProfile;
 use haivemind_core::security::Role;
 use haivemind_core::time_format::now_ms;
 use sha2::{Digest, Sha256};
@@ -34,6 +35,25 @@ pub struct TokenRecord {
     pub last_used_ms: Option<i64>,
     /// When it was revoked, if it was.
     pub revoked_at_ms: Option<i64>,
+    /// The tools `tools/list` offers it, if it sets its own.
+    pub tool_profile: Option<ToolProfile>,
+    /// For an OAuth access token: the grant it belongs to.
+    pub oauth: Option<OAuthOrigin>,
+}
+
+/// Where an OAuth access token came from (`crates/server/src/oauth.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthOrigin {
+    /// The token whose holder approved the grant; revoking it revokes this one.
+    pub parent_id: String,
+    /// The registered client it was issued to.
+    pub client_id: String,
+    /// The grant (one authorization and its refreshes).
+    pub grant_id: String,
+    /// The resource (RFC 8707) it may be presented to.
+    pub audience: String,
+    /// When it stops working, epoch milliseconds.
+    pub expires_at_ms: i64,
 }
 
 /// A token just made: the only moment its secret exists outside the caller's hands.
@@ -59,7 +79,19 @@ fn random_hex(bytes: usize) -> Result<String, StoreError> {
     Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn role_of(text: &str) -> Result<Role, StoreError> {
+pub(crate) fn random_secret() -> Result<String, StoreError> {
+    Ok(format!("{TOKEN_PREFIX}{}", random_hex(32)?))
+}
+
+pub(crate) fn new_token_id() -> Result<String, StoreError> {
+    Ok(format!("tok_{}", random_hex(6)?))
+}
+
+pub(crate) fn random_id(prefix: &str) -> Result<String, StoreError> {
+    Ok(format!("{prefix}{}", random_hex(12)?))
+}
+
+pub(crate) fn role_of(text: &str) -> Result<Role, StoreError> {
     Role::parse("role", text).map_err(|_| StoreError::Corrupt {
         record: "api_tokens.role".into(),
         detail: format!("unknown role {text:?}"),
@@ -67,6 +99,18 @@ fn role_of(text: &str) -> Result<Role, StoreError> {
 }
 
 fn record_of(row: &crate::db::Row<'_>) -> crate::db::Result<(TokenRecord, String)> {
+    let profile: Option<String> = row.get(6)?;
+    let parent_id: Option<String> = row.get(7)?;
+    let oauth = match parent_id {
+        Some(parent_id) => Some(OAuthOrigin {
+            parent_id,
+            client_id: row.get::<_, Option<String>>(8)?.unwrap_or_default(),
+            grant_id: row.get::<_, Option<String>>(9)?.unwrap_or_default(),
+            audience: row.get::<_, Option<String>>(10)?.unwrap_or_default(),
+            expires_at_ms: row.get::<_, Option<i64>>(11)?.unwrap_or(0),
+        }),
+        None => None,
+    };
     Ok((
         TokenRecord {
             id: row.get(0)?,
@@ -75,17 +119,31 @@ fn record_of(row: &crate::db::Row<'_>) -> crate::db::Result<(TokenRecord, String
             created_at_ms: row.get(3)?,
             last_used_ms: row.get(4)?,
             revoked_at_ms: row.get(5)?,
+            // A profile this binary does not know offers every tool rather than none.
+            tool_profile: profile.and_then(|p| ToolProfile::parse("tool_profile", &p).ok()),
+            oauth,
         },
         row.get::<_, String>(2)?,
     ))
 }
 
-const COLUMNS: &str = "id, name, role, created_at, last_used_at, revoked_at";
+const COLUMNS: &str = "id, name, role, created_at, last_used_at, revoked_at, tool_profile, \
+                       parent_id, client_id, grant_id, audience, expires_at";
 
 impl Store {
     /// Makes a token with `role`, named `name` (or after its id).
     pub fn create_token(&self, name: Option<&str>, role: Role) -> Result<NewToken, StoreError> {
-        let id = format!("tok_{}", random_hex(6)?);
+        self.create_token_with_profile(name, role, None)
+    }
+
+    /// Makes a token with `role` whose `tools/list` offers `tool_profile` (when given).
+    pub fn create_token_with_profile(
+        &self,
+        name: Option<&str>,
+        role: Role,
+        tool_profile: Option<ToolProfile>,
+    ) -> Result<NewToken, StoreError> {
+        let id = new_token_id()?;
         let name = match name.map(str::trim) {
             Some("") => return Err(InvalidInput::new("name", "must not be blank").into()),
             Some(name) if name.len() > 128 => {
@@ -94,27 +152,37 @@ impl Store {
             Some(name) => name.to_string(),
             None => id.clone(),
         };
-        let secret = format!("{TOKEN_PREFIX}{}", random_hex(32)?);
+        let secret = random_secret()?;
         let digest = token_digest(&secret);
         let created_at_ms = now_ms();
         self.write(|tx, _| {
             let taken: Option<String> = tx
                 .query_row(
                     "SELECT id FROM api_tokens WHERE name = ?1 AND revoked_at IS NULL",
-                    [&name],
+                    params![name],
                     |row| row.get(0),
                 )
                 .optional()?;
             if taken.is_some() {
                 return Err(InvalidInput::new(
                     "name",
-                    format!("a live token is already named {name:?}; revoke it or pick another name"),
+                    format!(
+                        "a live token is already named {name:?}; revoke it or pick another name"
+                    ),
                 )
                 .into());
             }
             tx.execute(
-                "INSERT INTO api_tokens (id, name, role, digest, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, name, role.as_str(), &digest[..], created_at_ms],
+                "INSERT INTO api_tokens (id, name, role, digest, created_at, tool_profile) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    id,
+                    name,
+                    role.as_str(),
+                    &digest[..],
+                    created_at_ms,
+                    tool_profile.map(ToolProfile::as_str)
+                ],
             )?;
             Ok(())
         })?;
@@ -126,6 +194,8 @@ impl Store {
                 created_at_ms,
                 last_used_ms: None,
                 revoked_at_ms: None,
+                tool_profile,
+                oauth: None,
             },
             secret,
         })
@@ -140,7 +210,8 @@ impl Store {
             .collect())
     }
 
-    /// Live tokens with their digests, for the server's authenticator.
+    /// Live tokens with their digests, for the server's authenticator: neither revoked nor
+    /// expired.
     pub fn live_token_digests(&self) -> Result<Vec<(TokenRecord, [u8; 32])>, StoreError> {
         self.tokens_with_digests(true)
     }
@@ -151,17 +222,13 @@ impl Store {
     ) -> Result<Vec<(TokenRecord, [u8; 32])>, StoreError> {
         let reader = self.reader()?;
         let sql = format!(
-            "SELECT {COLUMNS}, digest FROM api_tokens {} ORDER BY created_at, id",
-            if live_only {
-                "WHERE revoked_at IS NULL"
-            } else {
-                ""
-            }
+            "SELECT {COLUMNS}, digest FROM api_tokens WHERE ?1 = 0 OR (revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > ?2)) ORDER BY created_at, id"
         );
         let mut statement = reader.prepare(&sql)?;
-        let rows = statement.query_map(params![], |row| {
+        let rows = statement.query_map(params![i64::from(live_only), now_ms()], |row| {
             let (record, role) = record_of(row)?;
-            let digest: Vec<u8> = row.get(6)?;
+            let digest: Vec<u8> = row.get(12)?;
             Ok((record, role, digest))
         })?;
         let mut out = Vec::new();
@@ -216,6 +283,8 @@ impl Store {
                 )?;
                 record.revoked_at_ms = Some(at);
             }
+            // What its holder approved goes with it: OAuth access and refresh tokens.
+            crate::oauth::revoke_children(tx, &record.id, at)?;
             Ok(record)
         })
     }
