@@ -115,3 +115,26 @@ fn the_mcp_json_that_install_writes_starts_a_working_server_for_the_official_cli
     );
     assert!(stdout.contains("ok .mcp.json server"), "{stdout}");
 }
+
+/// Broadcasts reach a 2026-07-28 client through `subscriptions/listen` on
+/// haivemind://broadcasts and a 2025-11-25 session through `resources/subscribe`, each the
+/// mechanism its protocol version provides (tests/interop/mcp_broadcast_client.py).
+#[test]
+fn broadcasts_reach_the_official_client_by_each_protocols_own_mechanism() {
+    use common::http::Served;
+    let scratch = Scratch::new();
+    let token = scratch.create_token("agent", None);
+    let server = Served::start(scratch.command());
+    let output = Command::new(python())
+        .arg(workspace_root().join("tests/interop/mcp_broadcast_client.py"))
+        .args(["--url", &server.url, "--token", &token])
+        .output()
+        .expect("run the Python broadcast client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("ok all broadcast checks"),
+        "broadcasts did not arrive:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    server.stop();
+}

@@ -17,6 +17,7 @@
 mod arguments;
 pub mod error;
 pub mod jsonrpc;
+mod push;
 pub mod render;
 mod resources;
 mod server;
@@ -24,6 +25,7 @@ mod stdio_framing;
 pub mod timings;
 pub mod tools;
 
+pub use push::BROADCASTS_URI;
 pub use server::{
     HaivemindServer, PeerHealth, ServeError, ServerContext, serve_lines, serve_stdio,
 };

@@ -13,14 +13,15 @@ use rmcp::model::{
     ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities,
     ServerConfig,
 };
-// Fleet broadcasts reach clients as `notifications/message`: the one server-to-client push
-// every protocol version we serve (2025-03-26 to 2025-11-25) defines. SEP-2577 deprecates
-// logging for later versions; the WebSocket and get_broadcasts carry broadcasts too.
+// Fleet broadcasts reach session clients (2025-03-26 to 2025-11-25) as
+// `notifications/message`, which SEP-2577 deprecates; 2026-07-28 clients get them through
+// `subscriptions/listen` on `haivemind://broadcasts` instead (`push.rs`).
 #[allow(deprecated)]
 use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam, SetLevelRequestParams};
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt};
 
+use crate::push::{BROADCASTS_URI, Listeners, subscribable};
 use crate::resources::{
     INSTRUCTIONS, INSTRUCTIONS_URI, MACHINE_CONTEXT_URI, SHORT_INSTRUCTIONS, machine_context,
 };
@@ -74,6 +75,8 @@ pub struct HaivemindServer {
     clients: Arc<std::sync::Mutex<Vec<Peer<RoleServer>>>>,
     /// How long each tool's calls take, shared by all the clones (for `/metrics`).
     timings: Arc<Timings>,
+    /// Clients subscribed to `haivemind://broadcasts`, shared by all the clones.
+    listeners: Arc<Listeners>,
 }
 
 impl HaivemindServer {
@@ -87,13 +90,15 @@ impl HaivemindServer {
             audit: None,
             clients: Arc::default(),
             timings: Arc::default(),
+            listeners: Arc::default(),
         }
     }
 
     /// Sends a fleet broadcast (an event of `haivemind_sync`'s change feed with `type`
-    /// `broadcast`) to every connected client as a `notifications/message` whose level is
-    /// the broadcast's severity and whose data is the event. Sessions that ended are
-    /// forgotten.
+    /// `broadcast`) to every connected session as a `notifications/message` whose level is
+    /// the broadcast's severity and whose data is the event, and tells every subscriber of
+    /// `haivemind://broadcasts` (a listen stream or a subscribed session) that it changed.
+    /// Sessions that ended are forgotten.
     #[allow(deprecated)]
     pub async fn announce(&self, event: serde_json::Value) {
         let level = match event.get("severity").and_then(|s| s.as_str()) {
@@ -116,6 +121,7 @@ impl HaivemindServer {
                 tracing::debug!(%error, "a client missed a broadcast");
             }
         }
+        self.listeners.broadcast_arrived().await;
     }
 
     /// Every call comes from `caller`: the local user over stdio, or the token that
@@ -232,6 +238,7 @@ impl ServerHandler for HaivemindServer {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_resources_subscribe()
                 .enable_logging()
                 .build(),
         )
@@ -323,7 +330,54 @@ impl ServerHandler for HaivemindServer {
                     "Machine id, host, version, data location and memory count of this server",
                 )
                 .with_mime_type("application/json"),
+            Resource::new(BROADCASTS_URI, "broadcasts")
+                .with_title("Fleet broadcasts")
+                .with_description(
+                    "The newest broadcasts to every agent; subscribe to be told when one arrives",
+                )
+                .with_mime_type("application/json"),
         ]))
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        Some(Listeners::accept(requested))
+    }
+
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), ErrorData> {
+        self.listeners.listen(context).await;
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        if !subscribable(&request.uri) {
+            return Err(ErrorData::resource_not_found(
+                format!(
+                    "uri: only {BROADCASTS_URI} can be subscribed to, not \"{}\"",
+                    haivemind_core::error::excerpt(&request.uri)
+                ),
+                None,
+            ));
+        }
+        self.listeners.subscribe(context.peer);
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        _request: rmcp::model::UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.listeners.unsubscribe(&context.peer);
+        Ok(())
     }
 
     async fn read_resource(
@@ -339,6 +393,22 @@ impl ServerHandler for HaivemindServer {
                 text: INSTRUCTIONS.into(),
                 meta: None,
             },
+            BROADCASTS_URI => {
+                let caller = self.caller_of(&context.extensions)?;
+                let value = self
+                    .call_as(caller, None, "get_broadcasts", serde_json::Map::new())
+                    .await
+                    .map_err(|failure| {
+                        tracing::warn!(?failure, "reading the broadcasts resource failed");
+                        ErrorData::internal_error("the broadcasts could not be read", None)
+                    })?;
+                ResourceContents::TextResourceContents {
+                    uri: uri.into(),
+                    mime_type: Some("application/json".into()),
+                    text: value.to_string(),
+                    meta: None,
+                }
+            }
             MACHINE_CONTEXT_URI => {
                 let tool_context = self.tool_context(None, self.caller_of(&context.extensions)?);
                 let value = tokio::task::spawn_blocking(move || machine_context(&tool_context))
@@ -355,7 +425,7 @@ impl ServerHandler for HaivemindServer {
             other => {
                 return Err(ErrorData::resource_not_found(
                     format!(
-                        "uri: unknown resource \"{}\"; expected {INSTRUCTIONS_URI} or {MACHINE_CONTEXT_URI}",
+                        "uri: unknown resource \"{}\"; expected {INSTRUCTIONS_URI}, {MACHINE_CONTEXT_URI} or {BROADCASTS_URI}",
                         haivemind_core::error::excerpt(other)
                     ),
                     None,
