@@ -133,6 +133,13 @@ pub enum Command {
         /// The budget in tokens (50-32000), counted with the model's tokenizer.
         #[arg(long, default_value_t = 2000)]
         max_tokens: usize,
+        /// Run as a Claude Code SessionStart hook (what `haivemind install` registers):
+        /// read the hook's JSON on stdin, take the project from its `cwd` (the enclosing
+        /// git repository's name), and answer with the pack as the hook's
+        /// `additionalContext`. Never fails the session: on any error it prints nothing,
+        /// logs why to stderr and exits 0.
+        #[arg(long)]
+        hook: bool,
     },
     /// Show one memory.
     Get {

@@ -70,10 +70,19 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Store(args) => store(&open_with_model(&config)?.0, &printer, args),
         Command::Search(args) => search(&open_with_model(&config)?.0, &printer, args),
         Command::Context {
+            hook: true,
+            max_tokens,
+            ..
+        } => {
+            crate::hook::session_start(&config, max_tokens);
+            Ok(())
+        }
+        Command::Context {
             query,
             project,
             agent,
             max_tokens,
+            hook: false,
         } => {
             let store = open_with_model(&config)?.0;
             let pack = store.context(&haivemind_store::ContextQuery {

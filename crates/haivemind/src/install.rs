@@ -41,16 +41,23 @@ pub(crate) fn run(
         return Ok(());
     }
     let location = Location::parse(&asked, &project)?;
-    let connection = match remote {
-        Some(url) => Connection::Remote { url },
+    let binary = std::env::current_exe()
+        .context("cannot find this binary")?
+        .display()
+        .to_string();
+    let connection = match &remote {
+        Some(url) => Connection::Remote { url: url.clone() },
         None => Connection::Stdio {
-            command: std::env::current_exe()
-                .context("cannot find this binary")?
-                .display()
-                .to_string(),
+            command: binary.clone(),
         },
     };
-    let files = haivemind_onboard::files_for(tool, location, &connection, Parts::ALL)?;
+    let mut files = haivemind_onboard::files_for(tool, location, &connection, Parts::ALL)?;
+    // Claude Code also gets a session-start hook that injects the project's context pack.
+    files.extend(haivemind_onboard::hook_file(
+        tool,
+        &binary,
+        remote.as_deref(),
+    ));
     let base = haivemind_onboard::base_dir(location, &home, &project);
     let outcomes = haivemind_onboard::install(&base, tool, location, &files, force)?;
     let mut text = describe(location, &base, &outcomes);

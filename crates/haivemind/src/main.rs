@@ -9,6 +9,7 @@ mod commands;
 mod connectors;
 mod coordination;
 mod devops;
+mod hook;
 mod install;
 mod locomo;
 mod migrate;

@@ -328,3 +328,117 @@ fn over_http_the_tools_hand_files_over_and_write_nothing_on_the_server() {
     assert_eq!(state(".claude/commands/recall.md"), "user_modified");
     assert_eq!(state(".claude/commands/hv-tasks.md"), "missing");
 }
+
+/// `install` registers a Claude Code SessionStart hook beside the user's own, recorded in
+/// the manifest; the registered command, run the way Claude Code runs it (a shell, the
+/// hook's JSON on stdin), answers with the project's context pack; `clean` takes out only
+/// our hook.
+#[test]
+fn the_session_start_hook_injects_the_projects_context_and_leaves_the_users_hooks() {
+    let scratch = Scratch::new();
+    let project = scratch.dir.path().join("payments-api");
+    std::fs::create_dir_all(project.join(".git")).unwrap();
+    std::fs::create_dir_all(project.join(".claude")).unwrap();
+    let users = json!({
+        "permissions": {"allow": ["Bash(cargo test)"]},
+        "hooks": {"SessionStart": [{"hooks": [{"type": "command", "command": "echo mine"}]}]},
+    });
+    let settings_path = project.join(".claude/settings.json");
+    std::fs::write(&settings_path, users.to_string()).unwrap();
+
+    let report = install(&scratch, &project, &[]);
+    assert_eq!(action_of(&report, ".claude/settings.json"), "written");
+    let settings: Value = serde_json::from_str(&read(&settings_path)).unwrap();
+    assert_eq!(settings["permissions"], users["permissions"]);
+    let groups = settings["hooks"]["SessionStart"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{settings}");
+    let command = groups[1]["hooks"][0]["command"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(command.ends_with(" context --hook"), "{command}");
+    let manifest: Value =
+        serde_json::from_str(&read(project.join(".claude/haivemind-manifest.json"))).unwrap();
+    assert_eq!(manifest["files"][".claude/settings.json"]["kind"], "hook");
+    // Installing again leaves one hook of ours.
+    let again = install(&scratch, &project, &[]);
+    assert_eq!(action_of(&again, ".claude/settings.json"), "unchanged");
+
+    let mut store = scratch.command();
+    let stored = store
+        .args(["store", "--project", "payments-api", "--category", "infrastructure"])
+        .arg("payments-api retries Stripe webhooks three times; the dead letters land in pg table webhook_failures")
+        .output()
+        .unwrap();
+    assert!(
+        stored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stored.stderr)
+    );
+    // Run through sh, in the scratch environment, as Claude Code runs hook commands.
+    let mut shell = std::process::Command::new("sh");
+    shell
+        .args(["-c", &command])
+        .current_dir(&project)
+        .env_clear()
+        .envs(
+            scratch
+                .command()
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k, v))),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = shell.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            json!({"session_id": "s1", "hook_event_name": "SessionStart", "source": "startup",
+                   "cwd": project.join("src").display().to_string()})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    assert_eq!(
+        answer["hookSpecificOutput"]["hookEventName"],
+        "SessionStart"
+    );
+    let context = answer["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap();
+    assert!(context.contains("project payments-api"), "{context}");
+    assert!(context.contains("webhook_failures"), "{context}");
+
+    // Garbage on stdin or a broken data directory never fails the session.
+    let mut broken = std::process::Command::new("sh");
+    broken
+        .args(["-c", &command])
+        .env_clear()
+        .env("HOME", scratch.dir.path())
+        .env("HAIVEMIND_DATA_DIR", "/proc/no-such-dir")
+        .stdin(std::process::Stdio::null());
+    let output = broken.output().unwrap();
+    assert!(output.status.success());
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    let cleaned = install(&scratch, &project, &["clean"]);
+    assert!(cleaned.to_string().contains("settings.json"), "{cleaned}");
+    let settings: Value = serde_json::from_str(&read(&settings_path)).unwrap();
+    assert_eq!(settings, users, "clean leaves exactly the user's settings");
+}

@@ -14,6 +14,10 @@
 //! write on its own machine.
 #![deny(missing_docs)]
 
+mod hooks;
+
+pub use hooks::{HOOK_ARGUMENTS, planned as hook_file};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -159,6 +163,8 @@ pub enum Kind {
     Section,
     /// Our entry in an MCP configuration file.
     McpEntry,
+    /// Our session-start hook in Claude Code's settings file.
+    Hook,
 }
 
 impl Kind {
@@ -167,6 +173,7 @@ impl Kind {
             Kind::Command => "command",
             Kind::Section => "section",
             Kind::McpEntry => "mcp_entry",
+            Kind::Hook => "hook",
         }
     }
 }
@@ -430,6 +437,7 @@ impl Manifest {
             let kind = match entry["kind"].as_str() {
                 Some("section") => Kind::Section,
                 Some("mcp_entry") => Kind::McpEntry,
+                Some("hook") => Kind::Hook,
                 _ => Kind::Command,
             };
             if let Some(sha) = entry["sha256"].as_str() {
@@ -498,12 +506,16 @@ fn find_section(text: &str) -> Option<(usize, usize)> {
 /// Our part of the file at `path` as it is on disk: the command's text, the section, or the
 /// MCP entry (canonical JSON).
 fn current_part(path: &Path, kind: Kind) -> Result<Option<String>, OnboardError> {
+    if kind == Kind::Hook {
+        return hooks::current(path);
+    }
     let Some(text) = read_optional(path)? else {
         return Ok(None);
     };
     Ok(match kind {
         Kind::Command => Some(text),
         Kind::Section => find_section(&text).map(|(s, e)| text[s..e].to_string()),
+        Kind::Hook => None,
         Kind::McpEntry => {
             let value: Value = serde_json::from_str(&text).map_err(|e| OnboardError::BadJson {
                 path: path.to_path_buf(),
@@ -523,6 +535,7 @@ fn put_part(path: &Path, kind: Kind, part: &str) -> Result<(), OnboardError> {
     let existing = read_optional(path)?;
     let text = match kind {
         Kind::Command => part.to_string(),
+        Kind::Hook => hooks::put(path, part)?,
         Kind::Section => match existing {
             None => part.to_string(),
             Some(text) => match find_section(&text) {
@@ -577,6 +590,7 @@ fn remove_part(path: &Path, kind: Kind) -> Result<(), OnboardError> {
     };
     let rest = match kind {
         Kind::Command => String::new(),
+        Kind::Hook => hooks::remove(path, &text)?,
         Kind::Section => match find_section(&text) {
             Some((start, end)) => {
                 let before = text[..start].trim_end_matches('\n');

@@ -265,6 +265,9 @@ fn handover(target: &Target, files: &[PlannedFile]) -> Value {
                 haivemind_onboard::Kind::Command => "command",
                 haivemind_onboard::Kind::Section => "section",
                 haivemind_onboard::Kind::McpEntry => "mcp_entry",
+                // Remote plans carry no hook: it would run a binary the agent's machine
+                // may not have.
+                haivemind_onboard::Kind::Hook => "hook",
             },
             "content": f.content, "sha256": f.sha256,
         })).collect::<Vec<_>>(),
