@@ -16,6 +16,13 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Run the command on the hAIveMind server at this URL (like https://hive:8900)
+    /// instead of this machine's data directory, with the token in $HAIVEMIND_TOKEN: store,
+    /// search, context, get, recent, delete, recover, stats, status, peers, incidents,
+    /// drift, agents, tasks and broadcast. With install, registers that server.
+    #[arg(long, global = true, env = "HAIVEMIND_REMOTE", value_name = "URL")]
+    pub remote: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -100,10 +107,6 @@ pub enum Command {
         /// Replace files you edited.
         #[arg(long)]
         force: bool,
-        /// Register a remote server (its URL, like https://hive:8900) instead of this
-        /// binary over stdio; the token comes from $HAIVEMIND_TOKEN at run time.
-        #[arg(long)]
-        remote: Option<String>,
         /// The agent tool: claude, cursor (.cursor/commands) or codex (~/.codex/prompts).
         #[arg(long, default_value = "claude")]
         tool: String,

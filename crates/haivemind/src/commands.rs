@@ -37,6 +37,11 @@ pub fn run(cli: Cli) -> Result<()> {
         tracing::warn!("{notice}");
     }
     let printer = Printer { json: cli.json };
+    if let Some(url) = &cli.remote
+        && !matches!(cli.command, Command::Install { .. })
+    {
+        return crate::remote::run(url, &printer, cli.command);
+    }
     match cli.command {
         Command::Mcp => serve_mcp(&config),
         Command::Serve(args) => crate::serve::run(config, args),
@@ -45,9 +50,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Install {
             location,
             force,
-            remote,
             tool,
-        } => crate::install::run(&printer, location, force, remote, &tool),
+        } => crate::install::run(&printer, location, force, cli.remote, &tool),
         Command::Incidents {
             status,
             severity,

@@ -13,19 +13,51 @@ use haivemind_core::Config;
 use serde_json::{Value, json};
 
 use crate::node::open_with_model;
+use crate::remote::Remote;
 
 /// The most of stdin read: a hook's input is a few hundred bytes.
 const MAX_HOOK_INPUT: u64 = 64 * 1024;
 
+/// The hook, answered from this machine's data directory.
 pub(crate) fn session_start(config: &Config, max_tokens: usize) {
-    match answer(config, max_tokens) {
+    finish(answer(|project, valid| {
+        let store = open_with_model(config)?.0;
+        let pack = store.context(&haivemind_store::ContextQuery {
+            query: project,
+            project: valid,
+            agent_id: None,
+            max_tokens,
+            hide_restricted: false,
+        })?;
+        Ok((!pack.memories.is_empty()).then_some(pack.text))
+    }));
+}
+
+/// The hook, answered by a remote server's get_context.
+pub(crate) fn session_start_remote(remote: &Remote, max_tokens: usize) {
+    finish(answer(|project, valid| {
+        let pack = remote.call(
+            "get_context",
+            json!({"query": project, "project": valid, "max_tokens": max_tokens}),
+        )?;
+        let listed = pack["memories"].as_array().is_some_and(|m| !m.is_empty());
+        Ok(listed.then(|| pack["context"].as_str().unwrap_or("").to_string()))
+    }));
+}
+
+fn finish(outcome: anyhow::Result<Option<Value>>) {
+    match outcome {
         Ok(Some(output)) => println!("{output}"),
         Ok(None) => {}
         Err(error) => tracing::warn!("the session-start hook added no context: {error:#}"),
     }
 }
 
-fn answer(config: &Config, max_tokens: usize) -> anyhow::Result<Option<Value>> {
+/// Reads the hook's input and asks `pack(query, project)` for the context text (`None`
+/// when there is nothing to say).
+fn answer(
+    pack: impl FnOnce(Option<String>, Option<String>) -> anyhow::Result<Option<String>>,
+) -> anyhow::Result<Option<Value>> {
     let mut input = String::new();
     std::io::stdin()
         .take(MAX_HOOK_INPUT)
@@ -36,22 +68,14 @@ fn answer(config: &Config, max_tokens: usize) -> anyhow::Result<Option<Value>> {
         .map(PathBuf::from)
         .or_else(|| std::env::current_dir().ok());
     let project = cwd.as_deref().and_then(project_of);
-    let store = open_with_model(config)?.0;
     // Memories of this project and of none; a directory name that is not a valid project
     // name only steers the ranking.
     let valid = project
         .clone()
         .filter(|p| haivemind_core::memory::check_name("project", p).is_ok());
-    let pack = store.context(&haivemind_store::ContextQuery {
-        query: project.clone(),
-        project: valid,
-        agent_id: None,
-        max_tokens,
-        hide_restricted: false,
-    })?;
-    if pack.memories.is_empty() && pack.text.trim().is_empty() {
+    let Some(text) = pack(project.clone(), valid)? else {
         return Ok(None);
-    }
+    };
     let heading = match &project {
         Some(project) => format!(
             "hAIveMind, the team's collective memory, on project {project} (injected at session start; search_memories for more):\n\n"
@@ -61,7 +85,7 @@ fn answer(config: &Config, max_tokens: usize) -> anyhow::Result<Option<Value>> {
     Ok(Some(json!({
         "hookSpecificOutput": {
             "hookEventName": "SessionStart",
-            "additionalContext": format!("{heading}{}", pack.text.trim_end()),
+            "additionalContext": format!("{heading}{}", text.trim_end()),
         }
     })))
 }

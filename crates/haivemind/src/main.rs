@@ -15,6 +15,7 @@ mod locomo;
 mod migrate;
 mod node;
 mod output;
+mod remote;
 mod serve;
 mod stdio_client;
 mod tokens;

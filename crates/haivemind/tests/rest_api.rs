@@ -436,3 +436,100 @@ fn the_event_socket_signs_in_by_its_first_message_and_ends_when_the_token_is_rev
     );
     server.stop();
 }
+
+/// `haivemind --remote URL <command>` runs on the server through `POST /api/v1/tools/{name}`,
+/// with the token from `$HAIVEMIND_TOKEN`, and never opens a local data directory.
+#[test]
+fn the_cli_runs_against_a_remote_server_with_the_token_from_the_environment() {
+    let scratch = Scratch::new();
+    let agent = scratch.create_token("agent", Some("laptop"));
+    let readonly = scratch.create_token("readonly", Some("viewer"));
+    let server = Served::start(scratch.command());
+    // Another machine: its own empty HOME and data directory.
+    let elsewhere = Scratch::new();
+    let remote = |token: Option<&str>, args: &[&str]| {
+        let mut command = elsewhere.command();
+        command.args(["--remote", &server.url]);
+        if let Some(token) = token {
+            command.env("HAIVEMIND_TOKEN", token);
+        }
+        command.args(args).output().expect("run haivemind --remote")
+    };
+    let json_of = |output: std::process::Output| -> Value {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let stored = json_of(remote(
+        Some(&agent),
+        &[
+            "--json",
+            "store",
+            "--project",
+            "billing",
+            "-t",
+            "db,pg",
+            "billing's pg replica lags when vacuum runs; schedule it at night",
+        ],
+    ));
+    let id = stored["id"].as_str().unwrap().to_string();
+    assert_eq!(stored["project"], "billing");
+    assert_eq!(stored["agent_id"], "laptop", "written as the token");
+    let found = json_of(remote(
+        Some(&agent),
+        &["--json", "search", "vacuum replica", "--full-text"],
+    ));
+    assert_eq!(found["memories"][0]["id"], id.as_str(), "{found}");
+    let text = remote(Some(&agent), &["get", &id]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("schedule it at night"));
+    let pack = json_of(remote(
+        Some(&agent),
+        &[
+            "--json",
+            "context",
+            "--project",
+            "billing",
+            "--query",
+            "replica lag",
+        ],
+    ));
+    assert!(
+        pack["context"].as_str().unwrap().contains("vacuum"),
+        "{pack}"
+    );
+    let status = json_of(remote(Some(&agent), &["--json", "status"]));
+    assert_eq!(status["me"]["role"], "agent");
+    assert_eq!(status["machine"]["machine_id"], "e2e-machine");
+    let stats = json_of(remote(Some(&agent), &["--json", "stats"]));
+    assert_eq!(stats["total_memories"], 1, "{stats}");
+
+    // The server's rules hold: a readonly token cannot write; errors say why.
+    let refused = remote(Some(&readonly), &["store", "not allowed"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let no_token = remote(None, &["search", "x"]);
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("HAIVEMIND_TOKEN"));
+    let wrong = remote(Some("hv_wrong"), &["search", "x"]);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
+    let local_only = remote(Some(&agent), &["export"]);
+    let why = String::from_utf8_lossy(&local_only.stderr);
+    assert!(
+        !local_only.status.success() && why.contains("this machine's data directory"),
+        "{why}"
+    );
+    assert!(
+        !elsewhere.data_dir().join("memories.sqlite3").exists()
+            && std::fs::read_dir(elsewhere.data_dir()).map_or(true, |mut d| d.next().is_none()),
+        "--remote never opens a local store"
+    );
+    let unknown = server.send(api("POST", "/api/v1/tools/no_such_tool", &agent).json(&json!({})));
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    server.stop();
+}

@@ -63,6 +63,7 @@ pub(crate) fn routes() -> axum::Router<Arc<AppState>> {
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/api/v1/audit", get(audit_tail))
+        .route("/api/v1/tools/{name}", post(named_tool))
 }
 
 type Params = Query<HashMap<String, String>>;
@@ -381,6 +382,31 @@ async fn broadcasts(
 
 async fn broadcast(State(state): State<Arc<AppState>>, request: Request) -> Response {
     body_call(&state, request, None, "broadcast_discovery").await
+}
+
+/// `POST /api/v1/tools/{name}`: any tool of the catalogue by name, the JSON body as its
+/// arguments, with the token's role, limits and audit as over MCP (`haivemind --remote`
+/// calls the server this way).
+async fn named_tool(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
+    // Tool names are short snake_case words; anything else is no tool, and is not echoed.
+    if name.is_empty()
+        || name.len() > 64
+        || !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        return refusal(
+            StatusCode::NOT_FOUND,
+            "unknown_tool",
+            format!(
+                "no tool is named {:?}; tools/list names them",
+                haivemind_core::error::excerpt(&name)
+            ),
+        );
+    }
+    body_call(&state, request, None, &name).await
 }
 
 async fn incidents(
