@@ -15,6 +15,7 @@
 //! far the import got.
 #![deny(missing_docs)]
 
+pub mod files;
 pub mod http;
 pub mod text;
 
@@ -418,6 +419,7 @@ pub fn import_confluence(
                 url,
                 extra,
                 tags: vec!["confluence".into(), space.to_lowercase()],
+                project: None,
             })?;
             report.add(outcome);
         }
@@ -543,6 +545,7 @@ pub fn import_jira(
                 url: Some(format!("{}/browse/{key}", source.url)),
                 extra,
                 tags: vec!["jira".into(), project.to_lowercase()],
+                project: None,
             })?;
             report.add(outcome);
         }

@@ -177,10 +177,14 @@ pub enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// Read memories from a JSON-lines file written by `export` (or by hand).
+    /// Import memories: a JSON-lines file written by `export` (or by hand), the official MCP
+    /// memory server's memory.jsonl (one memory per entity, with its observations and
+    /// relations), Claude Code session transcripts (a .jsonl file, or a directory of them
+    /// like ~/.claude/projects/<project>: one memory per exchange), or Confluence and Jira.
+    /// Importing the same file again changes nothing.
     Import {
-        /// A JSON-lines file written by `export`; or `confluence` or `jira`, followed by
-        /// the space or project key to import from the configured server (connectors.*).
+        /// A file or a directory of .jsonl transcripts; or `confluence` or `jira`, followed
+        /// by the space or project key to import from the configured server (connectors.*).
         source: String,
         /// With `confluence`: the space key; with `jira`: the project key.
         key: Option<String>,
@@ -196,6 +200,10 @@ pub enum Command {
         /// At most this many pages or issues.
         #[arg(long)]
         limit: Option<usize>,
+        /// The file's format: haivemind, memory-server or claude-code (default: told from
+        /// its first records).
+        #[arg(long, value_parser = ["haivemind", "memory-server", "claude-code"])]
+        format: Option<String>,
     },
     /// Hard-delete soft-deleted memories older than memory.recover_days, and compact the op
     /// log of records removed more than sync.compact_removed_after_days (7) ago.

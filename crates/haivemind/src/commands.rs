@@ -162,6 +162,7 @@ pub fn run(cli: Cli) -> Result<()> {
             jql,
             issue_types,
             limit,
+            format,
         } => match (source.as_str(), key) {
             ("confluence" | "jira", Some(key)) => crate::connectors::import(
                 &config,
@@ -176,10 +177,11 @@ pub fn run(cli: Cli) -> Result<()> {
             (_, Some(key)) => Err(anyhow::anyhow!(
                 "import {source} {key}: the source is `confluence` or `jira` (or give only a JSON-lines file)"
             )),
-            (_, None) => import(
+            (_, None) => crate::import_files::run(
                 &open_with_model(&config)?.0,
                 &printer,
                 std::path::Path::new(&source),
+                format.as_deref(),
             ),
         },
         Command::Reindex => reindex(&config, &printer),
@@ -546,7 +548,7 @@ fn export(store: &Store, printer: &Printer, output: Option<&Path>) -> Result<()>
     Ok(())
 }
 
-fn import(store: &Store, printer: &Printer, file: &Path) -> Result<()> {
+pub(crate) fn import(store: &Store, printer: &Printer, file: &Path) -> Result<()> {
     let open_file =
         || std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()));
     let lines = BufReader::new(open_file()?).lines().count() as u64;

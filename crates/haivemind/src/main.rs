@@ -10,6 +10,7 @@ mod connectors;
 mod coordination;
 mod devops;
 mod hook;
+mod import_files;
 mod install;
 mod locomo;
 mod migrate;

@@ -223,3 +223,94 @@ fn help_documents_every_command() {
         assert!(help.contains(command), "--help does not mention {command}");
     }
 }
+
+/// What users already have imports as it is: the official MCP memory server's graph (one
+/// memory per entity) and Claude Code transcripts (one per exchange, with the session's
+/// project), each told apart by its records; importing again changes nothing; a changed
+/// entity is updated in place.
+#[test]
+fn the_memory_servers_graph_and_claude_code_transcripts_import_once() {
+    let scratch = Scratch::new();
+    let graph = scratch.dir.path().join("memory.jsonl");
+    let lines = [
+        json!({"type": "entity", "name": "cache7", "entityType": "server",
+               "observations": ["runs redis 7.2", "evicts keys under memory pressure"]}),
+        json!({"type": "entity", "name": "Ana", "entityType": "person", "observations": ["on call for caches"]}),
+        json!({"type": "relation", "from": "Ana", "to": "cache7", "relationType": "operates"}),
+    ];
+    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(&graph, text.join("\n") + "\nnot a record\n").unwrap();
+    let first = scratch.json(&["import", graph.to_str().unwrap()]);
+    assert_eq!(first["format"], "memory-server", "{first}");
+    assert_eq!(
+        (first["imported"].as_u64(), first["skipped_lines"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let again = scratch.json(&["import", graph.to_str().unwrap()]);
+    assert_eq!(
+        (again["imported"].as_u64(), again["unchanged"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let found = scratch.json(&["search", "redis evicts keys", "--full-text"]);
+    let hit = &found["memories"][0];
+    assert!(
+        hit["content"]
+            .as_str()
+            .unwrap()
+            .contains("Ana operates cache7"),
+        "{found}"
+    );
+    assert_eq!(hit["metadata"]["source"]["system"], "mcp-memory-server");
+
+    let mut changed = text.clone();
+    changed[1] = json!({"type": "entity", "name": "Ana", "entityType": "person",
+                        "observations": ["on call for caches", "moved to the database team"]})
+    .to_string();
+    std::fs::write(&graph, changed.join("\n")).unwrap();
+    let updated = scratch.json(&["import", graph.to_str().unwrap()]);
+    assert_eq!(updated["updated"], 1, "{updated}");
+
+    let projects = scratch.dir.path().join("claude-projects");
+    let session_dir = projects.join("-home-ana-payments-api");
+    std::fs::create_dir_all(&session_dir).unwrap();
+    let transcript = [
+        json!({"type": "user", "sessionId": "5e1d", "uuid": "u1", "timestamp": "2026-11-02T10:00:00Z",
+               "cwd": "/home/ana/payments-api", "message": {"role": "user", "content": "why do stripe webhooks fail since monday?"}}),
+        json!({"type": "assistant", "sessionId": "5e1d", "uuid": "a1", "message": {"role": "assistant",
+               "content": [{"type": "text", "text": "The webhook signing secret was rotated on monday; update STRIPE_WEBHOOK_SECRET."},
+                           {"type": "tool_use", "id": "t", "name": "Bash", "input": {"command": "env"}}]}}),
+        json!({"type": "user", "sessionId": "5e1d", "uuid": "u2", "cwd": "/home/ana/payments-api",
+               "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "SECRET=hunter2"}]}}),
+    ];
+    let transcript: Vec<String> = transcript.iter().map(|l| l.to_string()).collect();
+    std::fs::write(session_dir.join("5e1d.jsonl"), transcript.join("\n")).unwrap();
+    let imported = scratch.json(&["import", projects.to_str().unwrap()]);
+    assert_eq!(
+        (imported["format"].as_str(), imported["imported"].as_u64()),
+        (Some("claude-code"), Some(1)),
+        "{imported}"
+    );
+    let found = scratch.json(&[
+        "search",
+        "stripe webhook secret",
+        "--full-text",
+        "--project",
+        "payments-api",
+    ]);
+    let hit = &found["memories"][0];
+    let content = hit["content"].as_str().unwrap();
+    assert!(content.contains("signing secret was rotated"), "{found}");
+    assert!(
+        !content.contains("hunter2"),
+        "tool output is not imported: {content}"
+    );
+    assert_eq!(hit["category"], "conversation");
+    let twice = scratch.json(&["import", projects.to_str().unwrap()]);
+    assert_eq!(twice["unchanged"], 1, "{twice}");
+
+    let garbage = scratch.dir.path().join("notes.txt");
+    std::fs::write(&garbage, "just some notes\n").unwrap();
+    let refused = scratch.run(&["import", garbage.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--format"));
+}

@@ -32,6 +32,8 @@ pub struct ExternalDoc {
     pub extra: Map<String, Value>,
     /// Tags.
     pub tags: Vec<String>,
+    /// The project the memory belongs to, if any.
+    pub project: Option<String>,
 }
 
 /// What an import did with one record.
@@ -99,6 +101,7 @@ impl Store {
                 let mut memory = NewMemory::new(content);
                 memory.category = doc.category;
                 memory.tags = doc.tags;
+                memory.project = doc.project;
                 memory.context = Some(format!("imported from {}", doc.system));
                 memory
                     .metadata
