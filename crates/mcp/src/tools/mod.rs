@@ -135,7 +135,12 @@ impl ToolEntry {
             annotations.destructive_hint = Some(self.destructive);
             annotations.idempotent_hint = Some(self.idempotent);
         }
-        annotations.open_world_hint = Some(false);
+        // Only the connectors reach systems outside the collective (Confluence, Jira).
+        annotations.open_world_hint = Some(
+            connectors::TOOLS
+                .iter()
+                .any(|entry| entry.name == self.name),
+        );
         Tool::new(self.name, self.description, (self.schema)()).with_annotations(annotations)
     }
 }
