@@ -19,7 +19,8 @@ pub struct Cli {
     /// Run the command on the hAIveMind server at this URL (like https://hive:8900)
     /// instead of this machine's data directory, with the token in $HAIVEMIND_TOKEN: store,
     /// search, context, get, recent, delete, recover, stats, status, peers, incidents,
-    /// drift, agents, tasks and broadcast. With install, registers that server.
+    /// drift, agents, tasks, broadcast, and token (with an admin token). With install,
+    /// registers that server.
     #[arg(long, global = true, env = "HAIVEMIND_REMOTE", value_name = "URL")]
     pub remote: Option<String>,
 

@@ -2,8 +2,9 @@
 //! machine's server, run there through its REST API (`POST /api/v1/tools/{name}`, the same
 //! tools with the same rules as MCP), with the token in `$HAIVEMIND_TOKEN`.
 //!
-//! Commands that work on this machine's files (serve, mcp, token, export, import, purge,
-//! reindex, migrate, bench) are refused with the list of those that work remotely.
+//! `token create|list|revoke` manage the server's tokens (an admin token is needed). The
+//! commands that work on this machine's files (serve, mcp, export, import, purge, reindex,
+//! migrate, bench) are refused with the list of those that work remotely.
 
 use std::time::Duration;
 
@@ -11,12 +12,12 @@ use anyhow::{Context, Result, bail};
 use haivemind_core::error::excerpt;
 use serde_json::{Map, Value, json};
 
-use crate::cli::Command;
+use crate::cli::{Command, TokenCommand};
 use crate::output::Printer;
 
 /// What `--remote` runs, for the refusal of anything else.
 const REMOTE_COMMANDS: &str = "store, search, context, get, recent, delete, recover, stats, status, \
-                               peers, incidents, drift, agents, tasks, broadcast";
+                               peers, incidents, drift, agents, tasks, broadcast, token (admin tokens)";
 
 /// The largest answer read from the server.
 const MAX_ANSWER_BYTES: u64 = 32 * 1024 * 1024;
@@ -77,6 +78,28 @@ impl Remote {
         let response = self
             .agent
             .get(&url)
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .call();
+        self.answer(response)
+    }
+
+    /// `POST path` of the REST API with a JSON body.
+    fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .agent
+            .post(&url)
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .send_json(body);
+        self.answer(response)
+    }
+
+    /// `DELETE path` of the REST API.
+    fn delete(&self, path: &str) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .agent
+            .delete(&url)
             .header("Authorization", &format!("Bearer {}", self.token))
             .call();
         self.answer(response)
@@ -309,6 +332,42 @@ pub(crate) fn run(url: &str, printer: &Printer, command: Command) -> Result<()> 
             )?;
             (sent, "broadcast sent".to_string())
         }
+        Command::Token { action } => match action {
+            TokenCommand::Create {
+                role,
+                name,
+                profile,
+            } => {
+                let made = remote.post(
+                    "/api/v1/tokens",
+                    &arguments(vec![
+                        ("role", json!(role)),
+                        ("name", json!(name)),
+                        ("tool_profile", json!(profile)),
+                    ]),
+                )?;
+                eprintln!(
+                    "created {} token {} ({}) on {}; it is shown once, below.",
+                    made["role"].as_str().unwrap_or("?"),
+                    made["id"].as_str().unwrap_or("?"),
+                    made["name"].as_str().unwrap_or("?"),
+                    remote.base
+                );
+                let secret = made["token"].as_str().unwrap_or("").to_string();
+                (made, secret)
+            }
+            TokenCommand::List => pretty(remote.get("/api/v1/tokens")?),
+            TokenCommand::Revoke { token } => {
+                let revoked = remote.delete(&format!("/api/v1/tokens/{}", path_segment(&token)))?;
+                let text = format!(
+                    "revoked {} ({}) on {}",
+                    revoked["id"].as_str().unwrap_or("?"),
+                    revoked["name"].as_str().unwrap_or("?"),
+                    remote.base
+                );
+                (revoked, text)
+            }
+        },
         other => bail!(
             "`{}` works on this machine's data directory only; with --remote these commands run on the server: {REMOTE_COMMANDS}",
             command_name(&other)
@@ -316,6 +375,19 @@ pub(crate) fn run(url: &str, printer: &Printer, command: Command) -> Result<()> 
     };
     printer.done(value, &text);
     Ok(())
+}
+
+/// `text` as one URL path segment (a token's name may hold spaces).
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn pretty(value: Value) -> (Value, String) {
@@ -364,7 +436,6 @@ fn command_name(command: &Command) -> &'static str {
     match command {
         Command::Mcp => "mcp",
         Command::Serve(_) => "serve",
-        Command::Token { .. } => "token",
         Command::Install { .. } => "install",
         Command::Export { .. } => "export",
         Command::Import { .. } => "import",

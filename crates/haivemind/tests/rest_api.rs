@@ -529,6 +529,40 @@ fn the_cli_runs_against_a_remote_server_with_the_token_from_the_environment() {
             && std::fs::read_dir(elsewhere.data_dir()).map_or(true, |mut d| d.next().is_none()),
         "--remote never opens a local store"
     );
+    // An admin manages the server's tokens from another machine.
+    let admin = scratch.create_token("admin", Some("root"));
+    let made = remote(
+        Some(&admin),
+        &[
+            "token",
+            "create",
+            "--role",
+            "readonly",
+            "--name",
+            "wall display",
+        ],
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let secret = String::from_utf8_lossy(&made.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(secret.starts_with("hv_"), "{secret}");
+    let listed = json_of(remote(Some(&admin), &["--json", "token", "list"]));
+    assert!(listed.to_string().contains("wall display") && !listed.to_string().contains(&secret));
+    let revoked = json_of(remote(
+        Some(&admin),
+        &["--json", "token", "revoke", "wall display"],
+    ));
+    assert!(revoked["revoked_at"].is_string(), "{revoked}");
+    let not_admin = remote(Some(&agent), &["token", "list"]);
+    assert!(String::from_utf8_lossy(&not_admin.stderr).contains("403"));
+
     let unknown = server.send(api("POST", "/api/v1/tools/no_such_tool", &agent).json(&json!({})));
     assert_eq!(unknown.status, 404, "{}", unknown.text());
     server.stop();
