@@ -425,7 +425,20 @@ fn bulk_delete_gdpr_duplicates_conversation_stats_and_resources() {
     assert_eq!(context["memory_count"], 4);
 
     let resources = mcp.request("resources/list", json!({}))["result"]["resources"].clone();
-    assert_eq!(resources.as_array().unwrap().len(), 2);
+    let uris: Vec<&str> = resources
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["uri"].as_str())
+        .collect();
+    assert_eq!(
+        uris,
+        [
+            "haivemind://instructions",
+            "haivemind://machine-context",
+            "haivemind://broadcasts"
+        ]
+    );
     let instructions = mcp.request("resources/read", json!({"uri": "haivemind://instructions"}));
     assert!(
         instructions["result"]["contents"][0]["text"]
