@@ -29,6 +29,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod backup;
 mod connection_pool;
 mod context;
 mod conversation;
