@@ -23,6 +23,7 @@ pub mod private_files;
 pub mod security;
 pub mod storage_config;
 pub mod time_format;
+pub mod timings;
 
 pub use config::Config;
 pub use embedder::{EmbedError, Embedder};

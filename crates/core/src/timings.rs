@@ -1,6 +1,9 @@
-//! How long calls take, as Prometheus-style histograms: per tool here, and per HTTP route
-//! in `haivemind-server`. Keys come from fixed sets (the catalogue's tool names, the
-//! router's route patterns), never from caller input, so the table stays small.
+//! How long things take, as Prometheus-style histograms: tool calls (by tool, in
+//! `haivemind-mcp`), HTTP requests (by route, in `haivemind-server`), embedding (by kind,
+//! [`EMBEDDING`], recorded by the engine) and sync rounds (by peer, [`SYNC_ROUNDS`],
+//! recorded by the sync service). Keys come from fixed sets (tool names, route patterns,
+//! configured peers), never from caller input, so the tables stay small. `/metrics`
+//! renders them.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -40,7 +43,22 @@ pub struct Timings {
     histograms: Mutex<BTreeMap<String, Histogram>>,
 }
 
+/// How long the model takes to embed: `write` (a memory's text, before it is stored),
+/// `query` (a search's text, cache misses only) and `batch` (embedding what lacks a
+/// vector). One per process, like the model.
+pub static EMBEDDING: Timings = Timings::new();
+
+/// How long a sync round with each peer takes (pull and push), by peer machine id.
+pub static SYNC_ROUNDS: Timings = Timings::new();
+
 impl Timings {
+    /// An empty table.
+    pub const fn new() -> Self {
+        Self {
+            histograms: Mutex::new(BTreeMap::new()),
+        }
+    }
+
     /// Records that `name` took `elapsed`.
     pub fn observe(&self, name: &str, elapsed: Duration) {
         if let Ok(mut histograms) = self.histograms.lock() {

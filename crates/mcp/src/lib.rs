@@ -22,8 +22,11 @@ pub mod render;
 mod resources;
 mod server;
 mod stdio_framing;
-pub mod timings;
 pub mod tools;
+
+/// The latency histograms (moved to `haivemind-core`, where the engine and the sync
+/// service record into them too).
+pub use haivemind_core::timings;
 
 pub use push::BROADCASTS_URI;
 pub use server::{

@@ -141,6 +141,20 @@ pub(crate) async fn render(State(state): State<Arc<AppState>>) -> Response {
         "route",
         &state.route_timings.snapshot(),
     );
+    histograms(
+        &mut out,
+        "haivemind_embedding_duration_seconds",
+        "How long the model takes to embed: write (a memory), query (a search), batch (catching up).",
+        "kind",
+        &haivemind_core::timings::EMBEDDING.snapshot(),
+    );
+    histograms(
+        &mut out,
+        "haivemind_sync_round_duration_seconds",
+        "How long a sync round (pull and push) with the peer takes.",
+        "peer",
+        &haivemind_core::timings::SYNC_ROUNDS.snapshot(),
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -65,7 +65,10 @@ impl Store {
     /// model fails (logged: the memories are stored anyway and embedded later).
     pub(crate) fn embed_for_write(&self, texts: &[&str]) -> Option<Vec<Vec<f32>>> {
         let embedder = self.embedder.as_deref()?;
-        match embedder.embed(texts) {
+        let started = std::time::Instant::now();
+        let embedded = embedder.embed(texts);
+        haivemind_core::timings::EMBEDDING.observe("write", started.elapsed());
+        match embedded {
             Ok(vectors) if vectors.len() == texts.len() => Some(vectors),
             Ok(vectors) => {
                 tracing::warn!(
@@ -90,9 +93,10 @@ impl Store {
         if let Some(vector) = self.query_vectors.get(text) {
             return Ok(Some(vector));
         }
-        let mut vectors = embedder
-            .embed(&[text])
-            .map_err(|e| StoreError::Embedding(e.to_string()))?;
+        let started = std::time::Instant::now();
+        let embedded = embedder.embed(&[text]);
+        haivemind_core::timings::EMBEDDING.observe("query", started.elapsed());
+        let mut vectors = embedded.map_err(|e| StoreError::Embedding(e.to_string()))?;
         let vector: Arc<[f32]> = vectors
             .pop()
             .ok_or_else(|| StoreError::Embedding("the model returned no vector".into()))?
@@ -205,7 +209,10 @@ impl Store {
             };
             after = last;
             let texts: Vec<&str> = batch.iter().map(|(_, c)| c.as_str()).collect();
-            let embedded = match embedder.embed(&texts) {
+            let started = std::time::Instant::now();
+            let outcome = embedder.embed(&texts);
+            haivemind_core::timings::EMBEDDING.observe("batch", started.elapsed());
+            let embedded = match outcome {
                 Ok(vectors) if vectors.len() == texts.len() => {
                     vectors.into_iter().map(Some).collect()
                 }

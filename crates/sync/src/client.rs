@@ -224,8 +224,8 @@ pub fn sync_interval(config: &Config) -> Duration {
 /// doing. Rounds run one at a time (a trigger during a round waits for it, then runs its own).
 pub struct SyncService {
     store: Arc<Store>,
-    peers: Vec<Peer>,
-    token: String,
+    /// The peers and the fleet token, replaced whole on reload ([`SyncService::reconfigure`]).
+    fleet: std::sync::RwLock<(Vec<Peer>, String)>,
     interval: Duration,
     states: PeerStates,
     events: Arc<EventHub>,
@@ -258,8 +258,7 @@ impl SyncService {
     ) -> Self {
         Self {
             store,
-            peers,
-            token,
+            fleet: std::sync::RwLock::new((peers, token)),
             interval,
             states,
             events,
@@ -267,6 +266,20 @@ impl SyncService {
             audit: None,
             round_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Replicates with `peers`, authenticating with `token`, from the next round on (a
+    /// config reload). A peer no longer listed keeps its last state in `/api/status` until
+    /// the next restart.
+    pub fn reconfigure(&self, peers: Vec<Peer>, token: String) {
+        if let Ok(mut fleet) = self.fleet.write() {
+            *fleet = (peers, token);
+        }
+    }
+
+    /// The peers replicated with now.
+    pub fn peers(&self) -> Vec<Peer> {
+        self.fleet.read().map(|f| f.0.clone()).unwrap_or_default()
     }
 
     /// Records the operations peers send that this node refuses (`sync_refused`) in `audit`.
@@ -284,7 +297,8 @@ impl SyncService {
         let _one_at_a_time = self.round_lock.lock().await;
         let mut round = tokio::task::JoinSet::new();
         let now = std::time::Instant::now();
-        for peer in &self.peers {
+        let (peers, token) = self.fleet.read().map(|f| f.clone()).unwrap_or_default();
+        for peer in &peers {
             let resting = !forced
                 && self
                     .states
@@ -302,14 +316,16 @@ impl SyncService {
             let (store, peer) = (Arc::clone(&self.store), peer.clone());
             let link = Link {
                 peer: peer.clone(),
-                token: self.token.clone(),
+                token: token.clone(),
                 connector: self.connector.clone(),
                 audit: self.audit.clone(),
             };
             round.spawn(async move {
+                let started = std::time::Instant::now();
                 let outcome = tokio::time::timeout(ROUND_TIMEOUT, sync_with(&store, &link))
                     .await
                     .unwrap_or_else(|_| Err("timed out after 60 s".into()));
+                haivemind_core::timings::SYNC_ROUNDS.observe(&peer.machine_id, started.elapsed());
                 (peer, outcome)
             });
         }
