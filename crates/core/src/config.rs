@@ -254,11 +254,26 @@ pub struct LoggingConfig {
     pub log_sync_events: bool,
     /// Audit log size before rotation, like `100MB`.
     pub max_log_size: String,
+    /// How log lines are written to stderr: `text` for people, or `json` (one object per
+    /// line) for collectors.
+    pub format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2026-12-01T00:00:00Z  WARN target: message field=value`.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`.
+    Json,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
         Self {
+            format: LogFormat::Text,
             level: "info".into(),
             audit_enabled: true,
             log_auth_failures: true,
@@ -314,10 +329,12 @@ impl Config {
                     // An empty file is a config with no settings, not a syntax error.
                     Value::Object(Map::new())
                 } else {
-                    serde_json::from_str::<Value>(&text).map_err(|e| ConfigError::Parse {
-                        path: path.to_path_buf(),
-                        key: ".".into(),
-                        message: format!("not valid JSON: {e}"),
+                    serde_json::from_str::<Value>(&without_comments(&text)).map_err(|e| {
+                        ConfigError::Parse {
+                            path: path.to_path_buf(),
+                            key: ".".into(),
+                            message: format!("not valid JSON: {e}"),
+                        }
                     })?
                 }
             }
@@ -534,7 +551,58 @@ fn home_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn default_config_path() -> Option<PathBuf> {
+/// `text` with its `//` and `/* */` comments blanked out (outside strings), so a config
+/// file can explain itself; line and column numbers of errors stay true.
+pub fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let (mut in_string, mut escaped) = (false, false);
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match (c, chars.peek()) {
+            ('"', _) => {
+                in_string = true;
+                out.push(c);
+            }
+            ('/', Some('/')) => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                    out.push(' ');
+                }
+            }
+            ('/', Some('*')) => {
+                chars.next();
+                out.push_str("  ");
+                let mut star = false;
+                for c in chars.by_ref() {
+                    out.push(if c == '\n' { '\n' } else { ' ' });
+                    if star && c == '/' {
+                        break;
+                    }
+                    star = c == '*';
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The config file read when `HAIVEMIND_CONFIG` is not set: `config/config.json` in the
+/// current directory, else the one in the user's config directory, if either exists.
+pub fn default_config_path() -> Option<PathBuf> {
     let local = PathBuf::from("config/config.json");
     if local.is_file() {
         return Some(local);
@@ -614,6 +682,25 @@ fn set_path(tree: &mut Value, path: &[String], value: Value) -> Result<(), Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_configs_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for file in ["config/config.example.json", "packaging/config.json"] {
+            let config = Config::load_from(Some(&root.join(file)), &[])
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(config.server.mcp_port, 8900, "{file}");
+        }
+    }
+
+    #[test]
+    fn comments_are_blanked_outside_strings() {
+        let text = "// a comment\n{\"url\": \"http://x//y\", /* block\n over lines */ \"a\": \"q\\\"//\" // end\n}";
+        let value: Value = serde_json::from_str(&without_comments(text)).unwrap();
+        assert_eq!(value["url"], "http://x//y");
+        assert_eq!(value["a"], "q\"//");
+        assert_eq!(without_comments(text).lines().count(), text.lines().count());
+    }
 
     fn load(json: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();

@@ -172,6 +172,18 @@ pub enum Command {
     Stats,
     /// Show this node: machine id, version, data location, counts, search capability.
     Status,
+    /// Make the running `haivemind serve` read its configuration again (as SIGHUP and
+    /// `systemctl reload haivemind` do): tokens of the config and its token files, the TLS
+    /// certificate, rate limits, peers and the fleet token, the log level change in place;
+    /// open sessions stay. A config that fails validation is refused with the reason and
+    /// the running one stays. Prints what changed and what waits for a restart.
+    Reload,
+    /// Check this node the way an operator would: config, data directory permissions,
+    /// database integrity, model files and digests, ports (free or ours), TLS certificate
+    /// expiry, each peer (reachable, version, clock offset), disk space, WAL size. Each
+    /// check is ok, warn or fail with a fix; exits non-zero when any fails. With --json:
+    /// {"status", "checks": [{"name", "status", "detail", "fix"?}]}.
+    Doctor,
     /// Write every memory as JSON lines (to stdout, or --output).
     Export {
         /// The file to write; stdout when absent.
@@ -205,6 +217,27 @@ pub enum Command {
         /// its first records).
         #[arg(long, value_parser = ["haivemind", "memory-server", "claude-code"])]
         format: Option<String>,
+    },
+    /// Write a consistent copy of this node's store to FILE while `haivemind serve` goes on
+    /// taking writes (SQLite's VACUUM INTO), with a manifest inside (version, machine id,
+    /// counts, digests of the replicated state and of every table). The file is
+    /// owner-only (0600) and never overwritten. A PostgreSQL hub is backed up with
+    /// PostgreSQL's own tools (docs/HUB.md).
+    Backup {
+        /// The file to write (it must not exist).
+        file: PathBuf,
+    },
+    /// Restore a backup into this node's data directory. Only into an empty one unless
+    /// --force (then the old database is kept as haivemind.sqlite3.before-restore). The
+    /// copy's digests must match its manifest before it is moved into place. Stop
+    /// `haivemind serve` first; when it starts again its peers send it everything since
+    /// the backup, erasures included.
+    Restore {
+        /// A file written by `haivemind backup`.
+        file: PathBuf,
+        /// Replace a database that holds data.
+        #[arg(long)]
+        force: bool,
     },
     /// Hard-delete soft-deleted memories older than memory.recover_days, and compact the op
     /// log of records removed more than sync.compact_removed_after_days (7) ago.

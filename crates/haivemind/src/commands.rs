@@ -19,6 +19,14 @@ use crate::node::{
 use crate::output::Printer;
 
 pub fn run(cli: Cli) -> Result<()> {
+    if matches!(cli.command, Command::Doctor) && cli.remote.is_none() {
+        // The doctor reports a config that does not load as a failed check.
+        let printer = Printer { json: cli.json };
+        if crate::doctor::run(Config::load(), &printer) {
+            return Ok(());
+        }
+        bail!("doctor: at least one check failed (above)");
+    }
     let config = Config::load()?;
     if tracing_subscriber::EnvFilter::try_new(&config.logging.level).is_err() {
         bail!(haivemind_core::ConfigError::Invalid {
@@ -184,6 +192,59 @@ pub fn run(cli: Cli) -> Result<()> {
                 format.as_deref(),
             ),
         },
+        Command::Backup { file } => {
+            let store = open(&config)?;
+            let manifest = store.backup_to(&file)?;
+            printer.done(
+                manifest.to_json(),
+                &format!(
+                    "backed up {} memories ({} deleted) of {} to {}; state digest {}",
+                    manifest.memories,
+                    manifest.deleted,
+                    manifest.machine_id,
+                    file.display(),
+                    manifest.state_digest
+                ),
+            );
+            Ok(())
+        }
+        Command::Restore { file, force } => {
+            if config.storage.backend != haivemind_core::storage_config::StorageBackend::Sqlite {
+                bail!(haivemind_core::InvalidInput::new(
+                    "storage.backend",
+                    "a PostgreSQL hub is restored with PostgreSQL's own tools (docs/HUB.md)"
+                ));
+            }
+            let manifest = haivemind_store::backup::restore(&file, &config.database_path(), force)?;
+            if manifest.machine_id != config.machine_id() {
+                tracing::warn!(
+                    backup = %manifest.machine_id,
+                    here = %config.machine_id(),
+                    "the backup was taken on another machine id; this node will write as {}: set machine_id to {} to continue as that node",
+                    config.machine_id(),
+                    manifest.machine_id
+                );
+            }
+            printer.done(
+                manifest.to_json(),
+                &format!(
+                    "restored {} memories of {} (backed up {}) into {}; digests verified. Start `haivemind serve`: its peers send what happened since.",
+                    manifest.memories,
+                    manifest.machine_id,
+                    haivemind_core::time_format::ms_to_rfc3339(manifest.created_at_ms),
+                    config.database_path().display()
+                ),
+            );
+            Ok(())
+        }
+        Command::Reload => crate::serve::signal_reload(&config, &printer),
+        Command::Doctor => {
+            if crate::doctor::run(Ok(config), &printer) {
+                Ok(())
+            } else {
+                bail!("doctor: at least one check failed (above)")
+            }
+        }
         Command::Reindex => reindex(&config, &printer),
         Command::Migrate { to, from } => crate::migrate::run(&config, &printer, to, from),
         Command::Bench { what } => match what {
@@ -222,6 +283,19 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+type FilterSetter = Box<dyn Fn(&str) -> std::result::Result<(), String> + Send + Sync>;
+
+/// Replaces the log filter of a running server (`logging.level` on reload).
+static LOG_FILTER: std::sync::OnceLock<FilterSetter> = std::sync::OnceLock::new();
+
+/// Sets the log filter to `level` (a `logging.level`); `false` when RUST_LOG fixed it.
+pub(crate) fn set_log_level(level: &str) -> std::result::Result<bool, String> {
+    match LOG_FILTER.get() {
+        Some(set) => set(&format!("{level},rmcp=warn")).map(|()| true),
+        None => Ok(false),
+    }
+}
+
 fn init_logging(config: &Config, stdio_protocol: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("RUST_LOG")
@@ -240,12 +314,32 @@ fn init_logging(config: &Config, stdio_protocol: bool) {
                 "warn".into()
             }
         });
-    // Logs always go to stderr: in stdio mode stdout carries protocol frames only.
-    let _ = tracing_subscriber::fmt()
+    // Logs always go to stderr: in stdio mode stdout carries protocol frames only. The
+    // filter can be replaced later (`haivemind reload`), unless RUST_LOG fixed it.
+    let fixed =
+        std::env::var_os("RUST_LOG").is_some() || std::env::var_os("HAIVEMIND_LOG").is_some();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+        .with_ansi(false);
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder;
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() && !fixed {
+                let _ = LOG_FILTER.set(Box::new(move |level: &str| {
+                    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+                    handle.reload(filter).map_err(|e| e.to_string())
+                }));
+            }
+        }};
+    }
+    match config.logging.format {
+        haivemind_core::config::LogFormat::Text => install!(builder.with_filter_reloading()),
+        haivemind_core::config::LogFormat::Json => {
+            install!(builder.json().with_filter_reloading())
+        }
+    }
 }
 
 fn reindex(config: &Config, printer: &Printer) -> Result<()> {
@@ -415,9 +509,9 @@ fn status(config: &Config, printer: &Printer) -> Result<()> {
             ),
         ),
         Err(problem) => (
-            json!({"server": "unreachable", "address": sync_address, "problem": problem, "configured_peers": configured_peers, "state_digest": store.state_digest()?}),
+            json!({"server": if problem.starts_with("haivemind ") { "running" } else { "unreachable" }, "address": sync_address, "problem": problem, "configured_peers": configured_peers, "state_digest": store.state_digest()?}),
             format!(
-                "\nsync:        no server answered on {sync_address} ({problem}); {configured_peers} configured peer(s); state {}…",
+                "\nsync:        {problem}; {configured_peers} configured peer(s); state {}…",
                 store.state_digest()?.chars().take(12).collect::<String>()
             ),
         ),
@@ -641,11 +735,61 @@ fn running_server_status(config: &Config) -> Result<(String, Result<Value, Strin
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(haivemind_sync::fetch_status(&address, token, connector))
+            runtime
+                .block_on(haivemind_sync::fetch_status(&address, token, connector))
+                .map_err(|error| {
+                    if error.contains("401") {
+                        format!(
+                            "the server on {address} refused the token (HAIVEMIND_TOKEN, else security.api_token): {error}"
+                        )
+                    } else {
+                        format!("no server answered on {address}: {error}")
+                    }
+                })
         }
-        None => Err("no token: set HAIVEMIND_TOKEN or security.api_token".into()),
+        // Without a token the server will not show its sync state, but whether one is
+        // running at all is open to anyone: say which it is.
+        None => Err(match serving_version(&host, port, tls) {
+            Some(version) => format!(
+                "haivemind {version} is serving on {address}, but shows its sync state only to a token: set HAIVEMIND_TOKEN to one of its tokens (`haivemind token create --role readonly`), or security.api_token"
+            ),
+            None => format!(
+                "no server answered on {address} (and no token is set: HAIVEMIND_TOKEN or security.api_token)"
+            ),
+        }),
     };
     Ok((address, live))
+}
+
+/// The version of the haivemind answering `/health` on `host:port`, if one does.
+fn serving_version(host: &str, port: u16, tls: bool) -> Option<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(3)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    // A self-signed certificate is not checked here: only the version is read.
+    let scheme = if tls { "https" } else { "http" };
+    let mut request = agent.get(&format!("{scheme}://{host}:{port}/health"));
+    if tls {
+        request = request
+            .config()
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .disable_verification(true)
+                    .build(),
+            )
+            .build();
+    }
+    let mut response = request.call().ok()?;
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024)
+        .read_to_string()
+        .ok()?;
+    let value: Value = serde_json::from_str(&body).ok()?;
+    value["version"].as_str().map(str::to_string)
 }
 
 /// One line per peer of a server's `/api/status`: last sync, lag, counts, last error.
@@ -674,7 +818,7 @@ fn peer_lines(status: &Value) -> String {
 fn peers(config: &Config, printer: &Printer) -> Result<()> {
     let me = config.machine_id();
     let configured = haivemind_sync::configured_peers(config, &me);
-    let (address, live) = running_server_status(config)?;
+    let (_address, live) = running_server_status(config)?;
     let configured_json: Vec<Value> = configured
         .iter()
         .map(|p| json!({"machine_id": p.machine_id, "address": p.address}))
@@ -697,8 +841,7 @@ fn peers(config: &Config, printer: &Printer) -> Result<()> {
             );
         }
         Err(problem) => {
-            let mut text =
-                format!("no running server answered on {address} ({problem}); configured peers:");
+            let mut text = format!("{problem}; configured peers:");
             for p in &configured {
                 text.push_str(&format!("\n  {:<20} {}", p.machine_id, p.address));
             }

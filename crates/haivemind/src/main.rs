@@ -9,6 +9,7 @@ mod commands;
 mod connectors;
 mod coordination;
 mod devops;
+mod doctor;
 mod hook;
 mod import_files;
 mod install;

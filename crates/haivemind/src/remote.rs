@@ -443,6 +443,10 @@ fn command_name(command: &Command) -> &'static str {
         Command::Reindex => "reindex",
         Command::Migrate { .. } => "migrate",
         Command::Bench { .. } => "bench",
+        Command::Backup { .. } => "backup",
+        Command::Restore { .. } => "restore",
+        Command::Doctor => "doctor",
+        Command::Reload => "reload",
         _ => "this command",
     }
 }

@@ -72,7 +72,7 @@ pub enum TokenSourceError {
 
 /// A token the server accepts: who it stands for, and its digest.
 #[derive(Clone)]
-struct KnownToken {
+pub(crate) struct KnownToken {
     caller: Caller,
     digest: [u8; 32],
     /// For an OAuth access token: the authority (`host:port`) of the resource it was
@@ -86,7 +86,8 @@ struct KnownToken {
 pub struct Authenticator {
     store: Arc<Store>,
     require_auth: bool,
-    configured: Vec<KnownToken>,
+    /// Tokens of the config file; replaced whole by [`Authenticator::reload_configured`].
+    configured: std::sync::RwLock<Arc<Vec<KnownToken>>>,
     stored: Mutex<(Instant, Arc<Vec<KnownToken>>)>,
 }
 
@@ -95,50 +96,33 @@ const RELOAD_EVERY: Duration = Duration::from_secs(1);
 impl Authenticator {
     /// Reads the configured tokens (`security.api_token`, `security.token_files`).
     pub fn new(store: Arc<Store>, config: &Config) -> Result<Self, TokenSourceError> {
-        let security = &config.security;
-        let mut configured = Vec::new();
-        if let Some(token) = &security.api_token {
-            configured.push(known("config:api_token", "api_token", Role::Admin, token));
-        }
-        for (index, file) in security.token_files.iter().enumerate() {
-            let text =
-                std::fs::read_to_string(&file.path).map_err(|source| TokenSourceError::File {
-                    index,
-                    path: file.path.clone(),
-                    source,
-                })?;
-            if text.trim().len() < 16 {
-                return Err(TokenSourceError::TooShort {
-                    key: format!("security.token_files[{index}]"),
-                });
-            }
-            let role = Role::parse("role", &file.role).unwrap_or(Role::Agent);
-            let name = file.name.clone().unwrap_or_else(|| {
-                file.path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| format!("token_file_{index}"))
-            });
-            configured.push(known(
-                &format!("config:token_files[{index}]"),
-                &name,
-                role,
-                &text,
-            ));
-        }
         let authenticator = Self {
             store,
-            require_auth: security.require_auth,
-            configured,
+            require_auth: config.security.require_auth,
+            configured: std::sync::RwLock::new(Arc::new(configured_tokens(config)?)),
             stored: Mutex::new((Instant::now(), Arc::new(Vec::new()))),
         };
         authenticator.reload();
         Ok(authenticator)
     }
 
+    /// Puts the config's tokens read again (`haivemind reload`, SIGHUP) in place.
+    pub(crate) fn set_configured(&self, tokens: Vec<KnownToken>) {
+        if let Ok(mut configured) = self.configured.write() {
+            *configured = Arc::new(tokens);
+        }
+    }
+
+    fn configured(&self) -> Arc<Vec<KnownToken>> {
+        self.configured
+            .read()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_default()
+    }
+
     /// Whether any token exists at all; a server without one can only answer 401.
     pub fn has_tokens(&self) -> bool {
-        !self.configured.is_empty() || !self.current().is_empty()
+        !self.configured().is_empty() || !self.current().is_empty()
     }
 
     /// Whether tokens are demanded.
@@ -199,7 +183,7 @@ impl Authenticator {
 
     /// Whether `id` names a token of the config file (`config:…`).
     pub fn is_configured(&self, id: &str) -> bool {
-        self.configured.iter().any(|t| t.caller.token_id == id)
+        self.configured().iter().any(|t| t.caller.token_id == id)
     }
 
     /// Who the `Authorization` header value stands for, on a request whose `Host` is
@@ -263,7 +247,8 @@ impl Authenticator {
         // Every candidate is compared in full, and which one matched is only read after
         // the loop, so the time taken says nothing about how close a guess was.
         let mut found: Option<&KnownToken> = None;
-        for candidate in self.configured.iter().chain(stored.iter()) {
+        let configured = self.configured();
+        for candidate in configured.iter().chain(stored.iter()) {
             if constant_time_eq(&candidate.digest, digest) {
                 found = Some(candidate);
             }
@@ -296,6 +281,42 @@ pub(crate) fn authority_of(url: &str) -> String {
         .strip_suffix(default)
         .unwrap_or(authority)
         .to_ascii_lowercase()
+}
+
+/// The tokens `config` names: `security.api_token` and each `security.token_files` entry.
+pub(crate) fn configured_tokens(config: &Config) -> Result<Vec<KnownToken>, TokenSourceError> {
+    let security = &config.security;
+    let mut configured = Vec::new();
+    if let Some(token) = &security.api_token {
+        configured.push(known("config:api_token", "api_token", Role::Admin, token));
+    }
+    for (index, file) in security.token_files.iter().enumerate() {
+        let text =
+            std::fs::read_to_string(&file.path).map_err(|source| TokenSourceError::File {
+                index,
+                path: file.path.clone(),
+                source,
+            })?;
+        if text.trim().len() < 16 {
+            return Err(TokenSourceError::TooShort {
+                key: format!("security.token_files[{index}]"),
+            });
+        }
+        let role = Role::parse("role", &file.role).unwrap_or(Role::Agent);
+        let name = file.name.clone().unwrap_or_else(|| {
+            file.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("token_file_{index}"))
+        });
+        configured.push(known(
+            &format!("config:token_files[{index}]"),
+            &name,
+            role,
+            &text,
+        ));
+    }
+    Ok(configured)
 }
 
 fn known(id: &str, name: &str, role: Role, secret: &str) -> KnownToken {

@@ -318,7 +318,8 @@ pub(crate) async fn authenticate(
             return response;
         }
     };
-    if let Some(limiter) = &state.limiter
+    let limiter = state.limiter.read().ok().and_then(|l| l.clone());
+    if let Some(limiter) = limiter
         && let Err(wait) = limiter.check(&caller.token_id)
     {
         state.audit_refusal(

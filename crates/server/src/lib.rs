@@ -19,6 +19,7 @@ mod guard;
 mod listener;
 mod metrics;
 mod oauth;
+mod reload;
 mod rest;
 mod sse;
 mod sync_routes;
@@ -47,7 +48,8 @@ use serde_json::json;
 
 pub use auth::{AuthFailure, Authenticator, RateLimiter, TokenSourceError};
 use haivemind_sync::{EventHub, PeerStates, SyncService, discover_peers, sync_interval};
-pub use listener::{Listener, ServeError};
+pub use listener::{Listener, ServeError, TlsSwitch};
+pub use reload::{ReloadError, Reloaded};
 pub use tls::{TlsError, acceptor as tls_acceptor};
 
 /// Why the HTTP services could not be set up.
@@ -71,7 +73,8 @@ pub(crate) struct AppState {
     mcp: HaivemindServer,
     store: Arc<Store>,
     auth: Authenticator,
-    limiter: Option<RateLimiter>,
+    /// `security.rate_limit`'s limiter, replaced on reload.
+    limiter: std::sync::RwLock<Option<Arc<RateLimiter>>>,
     /// Failed authentications per peer address.
     failure_limiter: RateLimiter,
     /// Audit lines for refusals, per peer address.
@@ -148,8 +151,11 @@ impl AppState {
         if caller.token_id.starts_with("tok_") {
             let store = Arc::clone(&self.store);
             let id = caller.token_id.clone();
+            // The time of this use, not the minute's start (which could come before the
+            // token was made); noted once a minute.
+            let at = haivemind_core::time_format::now_ms();
             tokio::task::spawn_blocking(move || {
-                if let Err(error) = store.touch_token(&id, minute * 60_000) {
+                if let Err(error) = store.touch_token(&id, at) {
                     tracing::warn!(%error, "could not record token use");
                 }
             });
@@ -208,7 +214,9 @@ impl McpApp {
             mcp: mcp.clone(),
             store,
             auth,
-            limiter: RateLimiter::new(&config.security.rate_limit),
+            limiter: std::sync::RwLock::new(
+                RateLimiter::new(&config.security.rate_limit).map(Arc::new),
+            ),
             failure_limiter: RateLimiter::per_address(FAILED_AUTH_PER_MINUTE, FAILED_AUTH_BURST),
             refusal_audit_limiter: RateLimiter::per_address(
                 FAILED_AUTH_PER_MINUTE,
@@ -805,6 +813,8 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "status": "ok",
         "machine_id": state.store.machine_id(),
         "version": VERSION,
+        // For a peer's `haivemind doctor`, which reports the clock offset.
+        "time": haivemind_core::time_format::ms_to_rfc3339(haivemind_core::time_format::now_ms()),
         "sse_sessions": state.sse_sessions.len(),
     }))
     .into_response()

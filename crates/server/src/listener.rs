@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -30,15 +31,39 @@ pub enum ServeError {
     },
 }
 
+/// The TLS acceptor new connections use: shared with the server so a reload can put a
+/// renewed certificate in place without closing the socket (connections already open keep
+/// theirs).
+#[derive(Clone)]
+pub struct TlsSwitch(Arc<std::sync::RwLock<TlsAcceptor>>);
+
+impl TlsSwitch {
+    /// A switch holding `acceptor`.
+    pub fn new(acceptor: TlsAcceptor) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(acceptor)))
+    }
+
+    /// Puts `acceptor` in place for the next connections.
+    pub fn replace(&self, acceptor: TlsAcceptor) {
+        if let Ok(mut current) = self.0.write() {
+            *current = acceptor;
+        }
+    }
+
+    fn current(&self) -> Option<TlsAcceptor> {
+        self.0.read().ok().map(|a| a.clone())
+    }
+}
+
 /// A bound socket, plain or TLS.
 pub struct Listener {
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsSwitch>,
 }
 
 impl Listener {
     /// Binds `host:port`.
-    pub async fn bind(host: &str, port: u16, tls: Option<TlsAcceptor>) -> Result<Self, ServeError> {
+    pub async fn bind(host: &str, port: u16, tls: Option<TlsSwitch>) -> Result<Self, ServeError> {
         let address = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]:{port}")
         } else {
@@ -78,7 +103,7 @@ impl Listener {
             };
             let _ = stream.set_nodelay(true);
             let router = router.clone();
-            let tls = self.tls.clone();
+            let tls = self.tls.as_ref().and_then(TlsSwitch::current);
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {

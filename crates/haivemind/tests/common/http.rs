@@ -194,11 +194,24 @@ impl Served {
     }
 
     /// Starts `haivemind serve` with its log (stderr) going to `stderr`.
-    pub fn start_logging(mut command: Command, sync_port: u16, stderr: Stdio) -> Self {
+    pub fn start_logging(command: Command, sync_port: u16, stderr: Stdio) -> Self {
         let sync_port = sync_port.to_string();
+        Self::start_with(
+            command,
+            &["serve", "--mcp-port", "0", "--sync-port", &sync_port],
+            stderr,
+        )
+    }
+
+    /// Starts `haivemind serve` on the ports its config names.
+    pub fn start_as_configured(command: Command) -> Self {
+        Self::start_with(command, &["serve"], Stdio::inherit())
+    }
+
+    fn start_with(mut command: Command, args: &[&str], stderr: Stdio) -> Self {
         let mut child = command
             .env("RUST_LOG", "warn")
-            .args(["serve", "--mcp-port", "0", "--sync-port", &sync_port])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
