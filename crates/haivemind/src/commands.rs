@@ -59,7 +59,24 @@ pub fn run(cli: Cli) -> Result<()> {
             location,
             force,
             tool,
-        } => crate::install::run(&printer, location, force, cli.remote, &tool),
+        } => {
+            // A server already running here is what a newcomer who ran scripts/run means
+            // to connect to: say how, beside the stdio registration.
+            let serving = config.data_dir().join("serve.pid").exists().then(|| {
+                let host = match config.server.host.as_str() {
+                    "0.0.0.0" | "::" => "127.0.0.1".to_string(),
+                    host if host.contains(':') => format!("[{host}]"),
+                    host => host.to_string(),
+                };
+                let scheme = if config.security.tls.cert_file.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{host}:{}", config.server.mcp_port)
+            });
+            crate::install::run(&printer, location, force, cli.remote, &tool, serving)
+        }
         Command::Incidents {
             status,
             severity,
@@ -326,7 +343,10 @@ fn init_logging(config: &Config, stdio_protocol: bool) {
         ($builder:expr) => {{
             let builder = $builder;
             let handle = builder.reload_handle();
-            if builder.try_init().is_ok() && !fixed {
+            // `try_init` also reports a `log` logger set elsewhere; the filter handle
+            // works whenever the subscriber is ours, which a failed reload would say.
+            let _ = builder.try_init();
+            if !fixed {
                 let _ = LOG_FILTER.set(Box::new(move |level: &str| {
                     let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
                     handle.reload(filter).map_err(|e| e.to_string())

@@ -14,6 +14,7 @@ pub(crate) fn run(
     force: bool,
     remote: Option<String>,
     tool: &str,
+    serving: Option<String>,
 ) -> Result<()> {
     let tool = AgentTool::parse(tool)?;
     let home = PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?);
@@ -63,6 +64,13 @@ pub(crate) fn run(
     let mut text = describe(location, &base, &outcomes);
     if outcomes.iter().any(|o| o.action == "kept_user_modified") {
         text.push_str("files you edited were kept; `haivemind install --force` replaces them\n");
+    }
+    if remote.is_none()
+        && let Some(url) = &serving
+    {
+        text.push_str(&format!(
+            "registered this binary over stdio (its own process, the same data directory). `haivemind serve` is running at {url}: to use it instead, set HAIVEMIND_TOKEN to the token it printed (or `haivemind token create --role agent`) and run `haivemind install --remote {url}`\n"
+        ));
     }
     if tool == AgentTool::Codex {
         text.push_str(

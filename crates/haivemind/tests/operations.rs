@@ -250,6 +250,16 @@ fn status_without_a_token_names_the_running_server_and_what_to_set() {
             "{command}: {text}"
         );
     }
+    let project = scratch.dir.path().join("project");
+    std::fs::create_dir_all(project.join(".git")).unwrap();
+    let mut install = scratch.command();
+    install.current_dir(&project).arg("install");
+    let installed = install.output().unwrap();
+    let said = String::from_utf8_lossy(&installed.stdout);
+    assert!(
+        said.contains(&format!("install --remote http://127.0.0.1:{mcp_port}")),
+        "install mentions the running server: {said}"
+    );
     let used = server.send(Request::new("GET", "/api/v1/me").bearer(&token));
     assert_eq!(used.status, 200);
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -350,16 +360,22 @@ fn reload_applies_tokens_and_limits_in_place_and_refuses_a_broken_config() {
     let new_file = scratch.dir.path().join("new.token");
     std::fs::write(&old_file, "hv_old_token_from_a_file_0123456789").unwrap();
     std::fs::write(&new_file, "hv_new_token_from_a_file_0123456789").unwrap();
-    let config = |file: &std::path::Path, burst: u32| {
+    let config = |file: &std::path::Path, burst: u32, peers: &[&str], level: &str| {
+        let machines: Vec<Value> = peers
+            .iter()
+            .map(|p| json!({"machine_id": p, "address": "127.0.0.1:1"}))
+            .collect();
         json!({
             "server": {"mcp_port": mcp_port, "sync_port": sync_port},
             "security": {"token_files": [{"path": file, "role": "agent"}],
+                         "api_token": "fleet-token-0123456789abcdef",
                          "rate_limit": {"requests_per_minute": 60, "burst": burst}},
-            "logging": {"level": "info"},
+            "sync": {"discovery": {"machines": machines}},
+            "logging": {"level": level},
         })
         .to_string()
     };
-    scratch.write_config(&config(&old_file, 1000));
+    scratch.write_config(&config(&old_file, 1000, &["alpha"], "warn"));
     let stored = scratch.create_token("agent", Some("stays"));
     let server = Served::start_as_configured(scratch.command());
     let session = server.initialize(&stored);
@@ -371,10 +387,17 @@ fn reload_applies_tokens_and_limits_in_place_and_refuses_a_broken_config() {
     assert_eq!(me("hv_old_token_from_a_file_0123456789"), 200);
     assert_eq!(me("hv_new_token_from_a_file_0123456789"), 401);
 
-    scratch.write_config(&config(&new_file, 3));
+    scratch.write_config(&config(&new_file, 3, &["alpha", "beta"], "error"));
     let outcome = json_of(scratch.run(&["--json", "reload"]));
     assert_eq!(outcome["outcome"], "applied", "{outcome}");
-    assert!(outcome.to_string().contains("rate limit"), "{outcome}");
+    let applied = outcome["applied"].to_string();
+    for expected in [
+        "rate limit",
+        "replication peers: alpha, beta",
+        "log level error",
+    ] {
+        assert!(applied.contains(expected), "{expected} in {outcome}");
+    }
     assert_eq!(
         me("hv_old_token_from_a_file_0123456789"),
         401,
@@ -390,7 +413,12 @@ fn reload_applies_tokens_and_limits_in_place_and_refuses_a_broken_config() {
     assert_eq!(listed["isError"], false, "{listed}");
 
     // A token file that cannot be read: refused, nothing changes.
-    scratch.write_config(&config(&scratch.dir.path().join("missing.token"), 3));
+    scratch.write_config(&config(
+        &scratch.dir.path().join("missing.token"),
+        3,
+        &["alpha", "beta"],
+        "error",
+    ));
     let refused = scratch.run(&["reload"]);
     assert!(!refused.status.success());
     let why = String::from_utf8_lossy(&refused.stderr);

@@ -200,17 +200,21 @@ impl Served {
             command,
             &["serve", "--mcp-port", "0", "--sync-port", &sync_port],
             stderr,
+            true,
         )
     }
 
-    /// Starts `haivemind serve` on the ports its config names.
+    /// Starts `haivemind serve` on the ports its config names, logging at the config's
+    /// `logging.level` (no RUST_LOG).
     pub fn start_as_configured(command: Command) -> Self {
-        Self::start_with(command, &["serve"], Stdio::inherit())
+        Self::start_with(command, &["serve"], Stdio::inherit(), false)
     }
 
-    fn start_with(mut command: Command, args: &[&str], stderr: Stdio) -> Self {
+    fn start_with(mut command: Command, args: &[&str], stderr: Stdio, quiet: bool) -> Self {
+        if quiet {
+            command.env("RUST_LOG", "warn");
+        }
         let mut child = command
-            .env("RUST_LOG", "warn")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
