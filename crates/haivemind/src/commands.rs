@@ -62,19 +62,11 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             // A server already running here is what a newcomer who ran scripts/run means
             // to connect to: say how, beside the stdio registration.
-            let serving = config.data_dir().join("serve.pid").exists().then(|| {
-                let host = match config.server.host.as_str() {
-                    "0.0.0.0" | "::" => "127.0.0.1".to_string(),
-                    host if host.contains(':') => format!("[{host}]"),
-                    host => host.to_string(),
-                };
-                let scheme = if config.security.tls.cert_file.is_some() {
-                    "https"
-                } else {
-                    "http"
-                };
-                format!("{scheme}://{host}:{}", config.server.mcp_port)
-            });
+            let serving = config
+                .data_dir()
+                .join("serve.pid")
+                .exists()
+                .then(|| crate::probe::local_url(&config, config.server.mcp_port));
             crate::install::run(&printer, location, force, cli.remote, &tool, serving)
         }
         Command::Incidents {
@@ -734,11 +726,7 @@ fn audit_cli(config: &Config, event: haivemind_core::audit::AuditEvent) {
 /// `HAIVEMIND_TOKEN` or the fleet token. Returns the address asked and the answer.
 fn running_server_status(config: &Config) -> Result<(String, Result<Value, String>)> {
     let port = config.server.sync_port.unwrap_or(config.server.port);
-    let host = match config.server.host.as_str() {
-        "0.0.0.0" | "::" => "127.0.0.1".to_string(),
-        host if host.contains(':') => format!("[{host}]"),
-        host => host.to_string(),
-    };
+    let host = crate::probe::local_host(config);
     let tls = config.security.tls.cert_file.is_some();
     let address = format!("{}{host}:{port}", if tls { "https://" } else { "" });
     let token = std::env::var("HAIVEMIND_TOKEN")
@@ -769,47 +757,24 @@ fn running_server_status(config: &Config) -> Result<(String, Result<Value, Strin
         }
         // Without a token the server will not show its sync state, but whether one is
         // running at all is open to anyone: say which it is.
-        None => Err(match serving_version(&host, port, tls) {
-            Some(version) => format!(
-                "haivemind {version} is serving on {address}, but shows its sync state only to a token: set HAIVEMIND_TOKEN to one of its tokens (`haivemind token create --role readonly`), or security.api_token"
-            ),
-            None => format!(
-                "no server answered on {address} (and no token is set: HAIVEMIND_TOKEN or security.api_token)"
-            ),
-        }),
+        None => Err(
+            match crate::probe::health(
+                &format!("{}/health", crate::probe::local_url(config, port)),
+                std::time::Duration::from_secs(3),
+            )
+            .ok()
+            .and_then(|(value, _)| value["version"].as_str().map(str::to_string))
+            {
+                Some(version) => format!(
+                    "haivemind {version} is serving on {address}, but shows its sync state only to a token: set HAIVEMIND_TOKEN to one of its tokens (`haivemind token create --role readonly`), or security.api_token"
+                ),
+                None => format!(
+                    "no server answered on {address} (and no token is set: HAIVEMIND_TOKEN or security.api_token)"
+                ),
+            },
+        ),
     };
     Ok((address, live))
-}
-
-/// The version of the haivemind answering `/health` on `host:port`, if one does.
-fn serving_version(host: &str, port: u16, tls: bool) -> Option<String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(3)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    // A self-signed certificate is not checked here: only the version is read.
-    let scheme = if tls { "https" } else { "http" };
-    let mut request = agent.get(&format!("{scheme}://{host}:{port}/health"));
-    if tls {
-        request = request
-            .config()
-            .tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .disable_verification(true)
-                    .build(),
-            )
-            .build();
-    }
-    let mut response = request.call().ok()?;
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024)
-        .read_to_string()
-        .ok()?;
-    let value: Value = serde_json::from_str(&body).ok()?;
-    value["version"].as_str().map(str::to_string)
 }
 
 /// One line per peer of a server's `/api/status`: last sync, lag, counts, last error.

@@ -14,6 +14,7 @@ use haivemind_core::Config;
 use serde_json::{Value, json};
 
 use crate::output::Printer;
+use crate::probe;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Status {
@@ -291,42 +292,9 @@ fn model(config: &Config) -> Check {
     }
 }
 
-/// A GET of `url`'s `/health`, parsed, with the answer's `Date` header.
-fn health(url: &str, agent: &ureq::Agent) -> Result<(Value, Option<String>), String> {
-    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
-    let date = response
-        .headers()
-        .get("date")
-        .and_then(|d| d.to_str().ok())
-        .map(str::to_string);
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024)
-        .read_to_string()
-        .map_err(|e| e.to_string())?;
-    let value =
-        serde_json::from_str(&body).map_err(|_| "not a haivemind /health answer".to_string())?;
-    Ok((value, date))
-}
-
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
 fn ports(config: &Config) -> Vec<Check> {
     let host = config.server.host.clone();
     let sync_port = config.server.sync_port.unwrap_or(config.server.port);
-    let scheme = if config.security.tls.cert_file.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let probe = agent(Duration::from_secs(3));
     [
         ("mcp_port", config.server.mcp_port),
         ("sync_port", sync_port),
@@ -355,12 +323,8 @@ fn ports(config: &Config) -> Vec<Check> {
                 Some("check server.host"),
             ),
             Some(false) => {
-                let local = if host == "0.0.0.0" || host == "::" {
-                    "127.0.0.1".to_string()
-                } else {
-                    host.clone()
-                };
-                match health(&format!("{scheme}://{local}:{port}/health"), &probe) {
+                let url = format!("{}/health", probe::local_url(config, port));
+                match probe::health(&url, Duration::from_secs(3)) {
                     Ok((value, _)) if value["version"].is_string() => check(
                         name,
                         Status::Ok,
@@ -484,7 +448,6 @@ fn peers(config: &Config) -> Vec<Check> {
             None,
         )];
     }
-    let probe = agent(Duration::from_secs(5));
     let skew_ms = config.max_clock_skew_ms() as i64;
     peers
         .iter()
@@ -492,7 +455,10 @@ fn peers(config: &Config) -> Vec<Check> {
             let scheme = if peer.tls { "https" } else { "http" };
             let name = format!("peer {}", peer.machine_id);
             let asked = haivemind_core::time_format::now_ms();
-            match health(&format!("{scheme}://{}/health", peer.address), &probe) {
+            match probe::health(
+                &format!("{scheme}://{}/health", peer.address),
+                Duration::from_secs(5),
+            ) {
                 Ok((value, date)) => {
                     let answered = haivemind_core::time_format::now_ms();
                     let their = value["time"]

@@ -17,6 +17,7 @@ mod locomo;
 mod migrate;
 mod node;
 mod output;
+mod probe;
 mod remote;
 mod serve;
 mod stdio_client;
