@@ -22,8 +22,10 @@ use crate::memory::{BUILTIN_CATEGORIES, MemoryRules};
 use crate::security::{SecurityConfig, is_loopback_host};
 pub use crate::storage_config::{StorageBackend, StorageConfig};
 
-/// The whole configuration of one node.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The whole configuration of one node. It serialises (defaults included) only so that
+/// [`crate::config_keys`] can list every key; a serialised config would hold the token of
+/// `security.api_token`, so one is never logged or sent.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// This machine's id in the fleet. Defaults to the host name.
@@ -57,7 +59,7 @@ pub struct Config {
 }
 
 /// `server.*`: where the HTTP services listen.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to bind; loopback unless configured otherwise.
@@ -94,7 +96,7 @@ impl Default for ServerConfig {
 }
 
 /// `embedding.*`: the local sentence-embedding model.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddingConfig {
     /// Whether to load the model at all; false runs full-text only, without a warning.
@@ -113,7 +115,7 @@ impl Default for EmbeddingConfig {
 }
 
 /// `mcp.*`: what MCP clients are offered.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct McpConfig {
     /// Which tools `tools/list` shows: `core`, `team`, `devops` or `all` (the default).
@@ -123,7 +125,7 @@ pub struct McpConfig {
 /// A set of tools offered in `tools/list`: every tool list costs an agent's context on
 /// every session, so an agent that only remembers and recalls can be shown only that.
 /// Tools outside the profile still answer when called by name.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ToolProfile {
     /// Remember and recall: the memory tools an agent uses every day, and get_context.
@@ -177,7 +179,7 @@ impl ToolProfile {
 /// ranking. Each ranking goes `fusion_depth` deep; a memory at rank `r` earns
 /// `weight / (rank_constant + r)` from it. The defaults were tuned on the LoCoMo dev split
 /// (docs/BENCHMARKS.md); a weight of 0 turns one side off.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchConfig {
     /// `rrf` (weighted reciprocal rank) or `convex` (weighted sum of normalised scores).
@@ -210,7 +212,7 @@ pub const DEFAULT_MAX_CLOCK_SKEW_SECS: f64 = 300.0;
 const MAX_CLOCK_SKEW_SECS_LIMIT: f64 = 86_400.0;
 
 /// `memory.*`: rules of the memory model and its lifecycle.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
     /// The largest content accepted, in bytes.
@@ -241,7 +243,7 @@ impl Default for MemoryConfig {
 }
 
 /// `logging.*`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingConfig {
     /// A `tracing` filter (`info`, `haivemind_store=debug`); `RUST_LOG` wins when set.
@@ -260,7 +262,7 @@ pub struct LoggingConfig {
 }
 
 /// The shape of log lines.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// `2026-12-01T00:00:00Z  WARN target: message field=value`.
@@ -358,6 +360,8 @@ impl Config {
             config.notices.push(notice);
         }
         config.validate()?;
+        let unread = crate::config_keys::check_free_form(&config)?;
+        config.notices.extend(unread);
         Ok(config)
     }
 
@@ -370,6 +374,7 @@ impl Config {
             })
         };
         self.storage.validate()?;
+        crate::config_keys::check_free_form(self)?;
         if self.memory.max_content_bytes < 1024 {
             return invalid("memory.max_content_bytes", "must be at least 1024");
         }

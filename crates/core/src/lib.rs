@@ -14,6 +14,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod config_keys;
 pub mod embedder;
 pub mod error;
 pub mod hlc;

@@ -98,7 +98,7 @@ impl Caller {
 }
 
 /// `security.*`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     /// Whether the HTTP services demand a token. `false` is only accepted while
@@ -139,7 +139,7 @@ impl Default for SecurityConfig {
 }
 
 /// One `security.token_files` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenFileConfig {
     /// The file; its content, trimmed, is the token.
@@ -157,7 +157,7 @@ fn default_file_role() -> String {
 }
 
 /// `security.tls.*`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain.
@@ -171,7 +171,7 @@ pub struct TlsConfig {
 }
 
 /// `security.rate_limit.*`: a token bucket per token.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     /// Sustained requests per minute per token; 0 turns the limit off.

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::ConfigError;
 
 /// `storage.*`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `"sqlite"` (the default) or `"postgres"`.
@@ -31,7 +31,7 @@ pub struct StorageConfig {
 }
 
 /// Which database holds the memory.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageBackend {
     /// One SQLite file in the data directory.
@@ -52,7 +52,7 @@ impl StorageBackend {
 }
 
 /// `storage.postgres.*`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresConfig {
     /// A libpq URL (`postgres://user:password@host:5432/dbname`); `HAIVEMIND_DATABASE_URL`
@@ -83,7 +83,7 @@ impl Default for PostgresConfig {
 }
 
 /// `storage.postgres.sslmode`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Plain TCP.
@@ -102,6 +102,13 @@ pub enum SslMode {
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct DatabaseUrl(String);
+
+/// Serialised redacted, like `Display`: a serialised config never carries the password.
+impl serde::Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
 
 impl DatabaseUrl {
     /// Checks the scheme and that there is a host part.
