@@ -8,7 +8,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use common::Scratch;
-use common::http::{Request, Served, throwaway_certificate};
+use common::http::{Request, Served, throwaway_certificate, tls_client};
 use serde_json::{Value, json};
 
 fn token(scratch: &Scratch, role: &str, name: &str) -> String {
@@ -529,28 +529,6 @@ fn legacy_sse_session_round_trip_and_ownership() {
         json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list"}),
     );
     assert_eq!(closed.status, 404, "a closed stream ends its session");
-}
-
-fn tls_client(
-    address: &str,
-    certificate_der: Vec<u8>,
-) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
-    use rustls::pki_types::{CertificateDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(certificate_der)).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = ServerName::try_from("127.0.0.1").unwrap();
-    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
-    let socket = std::net::TcpStream::connect(address).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    rustls::StreamOwned::new(connection, socket)
 }
 
 #[test]

@@ -438,3 +438,70 @@ fn reload_applies_tokens_and_limits_in_place_and_refuses_a_broken_config() {
     assert!(!refused.status.success());
     drop(server);
 }
+
+/// Whether a TLS handshake with `address` succeeds when only `certificate_der` is trusted.
+fn tls_handshake(address: &str, certificate_der: &[u8]) -> Result<(), std::io::Error> {
+    let mut stream = common::http::tls_client(address, certificate_der.to_vec());
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(())
+}
+
+/// `haivemind reload` re-reads the certificate files: new connections get the new
+/// certificate; a key that does not load is refused and the running certificate stays.
+#[test]
+fn reload_swaps_the_tls_certificate_for_new_connections() {
+    let scratch = Scratch::new();
+    let make = |name: &str| {
+        let dir = scratch.dir.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        common::http::throwaway_certificate(&dir)
+    };
+    let (cert_a, key_a, der_a) = make("a");
+    let (cert_b, key_b, der_b) = make("b");
+    let (cert, key) = (
+        scratch.dir.path().join("cert.pem"),
+        scratch.dir.path().join("key.pem"),
+    );
+    std::fs::copy(&cert_a, &cert).unwrap();
+    std::fs::copy(&key_a, &key).unwrap();
+    let (mcp_port, sync_port) = (common::http::free_port(), common::http::free_port());
+    scratch.write_config(
+        &json!({
+            "server": {"mcp_port": mcp_port, "sync_port": sync_port},
+            "security": {"tls": {"cert_file": cert, "key_file": key}},
+        })
+        .to_string(),
+    );
+    let server = Served::start_as_configured(scratch.command());
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    tls_handshake(&server.address, &der_a).expect("the first certificate is served");
+    assert!(tls_handshake(&server.address, &der_b).is_err());
+
+    std::fs::copy(&cert_b, &cert).unwrap();
+    std::fs::copy(&key_b, &key).unwrap();
+    let outcome = json_of(scratch.run(&["--json", "reload"]));
+    assert_eq!(outcome["outcome"], "applied", "{outcome}");
+    assert!(
+        outcome["applied"].to_string().contains("TLS certificate"),
+        "{outcome}"
+    );
+    tls_handshake(&server.address, &der_b).expect("new connections get the new certificate");
+    assert!(
+        tls_handshake(&server.address, &der_a).is_err(),
+        "the old certificate is no longer served"
+    );
+
+    std::fs::write(&key, "not a key").unwrap();
+    let refused = scratch.run(&["reload"]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("keeps the running one"), "{why}");
+    tls_handshake(&server.address, &der_b).expect("the running certificate stays");
+    let health = Request::new("GET", "/health").send_on(
+        common::http::tls_client(&server.address, der_b.clone()),
+        &server.address,
+    );
+    assert_eq!(health.status, 200);
+}

@@ -2,11 +2,12 @@
 //! header (Host, Origin, Content-Length) is exactly what the test says, and a running
 //! `haivemind serve` to point it at.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -175,6 +176,10 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 /// A running `haivemind serve`.
 pub struct Served {
     pub child: Child,
+    /// Its log, kept (the last [`KEPT_LOG_LINES`] lines) unless a test sent it elsewhere,
+    /// and shown only when the test fails: expected warnings (no model, peers not up yet)
+    /// would otherwise flood the test command's output.
+    log: Option<Arc<Mutex<VecDeque<String>>>>,
     /// `127.0.0.1:port` of the MCP port.
     pub address: String,
     /// `http://127.0.0.1:port` or `https://…`.
@@ -190,7 +195,7 @@ impl Served {
 
     /// Starts `haivemind serve` with its sync port on `sync_port` (0: any free port).
     pub fn start_on(command: Command, sync_port: u16) -> Self {
-        Self::start_logging(command, sync_port, Stdio::inherit())
+        Self::start_logging(command, sync_port, Stdio::piped())
     }
 
     /// Starts `haivemind serve` with its log (stderr) going to `stderr`.
@@ -207,7 +212,7 @@ impl Served {
     /// Starts `haivemind serve` on the ports its config names, logging at the config's
     /// `logging.level` (no RUST_LOG).
     pub fn start_as_configured(command: Command) -> Self {
-        Self::start_with(command, &["serve"], Stdio::inherit(), false)
+        Self::start_with(command, &["serve"], Stdio::piped(), false)
     }
 
     fn start_with(mut command: Command, args: &[&str], stderr: Stdio, quiet: bool) -> Self {
@@ -221,6 +226,21 @@ impl Served {
             .stderr(stderr)
             .spawn()
             .expect("spawn haivemind serve");
+        let log = child.stderr.take().map(|stderr| {
+            let kept = Arc::new(Mutex::new(VecDeque::new()));
+            let writer = Arc::clone(&kept);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let mut kept = writer.lock().unwrap_or_else(|e| e.into_inner());
+                    if kept.len() == KEPT_LOG_LINES {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line);
+                }
+            });
+            kept
+        });
         let stdout = child.stdout.take().expect("stdout");
         let (sender, receiver) = channel();
         std::thread::spawn(move || {
@@ -246,10 +266,20 @@ impl Served {
         let sync_address = sync.unwrap().split("://").nth(1).unwrap().to_string();
         Self {
             child,
+            log,
             address,
             url,
             sync_address,
         }
+    }
+
+    /// What the server has logged so far (its last lines), when the test did not send its
+    /// log elsewhere.
+    pub fn log(&self) -> String {
+        self.log.as_ref().map_or_else(String::new, |kept| {
+            let kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+            kept.iter().cloned().collect::<Vec<_>>().join("\n")
+        })
     }
 
     pub fn send(&self, request: Request<'_>) -> Response {
@@ -327,10 +357,20 @@ impl Served {
     }
 }
 
+/// How much of a server's log a test keeps to show if it fails.
+const KEPT_LOG_LINES: usize = 400;
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() && self.log.is_some() {
+            eprintln!(
+                "--- the log of haivemind serve on {} ---\n{}",
+                self.address,
+                self.log()
+            );
+        }
     }
 }
 
@@ -347,6 +387,30 @@ pub fn throwaway_certificate(
     std::fs::write(&cert_path, certified.cert.pem()).expect("write cert.pem");
     std::fs::write(&key_path, certified.signing_key.serialize_pem()).expect("write key.pem");
     (cert_path, key_path, certified.cert.der().to_vec())
+}
+
+/// A TLS connection to `address` that trusts only the certificate `certificate_der`, not
+/// yet handshaken (the first read or write does it).
+pub fn tls_client(
+    address: &str,
+    certificate_der: Vec<u8>,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(certificate_der)).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let socket = std::net::TcpStream::connect(address).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    rustls::StreamOwned::new(connection, socket)
 }
 
 /// A port that was free a moment ago, for servers whose peers must know it in advance.
