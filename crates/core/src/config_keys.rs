@@ -24,16 +24,16 @@ enum Kind {
 
 impl Kind {
     fn accepts(self, value: &Value) -> bool {
-        match (self, value) {
-            (_, Value::Null) => true,
-            (Kind::Bool, Value::Bool(_))
-            | (Kind::Number, Value::Number(_))
-            | (Kind::Text, Value::String(_))
-            | (Kind::List, Value::Array(_))
-            | (Kind::Object, Value::Object(_))
-            | (Kind::Machines, Value::Array(_) | Value::Object(_)) => true,
-            _ => false,
-        }
+        matches!(
+            (self, value),
+            (_, Value::Null)
+                | (Kind::Bool, Value::Bool(_))
+                | (Kind::Number, Value::Number(_))
+                | (Kind::Text, Value::String(_))
+                | (Kind::List, Value::Array(_))
+                | (Kind::Object, Value::Object(_))
+                | (Kind::Machines, Value::Array(_) | Value::Object(_))
+        )
     }
 
     fn rule(self) -> &'static str {
