@@ -360,8 +360,12 @@ def main():
             go(driver, view)
             if view == "memories":
                 search(driver, "nginx worker_connections")
-                first = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#results li"), "results for the screenshot")
-                press(driver, "#results", first[0].get_attribute("data-memory-id"), "a result for the screenshot")
+                # The id is read in the page in one step: the list may be drawn again (a
+                # live event) between finding an element and reading it.
+                first_id = wait(driver, lambda d: d.execute_script(
+                    "const li = document.querySelector('#results li[data-memory-id]');"
+                    " return li ? li.dataset.memoryId : null;"), "results for the screenshot")
+                press(driver, "#results", first_id, "a result for the screenshot")
                 wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#history li"), "history for the screenshot")
             if view == "devops":
                 wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#config-name option"), "configurations")

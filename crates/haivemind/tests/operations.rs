@@ -377,7 +377,25 @@ fn reload_applies_tokens_and_limits_in_place_and_refuses_a_broken_config() {
     };
     scratch.write_config(&config(&old_file, 1000, &["alpha"], "warn"));
     let stored = scratch.create_token("agent", Some("stays"));
-    let server = Served::start_as_configured(scratch.command());
+    // A stand-in `tailscale` on the server's PATH that prints the tailnet of tailnet.json.
+    let bin = scratch.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let tailnet = scratch.dir.path().join("tailnet.json");
+    std::fs::write(&tailnet, r#"{"Peer": {}}"#).unwrap();
+    let stub = bin.join("tailscale");
+    std::fs::write(&stub, format!("#!/bin/sh\ncat '{}'\n", tailnet.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = scratch.command();
+    command.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    let server = Served::start_as_configured(command);
     let session = server.initialize(&stored);
     let me = |token: &str| {
         server
@@ -411,6 +429,21 @@ fn reload_applies_tokens_and_limits_in_place_and_refuses_a_broken_config() {
     // The session opened before the reload still answers.
     let listed = server.tool(&stored, &session, 9, "get_memory_stats", json!({}));
     assert_eq!(listed["isError"], false, "{listed}");
+
+    // A machine that joined the tailnet is found by the next reload, config unchanged.
+    std::fs::write(
+        &tailnet,
+        json!({"Peer": {"nodekey:1": {"HostName": "delta", "TailscaleIPs": ["127.0.0.1"], "Online": true}}})
+            .to_string(),
+    )
+    .unwrap();
+    let outcome = json_of(scratch.run(&["--json", "reload"]));
+    assert!(
+        outcome["applied"]
+            .to_string()
+            .contains("replication peers: alpha, beta, delta"),
+        "{outcome}"
+    );
 
     // A token file that cannot be read: refused, nothing changes.
     scratch.write_config(&config(

@@ -91,15 +91,25 @@ impl McpApp {
                 new.security.rate_limit.requests_per_minute, new.security.rate_limit.burst
             ));
         }
+        // Peers are discovered again on every reload, so a machine that joined the tailnet
+        // is picked up by a SIGHUP even when the config itself did not change.
+        let sync_port = new.server.sync_port.unwrap_or(new.server.port);
+        let peers = haivemind_sync::discover_peers(new, self.state.store.machine_id(), sync_port);
+        let peer_names = |peers: &[haivemind_sync::Peer]| -> Vec<String> {
+            peers.iter().map(|p| p.machine_id.clone()).collect()
+        };
+        let discovered_other_peers = self
+            .state
+            .sync_service
+            .get()
+            .is_some_and(|service| peer_names(&service.peers()) != peer_names(&peers));
         if differs(&old.sync, &new.sync)
             || differs(&old.security.api_token, &new.security.api_token)
+            || discovered_other_peers
         {
-            let sync_port = new.server.sync_port.unwrap_or(new.server.port);
-            let peers =
-                haivemind_sync::discover_peers(new, self.state.store.machine_id(), sync_port);
             match (self.state.sync_service.get(), &new.security.api_token) {
                 (Some(service), Some(token)) => {
-                    let names: Vec<String> = peers.iter().map(|p| p.machine_id.clone()).collect();
+                    let names = peer_names(&peers);
                     service.reconfigure(peers, token.clone());
                     reloaded.applied.push(format!(
                         "replication peers: {}",
