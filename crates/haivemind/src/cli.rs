@@ -358,8 +358,8 @@ pub enum BenchCommand {
         #[arg(long, value_enum, default_value = "hybrid")]
         mode: crate::locomo::Mode,
         /// Store once, then ask every question under each fusion setting of a grid
-        /// ($HAIVEMIND_SWEEP as "full_text_weight,vector_weight,rank_constant,depth;..."
-        /// or a built-in grid) and print a row per setting.
+        /// ($HAIVEMIND_SWEEP as "fusion,full_text_weight,vector_weight,rank_constant,
+        /// depth[,min_similarity];..." or a built-in grid) and print a row per setting.
         #[arg(long)]
         sweep: bool,
         /// The store to measure: a SQLite file in a scratch directory (default), or an

@@ -65,6 +65,8 @@ struct Scores {
     hit_at_10: f64,
     reciprocal_rank: f64,
     ndcg_at_10: f64,
+    /// How many memories came back, summed: what a floor on similarity cuts.
+    returned: usize,
 }
 
 impl Scores {
@@ -78,6 +80,7 @@ impl Scores {
         };
         let total = gold.len() as f64;
         self.questions += 1;
+        self.returned += ranked.len();
         self.recall_at_5 += found_within(5) as f64 / total;
         self.recall_at_10 += found_within(10) as f64 / total;
         self.hit_at_10 += f64::from(u8::from(found_within(10) > 0));
@@ -106,6 +109,7 @@ impl Scores {
             "hit@10": self.hit_at_10 / n,
             "mrr": self.reciprocal_rank / n,
             "ndcg@10": self.ndcg_at_10 / n,
+            "returned": self.returned as f64 / n,
         })
     }
 }
@@ -159,12 +163,15 @@ struct Evaluation {
     by_category: BTreeMap<u64, Scores>,
     search_times: Vec<Duration>,
     search_mode: String,
+    /// Per conversation (each is one user): what a change does to each, not only on average.
+    by_conversation: BTreeMap<String, Scores>,
 }
 
 /// Asks every question of categories 1-4 that has evidence, and scores the answers.
 fn evaluate(client: &mut StdioClient, samples: &[Value], semantic: bool) -> Result<Evaluation> {
     let mut overall = Scores::default();
     let mut by_category: BTreeMap<u64, Scores> = BTreeMap::new();
+    let mut by_conversation: BTreeMap<String, Scores> = BTreeMap::new();
     let mut search_times = Vec::new();
     let mut search_mode = String::new();
     for sample in samples {
@@ -203,11 +210,16 @@ fn evaluate(client: &mut StdioClient, samples: &[Value], semantic: bool) -> Resu
                 .collect();
             overall.add(&ranked, &gold);
             by_category.entry(category).or_default().add(&ranked, &gold);
+            by_conversation
+                .entry(user.to_string())
+                .or_default()
+                .add(&ranked, &gold);
         }
     }
     Ok(Evaluation {
         overall,
         by_category,
+        by_conversation,
         search_times,
         search_mode,
     })
@@ -219,11 +231,12 @@ fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result
     let mut rows = Vec::new();
     if !json_output {
         println!(
-            "| fusion | full_text_weight | vector_weight | rank_constant | fusion_depth | recall@5 | recall@10 | hit@10 | MRR | nDCG@10 |"
+            "| fusion | full_text_weight | vector_weight | rank_constant | fusion_depth | min_similarity | recall@5 | recall@10 | hit@10 | MRR | nDCG@10 | results per question |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     }
-    let settings: Vec<(String, f64, f64, f64, usize)> = std::env::var("HAIVEMIND_SWEEP")
+    let default_floor = haivemind_core::config::DEFAULT_MIN_SIMILARITY;
+    let settings: Vec<(String, f64, f64, f64, usize, f64)> = std::env::var("HAIVEMIND_SWEEP")
         .ok()
         .map(|grid| {
             grid.split(';')
@@ -235,12 +248,13 @@ fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result
                         v.get(2)?.parse().ok()?,
                         v.get(3)?.parse().ok()?,
                         v.get(4)?.parse().ok()?,
+                        v.get(5).map_or(Some(default_floor), |f| f.parse().ok())?,
                     ))
                 })
                 .collect()
         })
         .unwrap_or_else(|| {
-            let rrf = |w: f64, v: f64, k: f64| ("rrf".to_string(), w, v, k, 50);
+            let rrf = |w: f64, v: f64, k: f64| ("rrf".to_string(), w, v, k, 50, default_floor);
             let mut grid = vec![rrf(1.0, 0.0, 60.0), rrf(0.0, 1.0, 60.0)];
             for k in [2.0, 5.0, 20.0, 60.0] {
                 for vector_weight in [0.5, 0.7, 1.0] {
@@ -248,16 +262,23 @@ fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result
                 }
             }
             for vector_weight in [0.5, 1.0, 2.0, 4.0] {
-                grid.push(("convex".to_string(), 1.0, vector_weight, 0.0, 50));
+                grid.push((
+                    "convex".to_string(),
+                    1.0,
+                    vector_weight,
+                    0.0,
+                    50,
+                    default_floor,
+                ));
             }
             grid
         });
-    for (fusion, full_text_weight, vector_weight, rank_constant, depth) in settings {
+    for (fusion, full_text_weight, vector_weight, rank_constant, depth, floor) in settings {
         let mut client = StdioClient::start(
             data_dir,
             &json!({"search": {"fusion": fusion, "full_text_weight": full_text_weight,
                                "vector_weight": vector_weight, "rank_constant": rank_constant,
-                               "fusion_depth": depth}}),
+                               "fusion_depth": depth, "min_similarity": floor}}),
         )?;
         let evaluation = evaluate(&mut client, samples, true)?;
         client.finish()?;
@@ -265,16 +286,21 @@ fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result
         let f = |key: &str| m[key].as_f64().unwrap_or(0.0);
         if !json_output {
             println!(
-                "| {fusion} | {full_text_weight} | {vector_weight} | {rank_constant} | {depth} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                "| {fusion} | {full_text_weight} | {vector_weight} | {rank_constant} | {depth} | {floor} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |",
                 f("recall@5"),
                 f("recall@10"),
                 f("hit@10"),
                 f("mrr"),
-                f("ndcg@10")
+                f("ndcg@10"),
+                f("returned")
             );
         }
         rows.push(json!({"fusion": fusion, "full_text_weight": full_text_weight, "vector_weight": vector_weight,
-                         "rank_constant": rank_constant, "fusion_depth": depth, "overall": m}));
+                         "rank_constant": rank_constant, "fusion_depth": depth, "min_similarity": floor,
+                         "overall": m,
+                         "by_conversation": evaluation.by_conversation.iter()
+                             .map(|(user, scores)| (user.clone(), scores.mean()))
+                             .collect::<serde_json::Map<_, _>>()}));
     }
     if json_output {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -341,6 +367,7 @@ pub fn run(
         by_category,
         search_times,
         search_mode,
+        ..
     } = evaluate(&mut client, &samples, semantic)?;
     client.finish()?;
 
