@@ -128,6 +128,7 @@ fn store_options(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> StoreO
             vector_weight: config.search.vector_weight,
             rank_constant: config.search.rank_constant,
             depth: config.search.fusion_depth,
+            min_similarity: config.search.min_similarity as f32,
         },
     }
 }
@@ -198,8 +199,8 @@ pub(crate) fn spawn_hourly_purge(store: &Arc<Store>, config: &Config) {
     });
 }
 
-/// Embeds, on a thread of its own, the memories that lack a vector of the loaded model,
-/// then loads the vector index, so the first search does not pay for either.
+/// On a thread of its own: loads the vector index, then embeds the memories that lack a
+/// vector of the loaded model, so the first search pays for neither.
 pub(crate) fn spawn_background_embedding(store: &Arc<Store>) {
     if store.embedder_model().is_none() {
         return;
@@ -208,6 +209,12 @@ pub(crate) fn spawn_background_embedding(store: &Arc<Store>) {
     let spawned = std::thread::Builder::new()
         .name("embed-missing".into())
         .spawn(move || {
+            // The index first: loading it takes most of a second at 100k memories, and the
+            // first search would wait for it; embedding what lacks a vector can take far
+            // longer, and searches pick its new vectors up as they go.
+            if let Err(error) = store.warm_vector_index() {
+                tracing::warn!(%error, "could not load the vector index");
+            }
             let mut reported = 0;
             let outcome = store.embed_missing(|p| {
                 if p.total > 0
@@ -229,7 +236,7 @@ pub(crate) fn spawn_background_embedding(store: &Arc<Store>) {
                 Err(error) => tracing::warn!(%error, "background embedding stopped"),
             }
             if let Err(error) = store.warm_vector_index() {
-                tracing::warn!(%error, "could not load the vector index");
+                tracing::warn!(%error, "could not add new vectors to the index");
             }
         });
     if let Err(error) = spawned {
