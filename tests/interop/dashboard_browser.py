@@ -110,7 +110,14 @@ def wait(driver, condition, what):
     try:
         return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(lambda d: condition(d))
     except TimeoutException:
-        fail(f"timed out waiting for {what}; status line: {status(driver)!r}")
+        fail(f"timed out waiting for {what}; status line: {status(driver)!r}; results: {result_count(driver)!r}")
+
+
+def result_count(driver):
+    try:
+        return driver.find_element(By.ID, "result-count").text
+    except Exception:  # noqa: BLE001 - only for the failure message
+        return ""
 
 
 def status(driver):
@@ -359,13 +366,10 @@ def main():
         for view in ("overview", "memories", "agents", "devops", "sync", "admin"):
             go(driver, view)
             if view == "memories":
-                search(driver, "nginx worker_connections")
-                # The id is read in the page in one step: the list may be drawn again (a
-                # live event) between finding an element and reading it.
-                first_id = wait(driver, lambda d: d.execute_script(
-                    "const li = document.querySelector('#results li[data-memory-id]');"
-                    " return li ? li.dataset.memoryId : null;"), "results for the screenshot")
-                press(driver, "#results", first_id, "a result for the screenshot")
+                # The memory this script stored, by id: the list on screen may still be an
+                # earlier search's until this one's answer arrives.
+                search(driver, f"nginx {marker} worker_connections")
+                press(driver, "#results", live["id"], "a result for the screenshot")
                 wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#history li"), "history for the screenshot")
             if view == "devops":
                 wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#config-name option"), "configurations")

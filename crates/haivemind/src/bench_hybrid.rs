@@ -118,8 +118,10 @@ pub fn run(
         bail!("bench hybrid --backend postgres needs an empty database");
     }
     // Vector ranking alone, for recall: the full-text side weighs nothing.
+    // No similarity floor: it is compared with an exact scan of every vector.
     let vectors_only = open(Fusion {
         full_text_weight: 0.0,
+        min_similarity: -1.0,
         ..Fusion::default()
     })?;
 

@@ -42,6 +42,8 @@ pub struct Fusion {
     pub rank_constant: f64,
     /// How deep each ranking goes before fusion (at least the requested page's end).
     pub depth: usize,
+    /// The vector ranking keeps only memories at least this similar (cosine) to the query.
+    pub min_similarity: f32,
 }
 
 impl Default for Fusion {
@@ -52,6 +54,7 @@ impl Default for Fusion {
             vector_weight: 0.7,
             rank_constant: 2.0,
             depth: 50,
+            min_similarity: haivemind_core::config::DEFAULT_MIN_SIMILARITY as f32,
         }
     }
 }
@@ -127,8 +130,8 @@ impl Store {
         };
         Ok(SearchResults {
             hits,
-            // Every memory has some similarity to any query, so the vector side "matches"
-            // everything; the total is what was ranked: both lists, merged.
+            // What either ranking supports: the full-text matches and the memories at least
+            // `min_similarity` similar, merged (each side counted to its depth).
             total: candidates.max(counted.min(MAX_COUNTED)),
             total_exact: candidates < depth && counted <= MAX_COUNTED,
             mode: SearchMode::Hybrid,
@@ -202,6 +205,7 @@ impl Store {
                 depth * RESCORED,
             )?;
             let mut ranked = exact_similarities(&reader, &candidates, index.dims(), query)?;
+            ranked.retain(|(_, cosine)| *cosine >= self.fusion.min_similarity);
             ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
             ranked.truncate(depth);
             return Ok(ranked);
@@ -226,6 +230,7 @@ impl Store {
         // recall against an exact scan).
         passing.truncate(depth * RESCORED);
         let mut ranked = exact_similarities(&reader, &passing, index.dims(), query)?;
+        ranked.retain(|(_, cosine)| *cosine >= self.fusion.min_similarity);
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
         ranked.truncate(depth);
         Ok(ranked)

@@ -56,8 +56,9 @@ fn a_paraphrase_with_no_shared_words_ranks_first() {
 fn filters_hold_before_ranking_so_a_selective_filter_still_fills_the_page() {
     let s = scratch_with_model();
     // 1,050 near-identical memories of user "a", and 12 of user "b" that match the query
-    // worse than all of them: more than the vector scan's first 1,000 candidates under a
-    // filter, so the filter must be applied before ranking, not after.
+    // worse than all of them (by meaning alone: they share no word with it, and are still
+    // above the similarity floor): more than the vector scan's first 1,000 candidates
+    // under a filter, so the filter must be applied before ranking, not after.
     let mut news: Vec<NewMemory> = (0..1_050)
         .map(|i| {
             let mut m = memory(&format!(
@@ -68,7 +69,9 @@ fn filters_hold_before_ranking_so_a_selective_filter_still_fills_the_page() {
         })
         .collect();
     for i in 0..12 {
-        let mut m = memory(&format!("lunch order number {i}: two pizzas and a salad"));
+        let mut m = memory(&format!(
+            "the java garbage collector paused search node {i} for ten seconds"
+        ));
         m.user_id = "b".into();
         m.category = "project".into();
         m.tags = vec![format!("t{}", i % 2)];
@@ -267,4 +270,43 @@ fn a_batch_is_embedded_with_the_same_vectors_as_one_by_one() {
         let cosine: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
         assert!(cosine > 0.9999, "batch padding changed a vector: {cosine}");
     }
+}
+
+#[test]
+fn an_unrelated_question_finds_nothing_and_the_total_counts_what_is_supported() {
+    let s = scratch_with_model();
+    fill(&s.store, DISTRACTORS);
+    s.store.create(memory(ES)).unwrap();
+    let unrelated = s
+        .store
+        .search(&SearchQuery::new(
+            "a good recipe for banana bread with walnuts",
+        ))
+        .unwrap();
+    assert_eq!(unrelated.mode, SearchMode::Hybrid);
+    let found: Vec<&str> = unrelated
+        .hits
+        .iter()
+        .map(|h| h.memory.content.as_str())
+        .collect();
+    assert!(found.is_empty(), "nothing supports any of {found:#?}");
+    assert_eq!(unrelated.total, 0);
+
+    // A question by meaning still finds its memory, and the total is no longer the store.
+    let related = s
+        .store
+        .search(&SearchQuery::new("ES heap blew up"))
+        .unwrap();
+    assert_eq!(related.hits[0].memory.content, ES);
+    assert_eq!(
+        related.total,
+        related.hits.len(),
+        "every supported memory fits the page"
+    );
+    assert!(
+        related.total < DISTRACTORS.len() + 1,
+        "{} of {} memories are not all similar to the question",
+        related.total,
+        DISTRACTORS.len() + 1
+    );
 }
