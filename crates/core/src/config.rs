@@ -385,7 +385,6 @@ impl Config {
             })
         };
         self.storage.validate()?;
-        crate::config_keys::check_free_form(self)?;
         if self.memory.max_content_bytes < 1024 {
             return invalid("memory.max_content_bytes", "must be at least 1024");
         }
@@ -417,6 +416,8 @@ impl Config {
                 "must be a number of seconds between 1 and 86400",
             );
         }
+        // After the checks with more to say about their key.
+        crate::config_keys::check_free_form(self)?;
         for (i, category) in self.memory.categories.iter().enumerate() {
             let valid = !category.is_empty()
                 && category.len() <= 64

@@ -14,7 +14,12 @@ use crate::config::Config;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Bool,
-    Number,
+    /// A number above 0 (seconds).
+    Positive,
+    /// A number of 0 or more.
+    NonNegative,
+    /// A whole number of 0 or more (milliseconds).
+    Count,
     Text,
     List,
     Object,
@@ -24,11 +29,18 @@ enum Kind {
 
 impl Kind {
     fn accepts(self, value: &Value) -> bool {
+        let number = value.as_f64();
+        match self {
+            _ if value.is_null() => return true,
+            Kind::Positive => return number.is_some_and(|n| n > 0.0),
+            Kind::NonNegative => return number.is_some_and(|n| n >= 0.0),
+            Kind::Count => return value.as_u64().is_some(),
+            _ => {}
+        }
         matches!(
             (self, value),
             (_, Value::Null)
                 | (Kind::Bool, Value::Bool(_))
-                | (Kind::Number, Value::Number(_))
                 | (Kind::Text, Value::String(_))
                 | (Kind::List, Value::Array(_))
                 | (Kind::Object, Value::Object(_))
@@ -39,7 +51,9 @@ impl Kind {
     fn rule(self) -> &'static str {
         match self {
             Kind::Bool => "must be true or false",
-            Kind::Number => "must be a number",
+            Kind::Positive => "must be a number above 0",
+            Kind::NonNegative => "must be a number of 0 or more",
+            Kind::Count => "must be a whole number of 0 or more",
             Kind::Text => "must be a string",
             Kind::List => "must be a list",
             Kind::Object => "must be an object",
@@ -55,24 +69,24 @@ impl Kind {
 const FREE_FORM_KEYS: &[(&str, Kind)] = &[
     ("sync.discovery.machines", Kind::Machines),
     ("sync.discovery.tailscale", Kind::Bool),
-    ("sync.sync_interval", Kind::Number),
-    ("sync.max_clock_skew_secs", Kind::Number),
-    ("sync.compact_removed_after_days", Kind::Number),
+    ("sync.sync_interval", Kind::Positive),
+    ("sync.max_clock_skew_secs", Kind::Positive),
+    ("sync.compact_removed_after_days", Kind::NonNegative),
     ("sync.security.whitelist_only", Kind::Bool),
     ("sync.security.verify_certificates", Kind::Bool),
-    ("claudeops.agent_registry.agent_ttl", Kind::Number),
+    ("claudeops.agent_registry.agent_ttl", Kind::Positive),
     ("connectors.confluence.url", Kind::Text),
     ("connectors.confluence.credentials.username", Kind::Text),
     ("connectors.confluence.credentials.token", Kind::Text),
     ("connectors.confluence.spaces", Kind::List),
     ("connectors.confluence.space_category_mapping", Kind::Object),
-    ("connectors.confluence.retry_pause_ms", Kind::Number),
+    ("connectors.confluence.retry_pause_ms", Kind::Count),
     ("connectors.jira.url", Kind::Text),
     ("connectors.jira.credentials.username", Kind::Text),
     ("connectors.jira.credentials.token", Kind::Text),
     ("connectors.jira.projects", Kind::List),
     ("connectors.jira.cloud", Kind::Bool),
-    ("connectors.jira.retry_pause_ms", Kind::Number),
+    ("connectors.jira.retry_pause_ms", Kind::Count),
 ];
 
 /// Keys accepted so the seed's configs load, and left out of the example: `server.port`
@@ -169,8 +183,9 @@ fn check_object(
     unread: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
     for (key, value) in map {
-        // Keys are the user's own text: bounded before they are named in a log line.
-        let key: String = key.chars().take(64).collect();
+        // Keys are the user's own text: bounded, and without control characters (a line
+        // break would forge a log line), before they are named in a log line.
+        let key: String = key.chars().filter(|c| !c.is_control()).take(64).collect();
         let path = format!("{path}.{key}");
         if let Some((_, kind)) = FREE_FORM_KEYS.iter().find(|(known, _)| *known == path) {
             if !kind.accepts(value) {

@@ -123,6 +123,11 @@ fn keys_nothing_reads_are_named_when_the_config_loads() {
 fn a_read_key_of_the_wrong_kind_is_refused_with_its_name() {
     for (json, key) in [
         (r#"{"sync": {"sync_interval": "30"}}"#, "sync.sync_interval"),
+        (r#"{"sync": {"sync_interval": 0}}"#, "sync.sync_interval"),
+        (
+            r#"{"connectors": {"jira": {"retry_pause_ms": 1.5}}}"#,
+            "connectors.jira.retry_pause_ms",
+        ),
         (
             r#"{"sync": {"discovery": {"machines": "beta"}}}"#,
             "sync.discovery.machines",

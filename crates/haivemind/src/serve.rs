@@ -95,6 +95,10 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
             tls = mcp.is_tls(),
             "hAIveMind serving remote MCP on {scheme}://{mcp_address}/mcp (legacy SSE on /sse), the dashboard on {scheme}://{mcp_address}/"
         );
+        // Reloads are taken (SIGHUP caught, the pid file written) before the ports are
+        // announced: whoever waits for the announcement may reload at once.
+        let mut hangups = hangups();
+        let pid_file = PidFile::write(&config);
         announce(&format!("listening mcp {scheme}://{mcp_address}"));
         announce(&format!("listening sync {scheme}://{sync_address}"));
         spawn_background_embedding(&store);
@@ -108,11 +112,9 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         // metrics; spawn_sync starts the op-log watcher and the sync service behind them.
         let sync_task = tokio::spawn(sync.serve(app.health_router(), stopped(stop.subscribe())));
         let background = app.spawn_sync(&config, sync_address.port())?;
-        let pid_file = PidFile::write(&config);
         let mut current = config.clone();
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
-        let mut hangups = hangups();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,

@@ -98,11 +98,9 @@ impl McpApp {
         let peer_names = |peers: &[haivemind_sync::Peer]| -> Vec<String> {
             peers.iter().map(|p| p.machine_id.clone()).collect()
         };
-        let discovered_other_peers = self
-            .state
-            .sync_service
-            .get()
-            .is_some_and(|service| peer_names(&service.peers()) != peer_names(&peers));
+        let discovered_other_peers = self.state.sync_service.get().is_some_and(|service| {
+            new.security.api_token.is_some() && peer_names(&service.peers()) != peer_names(&peers)
+        });
         if differs(&old.sync, &new.sync)
             || differs(&old.security.api_token, &new.security.api_token)
             || discovered_other_peers

@@ -86,7 +86,8 @@ impl Store {
         let started = std::time::Instant::now();
         let (text_hits, counted) = self.full_text_ranking(terms, &query.filter, depth)?;
         let full_text_done = started.elapsed();
-        let vector_hits = self.vector_ranking(index, &query_vector, &query.filter, depth)?;
+        let (vector_hits, any_vector) =
+            self.vector_ranking(index, &query_vector, &query.filter, depth)?;
         tracing::debug!(
             full_text_ms = full_text_done.as_secs_f64() * 1e3,
             vectors_ms = (started.elapsed() - full_text_done).as_secs_f64() * 1e3,
@@ -124,14 +125,15 @@ impl Store {
             hits.push(SearchHit { memory, score });
         }
         let not_embedded = if self.pgvector() {
-            vector_hits.is_empty()
+            !any_vector
         } else {
             index.len() == 0
         };
         Ok(SearchResults {
             hits,
-            // What either ranking supports: the full-text matches and the memories at least
-            // `min_similarity` similar, merged (each side counted to its depth).
+            // What either ranking supports: the full-text matches (counted up to
+            // MAX_COUNTED) and the memories at least `min_similarity` similar (to the
+            // fusion's depth), merged.
             total: candidates.max(counted.min(MAX_COUNTED)),
             total_exact: candidates < depth && counted <= MAX_COUNTED,
             mode: SearchMode::Hybrid,
@@ -185,15 +187,17 @@ impl Store {
         Ok(fused)
     }
 
-    /// The `depth` live memories passing `filter` whose vectors are most similar to `query`,
-    /// most similar first, with their cosine similarity.
+    /// The `depth` live memories passing `filter` whose vectors are most similar to `query`
+    /// and at least `min_similarity` similar, most similar first, with their cosine
+    /// similarity; and whether any candidate had a vector before the floor (on pgvector,
+    /// the only sign that the loaded model has embedded anything).
     fn vector_ranking(
         &self,
         index: &VectorIndex,
         query: &[f32],
         filter: &MemoryFilter,
         depth: usize,
-    ) -> Result<Vec<(MemoryId, f32)>, StoreError> {
+    ) -> Result<(Vec<(MemoryId, f32)>, bool), StoreError> {
         let reader = self.reader()?;
         if self.pgvector() {
             let candidates = self.pgvector_nearest(
@@ -205,10 +209,11 @@ impl Store {
                 depth * RESCORED,
             )?;
             let mut ranked = exact_similarities(&reader, &candidates, index.dims(), query)?;
+            let any_vector = !ranked.is_empty();
             ranked.retain(|(_, cosine)| *cosine >= self.fusion.min_similarity);
             ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
             ranked.truncate(depth);
-            return Ok(ranked);
+            return Ok((ranked, any_vector));
         }
         index.catch_up(&reader)?;
         let wanted = if filter.is_empty() {
@@ -230,10 +235,11 @@ impl Store {
         // recall against an exact scan).
         passing.truncate(depth * RESCORED);
         let mut ranked = exact_similarities(&reader, &passing, index.dims(), query)?;
+        let any_vector = !ranked.is_empty();
         ranked.retain(|(_, cosine)| *cosine >= self.fusion.min_similarity);
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
         ranked.truncate(depth);
-        Ok(ranked)
+        Ok((ranked, any_vector))
     }
 
     /// The cosine similarity to `query` of each of these memories that has a vector.

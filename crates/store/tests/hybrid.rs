@@ -291,6 +291,10 @@ fn an_unrelated_question_finds_nothing_and_the_total_counts_what_is_supported() 
         .collect();
     assert!(found.is_empty(), "nothing supports any of {found:#?}");
     assert_eq!(unrelated.total, 0);
+    assert_eq!(
+        unrelated.note, None,
+        "every memory is embedded; none is similar enough"
+    );
 
     // A question by meaning still finds its memory, and the total is no longer the store.
     let related = s

@@ -132,6 +132,47 @@ pub fn configured_peers(config: &Config, me: &str) -> Vec<Peer> {
         .collect()
 }
 
+/// How long `tailscale status --json` may take: discovery runs at start and on every
+/// reload, and a hung command must not hold either up.
+const TAILSCALE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most of its output read: a tailnet's status is kilobytes.
+const TAILSCALE_MAX_OUTPUT: u64 = 16 * 1024 * 1024;
+
+/// `tailscale status --json`'s output; `None` when it failed or ran past
+/// [`TAILSCALE_TIMEOUT`] (then it is killed); an error when there is no such command.
+fn tailscale_status() -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut child = std::process::Command::new("tailscale")
+        .args(["status", "--json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut pipe = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        if let Some(pipe) = pipe.as_mut() {
+            let _ = pipe.take(TAILSCALE_MAX_OUTPUT).read_to_end(&mut out);
+        }
+        out
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait()? {
+            Some(status) => break Some(status),
+            None if started.elapsed() > TAILSCALE_TIMEOUT => break None,
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Ok(None);
+    };
+    let out = reader.join().unwrap_or_default();
+    Ok(status.success().then_some(out))
+}
+
 /// Peers Tailscale knows (`tailscale status --json`), when the `tailscale` command exists
 /// and `sync.discovery.tailscale` is not false: each online peer's host name is its machine
 /// id, its first Tailscale IPv4 address (else IPv6) with this node's sync port its address.
@@ -146,23 +187,18 @@ pub fn tailscale_peers(config: &Config, me: &str, sync_port: u16) -> Vec<Peer> {
     if !enabled {
         return Vec::new();
     }
-    let output = match std::process::Command::new("tailscale")
-        .args(["status", "--json"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-    {
-        Ok(output) if output.status.success() => output,
-        Ok(_) => {
+    let stdout = match tailscale_status() {
+        Ok(Some(stdout)) => stdout,
+        Ok(None) => {
             tracing::info!(
-                "`tailscale status --json` failed; peers come from sync.discovery.machines only"
+                "`tailscale status --json` failed or took over {TAILSCALE_TIMEOUT:?}; peers come from sync.discovery.machines only"
             );
             return Vec::new();
         }
         // No tailscale here: nothing to discover.
         Err(_) => return Vec::new(),
     };
-    let Ok(status) = serde_json::from_slice::<Value>(&output.stdout) else {
+    let Ok(status) = serde_json::from_slice::<Value>(&stdout) else {
         tracing::warn!("`tailscale status --json` printed something that is not JSON; ignored");
         return Vec::new();
     };

@@ -180,6 +180,8 @@ pub struct Served {
     /// and shown only when the test fails: expected warnings (no model, peers not up yet)
     /// would otherwise flood the test command's output.
     log: Option<Arc<Mutex<VecDeque<String>>>>,
+    /// The thread that reads it: joined before the log is shown, so its last lines are in.
+    log_reader: Option<std::thread::JoinHandle<()>>,
     /// `127.0.0.1:port` of the MCP port.
     pub address: String,
     /// `http://127.0.0.1:port` or `https://…`.
@@ -229,18 +231,31 @@ impl Served {
         let log = child.stderr.take().map(|stderr| {
             let kept = Arc::new(Mutex::new(VecDeque::new()));
             let writer = Arc::clone(&kept);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
+            let reader = std::thread::spawn(move || {
+                // Bytes, not lines of UTF-8: a reader that stopped at a bad byte would leave
+                // the pipe to fill and the server to block.
+                let mut stderr = BufReader::new(stderr);
+                let mut line = Vec::new();
+                while matches!(stderr.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                    let text: String = String::from_utf8_lossy(&line)
+                        .trim_end()
+                        .chars()
+                        .take(2_000)
+                        .collect();
+                    line.clear();
                     let mut kept = writer.lock().unwrap_or_else(|e| e.into_inner());
                     if kept.len() == KEPT_LOG_LINES {
                         kept.pop_front();
                     }
-                    kept.push_back(line);
+                    kept.push_back(text);
                 }
             });
-            kept
+            (kept, reader)
         });
+        let (log, log_reader) = match log {
+            Some((kept, reader)) => (Some(kept), Some(reader)),
+            None => (None, None),
+        };
         let stdout = child.stdout.take().expect("stdout");
         let (sender, receiver) = channel();
         std::thread::spawn(move || {
@@ -252,9 +267,18 @@ impl Served {
         let mut mcp = None;
         let mut sync = None;
         while mcp.is_none() || sync.is_none() {
-            let line = receiver
-                .recv_timeout(Duration::from_secs(60))
-                .expect("haivemind serve did not announce its ports");
+            let Ok(line) = receiver.recv_timeout(Duration::from_secs(60)) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                if let Some(reader) = log_reader {
+                    let _ = reader.join();
+                }
+                let shown = log.as_ref().map_or_else(String::new, |kept| {
+                    let kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    kept.iter().cloned().collect::<Vec<_>>().join("\n")
+                });
+                panic!("haivemind serve did not announce its ports; its log:\n{shown}");
+            };
             if let Some(url) = line.strip_prefix("listening mcp ") {
                 mcp = Some(url.to_string());
             } else if let Some(url) = line.strip_prefix("listening sync ") {
@@ -267,6 +291,7 @@ impl Served {
         Self {
             child,
             log,
+            log_reader,
             address,
             url,
             sync_address,
@@ -364,6 +389,9 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(reader) = self.log_reader.take() {
+            let _ = reader.join();
+        }
         if std::thread::panicking() && self.log.is_some() {
             eprintln!(
                 "--- the log of haivemind serve on {} ---\n{}",
