@@ -273,11 +273,10 @@ impl Served {
                 if let Some(reader) = log_reader {
                     let _ = reader.join();
                 }
-                let shown = log.as_ref().map_or_else(String::new, |kept| {
-                    let kept = kept.lock().unwrap_or_else(|e| e.into_inner());
-                    kept.iter().cloned().collect::<Vec<_>>().join("\n")
-                });
-                panic!("haivemind serve did not announce its ports; its log:\n{shown}");
+                panic!(
+                    "haivemind serve did not announce its ports; its log:\n{}",
+                    kept_lines(log.as_ref())
+                );
             };
             if let Some(url) = line.strip_prefix("listening mcp ") {
                 mcp = Some(url.to_string());
@@ -301,10 +300,7 @@ impl Served {
     /// What the server has logged so far (its last lines), when the test did not send its
     /// log elsewhere.
     pub fn log(&self) -> String {
-        self.log.as_ref().map_or_else(String::new, |kept| {
-            let kept = kept.lock().unwrap_or_else(|e| e.into_inner());
-            kept.iter().cloned().collect::<Vec<_>>().join("\n")
-        })
+        kept_lines(self.log.as_ref())
     }
 
     pub fn send(&self, request: Request<'_>) -> Response {
@@ -380,6 +376,14 @@ impl Served {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// The kept lines of a server's log, one per line.
+fn kept_lines(log: Option<&Arc<Mutex<VecDeque<String>>>>) -> String {
+    log.map_or_else(String::new, |kept| {
+        let kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.iter().cloned().collect::<Vec<_>>().join("\n")
+    })
 }
 
 /// How much of a server's log a test keeps to show if it fails.
