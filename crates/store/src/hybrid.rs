@@ -1,12 +1,12 @@
 //! Hybrid search: the full-text ranking and the vector ranking of one query, each taken
 //! to a fixed depth under the same filters, fused by weighted reciprocal rank.
 //!
-//! Filters are applied inside each ranking, before its cut-off: the vector scan proposes
-//! candidates, the database keeps those that pass the filters, and when too few pass (a
-//! selective filter) the memories that pass are ranked directly instead. So a filter never
-//! starves the page, in either ranking.
+//! Filters are applied inside each ranking, before its cut-off: the vector scan applies
+//! every filter but tags as it scans, the database checks each candidate again (and tags),
+//! and when tags leave too few the memories carrying them are ranked directly instead. So
+//! a filter never starves the page, in either ranking.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::db::{Connection, params_from_iter};
 use haivemind_core::MemoryId;
@@ -63,9 +63,10 @@ impl Default for Fusion {
 /// rescoring restores the exact order, and that an ordinary filter leaves enough standing.
 const OVERSCAN: usize = 8;
 const MIN_CANDIDATES: usize = 400;
-/// The same under a filter: checking a candidate against the filter costs two rowid
-/// lookups, far less than listing every memory that passes it, so propose enough that a
-/// filter passing one memory in ten still leaves a full ranking.
+/// The same under a tag filter, which the scan cannot apply itself: checking a candidate
+/// against the database costs two rowid lookups, far less than listing every memory that
+/// passes it, so propose enough that tags passing one memory in ten still leave a full
+/// ranking.
 const FILTERED_OVERSCAN: usize = 20;
 const MIN_FILTERED_CANDIDATES: usize = 1_000;
 /// How many candidates per wanted result are rescored exactly.
@@ -78,19 +79,34 @@ impl Store {
         terms: &QueryTerms,
         window: usize,
     ) -> Result<SearchResults, StoreError> {
-        let (Some(index), Some(query_vector)) = (&self.vectors, self.query_vector(&query.text)?)
-        else {
-            return Err(StoreError::Embedding("no embedding model is loaded".into()));
-        };
         let depth = window.max(self.fusion.depth);
         let started = std::time::Instant::now();
-        let (text_hits, counted) = self.full_text_ranking(terms, &query.filter, depth)?;
-        let full_text_done = started.elapsed();
+        // The query's embedding and the full-text ranking need nothing from each other:
+        // run them side by side, on two cores when there are two.
+        let (full_text, query_vector) = std::thread::scope(|scope| {
+            let full_text = scope.spawn(|| {
+                let ranking = self.full_text_ranking(terms, &query.filter, depth);
+                (ranking, started.elapsed())
+            });
+            let query_vector = self.query_vector(&query.text);
+            let full_text = match full_text.join() {
+                Ok(done) => done,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            (full_text, query_vector)
+        });
+        let (ranking, full_text_ms) = full_text;
+        let (Some(index), Some(query_vector)) = (&self.vectors, query_vector?) else {
+            return Err(StoreError::Embedding("no embedding model is loaded".into()));
+        };
+        let (text_hits, counted) = ranking?;
+        let both_done = started.elapsed();
         let (vector_hits, any_vector) =
             self.vector_ranking(index, &query_vector, &query.filter, depth)?;
         tracing::debug!(
-            full_text_ms = full_text_done.as_secs_f64() * 1e3,
-            vectors_ms = (started.elapsed() - full_text_done).as_secs_f64() * 1e3,
+            full_text_ms = full_text_ms.as_secs_f64() * 1e3,
+            embed_and_full_text_ms = both_done.as_secs_f64() * 1e3,
+            vectors_ms = (started.elapsed() - both_done).as_secs_f64() * 1e3,
             "hybrid search"
         );
 
@@ -216,30 +232,79 @@ impl Store {
             return Ok((ranked, any_vector));
         }
         index.catch_up(&reader)?;
-        let wanted = if filter.is_empty() {
+        // The scan applies every part of the filter but tags itself, so only a tag filter
+        // needs more candidates than an unfiltered search to leave a full ranking.
+        let wanted = if filter.tags.is_empty() {
             (depth * OVERSCAN).max(MIN_CANDIDATES)
         } else {
             (depth * FILTERED_OVERSCAN).max(MIN_FILTERED_CANDIDATES)
         };
-        let candidates = index.nearest(query, wanted);
-        let mut passing = passing_filter(&reader, &candidates, filter)?;
-        if passing.len() < depth && candidates.len() < index.len() {
-            // The filter (or vectors removed by another process) left too few standing:
-            // score just the memories that pass it. A filter that strict passes few.
+        let scan_started = std::time::Instant::now();
+        let candidates = index.nearest(query, filter, wanted);
+        let scanned = scan_started.elapsed();
+        let mut ranked = self.exact_passing(&reader, index, &candidates, filter, query, depth)?;
+        if ranked.len() < depth && candidates.len() == wanted && !filter.tags.is_empty() {
+            // The tags left too few standing: score just the memories that carry them. A
+            // tag filter that strict passes few.
             let eligible = eligible_rowids(&reader, filter)?;
             let candidates = index.nearest_among(query, &eligible, wanted);
-            passing = passing_filter(&reader, &candidates, filter)?;
+            ranked = self.exact_passing(&reader, index, &candidates, filter, query, depth)?;
         }
-        // The quantised order is close to exact: rescoring the best few exactly from the
-        // stored f32 vectors restores the exact top `depth` (docs/BENCHMARKS.md measures
-        // recall against an exact scan).
-        passing.truncate(depth * RESCORED);
-        let mut ranked = exact_similarities(&reader, &passing, index.dims(), query)?;
+        tracing::debug!(
+            scan_ms = scanned.as_secs_f64() * 1e3,
+            check_ms = (scan_started.elapsed() - scanned).as_secs_f64() * 1e3,
+            "vector ranking"
+        );
         let any_vector = !ranked.is_empty();
         ranked.retain(|(_, cosine)| *cosine >= self.fusion.min_similarity);
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
         ranked.truncate(depth);
         Ok((ranked, any_vector))
+    }
+
+    /// Of `candidates` (vector `seq`s, best first by quantised score), those still current
+    /// whose memory is live and passes `filter`, with their exact cosine similarity from
+    /// the stored `f32` vector: the database's word on each, in one statement per
+    /// `depth * RESCORED` candidates, until `depth` have passed.
+    ///
+    /// The quantised order is close to exact: rescoring the best few exactly restores the
+    /// exact top `depth` (docs/BENCHMARKS.md measures recall against an exact scan).
+    fn exact_passing(
+        &self,
+        reader: &Connection,
+        index: &VectorIndex,
+        candidates: &[i64],
+        filter: &MemoryFilter,
+        query: &[f32],
+        depth: usize,
+    ) -> Result<Vec<(MemoryId, f32)>, StoreError> {
+        let mut ranked = Vec::new();
+        for chunk in candidates.chunks((depth * RESCORED).max(1)) {
+            // CROSS JOIN keeps the seq lookups as the outer loop: with a filter on an
+            // indexed column the planner would otherwise walk, say, every memory of a user
+            // and probe each against all the seqs (measured: 100 ms instead of 1 at 20k).
+            let mut sql = format!(
+                "SELECT m.id, v.vector FROM memory_vectors v
+                 CROSS JOIN memories m ON m.rowid = v.memory_rowid
+                 WHERE v.seq IN ({}) AND m.deleted_at IS NULL",
+                vec!["?"; chunk.len()].join(",")
+            );
+            let mut params: Vec<SqlValue> =
+                chunk.iter().map(|&seq| SqlValue::Integer(seq)).collect();
+            filter.to_sql(&mut sql, &mut params);
+            ranked.extend(scored_rows(
+                reader,
+                true,
+                &sql,
+                params,
+                index.dims(),
+                query,
+            )?);
+            if ranked.len() >= depth {
+                break;
+            }
+        }
+        Ok(ranked)
     }
 
     /// The cosine similarity to `query` of each of these memories that has a vector.
@@ -260,43 +325,8 @@ impl Store {
         );
         let mut params = vec![SqlValue::Text(index.model_id().to_string())];
         params.extend(ids.iter().map(|id| SqlValue::Text(id.to_string())));
-        scored_rows(&self.reader()?, &sql, params, index.dims(), query)
+        scored_rows(&self.reader()?, false, &sql, params, index.dims(), query)
     }
-}
-
-/// Of `candidates` (vector `seq`s, best first), those still current whose memory is live
-/// and passes `filter`, in the same order.
-fn passing_filter(
-    reader: &Connection,
-    candidates: &[i64],
-    filter: &MemoryFilter,
-) -> Result<Vec<i64>, StoreError> {
-    if candidates.is_empty() {
-        return Ok(Vec::new());
-    }
-    // The seqs come from our own index, integers: safe to inline, and one statement is
-    // far cheaper than hundreds of lookups. No vector is read here: only the few that
-    // pass are, to be rescored.
-    let seqs: Vec<String> = candidates.iter().map(|seq| seq.to_string()).collect();
-    let mut sql = format!(
-        // CROSS JOIN keeps the seq lookups as the outer loop: with a filter on an indexed
-        // column the planner would otherwise walk, say, every memory of a user and probe
-        // each against all the seqs (measured: 100 ms instead of 1 at 20k memories).
-        "SELECT v.seq FROM memory_vectors v CROSS JOIN memories m ON m.rowid = v.memory_rowid
-         WHERE v.seq IN ({}) AND m.deleted_at IS NULL",
-        seqs.join(",")
-    );
-    let mut params: Vec<SqlValue> = Vec::new();
-    filter.to_sql(&mut sql, &mut params);
-    let mut statement = reader.prepare(&sql)?;
-    let passed = statement
-        .query_map(params_from_iter(params), |row| row.get(0))?
-        .collect::<Result<HashSet<i64>, _>>()?;
-    Ok(candidates
-        .iter()
-        .copied()
-        .filter(|seq| passed.contains(seq))
-        .collect())
 }
 
 /// The rowids of every live memory passing `filter`.
@@ -327,19 +357,26 @@ fn exact_similarities(
          WHERE v.seq IN ({})",
         seqs.join(",")
     );
-    scored_rows(reader, &sql, Vec::new(), dims, query)
+    scored_rows(reader, false, &sql, Vec::new(), dims, query)
 }
 
 /// Runs `sql`, which selects a memory id and a stored vector, and scores each vector
 /// against `query`.
 fn scored_rows(
     reader: &Connection,
+    cached: bool,
     sql: &str,
     params: Vec<SqlValue>,
     dims: usize,
     query: &[f32],
 ) -> Result<Vec<(MemoryId, f32)>, StoreError> {
-    let mut statement = reader.prepare(sql)?;
+    // Statements of a repeating shape are cached; those with values inlined are not, so
+    // as not to push the cached ones out.
+    let mut statement = if cached {
+        reader.prepare_cached(sql)?
+    } else {
+        reader.prepare(sql)?
+    };
     let mut scored = Vec::new();
     statement.for_each_row(params_from_iter(params), |row| {
         let id: String = row.get(0)?;

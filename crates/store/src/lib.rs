@@ -55,6 +55,7 @@ mod search;
 mod stats;
 pub mod tables;
 mod tokens;
+mod vector_scan;
 mod vectors;
 mod vectors_postgres;
 

@@ -133,6 +133,24 @@ pub(crate) fn replace_memory(
     memory: &Memory,
     stamp: &HlcStamp,
 ) -> Result<i64, StoreError> {
+    let indexed_before: Option<IndexedFields> = tx
+        .prepare_cached(
+            "SELECT user_id, category, project, machine_id, agent_id, created_at,
+                    confidentiality, deleted_at FROM memories WHERE id = ?1",
+        )?
+        .query_row([memory.id.to_string()], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+                row.get::<_, Option<i64>>(7)?.is_none(),
+            ))
+        })
+        .optional()?;
     let rowid: i64 = tx
         .prepare_cached(
             "UPDATE memories SET content = ?2, category = ?3, context = ?4, tags = ?5, metadata = ?6,
@@ -144,7 +162,37 @@ pub(crate) fn replace_memory(
         .query_row(crate::db::params_from_iter(row_values(memory, stamp)), |row| row.get(0))?;
     tx.execute("DELETE FROM memory_tags WHERE memory_rowid = ?1", [rowid])?;
     write_tags(tx, rowid, &memory.tags)?;
+    if indexed_before.is_some_and(|before| before != indexed_fields(memory)) {
+        crate::vectors::renumber(tx, rowid)?;
+    }
     Ok(rowid)
+}
+
+/// The fields of a memory that in-memory vector indexes filter on, as stored: user,
+/// category, project, machine, agent, creation time, confidentiality, and whether it is
+/// live. Indexes learn of a change to any of them when its vector is renumbered.
+type IndexedFields = (
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    i64,
+    String,
+    bool,
+);
+
+fn indexed_fields(memory: &Memory) -> IndexedFields {
+    (
+        memory.user_id.clone(),
+        memory.category.clone(),
+        memory.project.clone(),
+        memory.machine_id.clone(),
+        memory.agent_id.clone(),
+        memory.created_at_ms,
+        memory.confidentiality.as_str().to_string(),
+        memory.deletion.is_none(),
+    )
 }
 
 fn write_tags(tx: &Transaction<'_>, rowid: i64, tags: &[String]) -> Result<(), StoreError> {

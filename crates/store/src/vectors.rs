@@ -14,12 +14,14 @@
 //! verification meanwhile.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::db::{Connection, Transaction, params};
+use haivemind_core::Confidentiality;
 
-use crate::StoreError;
+use crate::db::{Connection, OptionalExtension, Transaction, params};
+use crate::vector_scan::{Kernel, QueryCodes, TopK, code_sum};
+use crate::{MemoryFilter, StoreError};
 
 /// Serialises a vector as little-endian `f32`s.
 pub(crate) fn to_blob(vector: &[f32]) -> Vec<u8> {
@@ -65,6 +67,22 @@ pub(crate) fn put(
         "INSERT INTO memory_vectors (memory_rowid, model_id, vector) VALUES (?1, ?2, ?3)",
     )?
     .execute(params![memory_rowid, model_id, to_blob(vector)])?;
+    Ok(())
+}
+
+/// Gives a memory's vector a new `seq` (the same vector, written again), so that every
+/// in-memory index, in this process or another, reads the memory's fields again at its
+/// next catch-up.
+pub(crate) fn renumber(tx: &Transaction<'_>, memory_rowid: i64) -> Result<(), StoreError> {
+    let stored: Option<(String, Vec<u8>)> = tx
+        .prepare_cached("SELECT model_id, vector FROM memory_vectors WHERE memory_rowid = ?1")?
+        .query_row(params![memory_rowid], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    if let Some((model_id, blob)) = stored
+        && let Some(vector) = from_blob(&blob, blob.len() / 4)
+    {
+        put(tx, memory_rowid, &model_id, &vector)?;
+    }
     Ok(())
 }
 
@@ -116,6 +134,129 @@ pub(crate) struct VectorIndex {
     catching_up: Mutex<()>,
 }
 
+/// What the scan filters on without asking the database: the fields of a memory that
+/// [`MemoryFilter`] compares by equality or range (names interned), whether it may be
+/// shown to a restricted caller, and whether it is live. Tags stay in the database.
+///
+/// They are read with the vector. A change to any of them renumbers the memory's vector
+/// row (see `rows::replace_memory`), which is how every index, in any process, learns of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Facets {
+    user: u32,
+    category: u32,
+    /// 0 when the memory has none.
+    project: u32,
+    machine: u32,
+    /// 0 when the memory has none.
+    agent: u32,
+    created_at_ms: i64,
+    restricted: bool,
+    live: bool,
+}
+
+/// Interned names: the same name always gets the same number; 0 stands for none.
+#[derive(Default)]
+struct Names {
+    numbers: HashMap<String, u32>,
+}
+
+impl Names {
+    fn number(&mut self, name: Option<&str>) -> u32 {
+        let Some(name) = name else { return 0 };
+        if let Some(&number) = self.numbers.get(name) {
+            return number;
+        }
+        let number = u32::try_from(self.numbers.len() + 1).unwrap_or(u32::MAX);
+        self.numbers.insert(name.to_string(), number);
+        number
+    }
+
+    /// `Ok(None)` when `name` is not asked for; `Err(())` when no vector's memory has it.
+    fn lookup(&self, name: Option<&String>) -> Result<Option<u32>, ()> {
+        match name {
+            None => Ok(None),
+            Some(name) => self.numbers.get(name).map(|&n| Some(n)).ok_or(()),
+        }
+    }
+}
+
+/// The part of a [`MemoryFilter`] the scan applies itself.
+struct ScanFilter {
+    user: Option<u32>,
+    category: Option<u32>,
+    project: Option<u32>,
+    machine: Option<u32>,
+    agent: Option<u32>,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    hide_restricted: bool,
+}
+
+impl ScanFilter {
+    /// `None` when the filter names a value no indexed memory has: nothing can match.
+    fn new(filter: &MemoryFilter, names: &Names) -> Option<Self> {
+        Some(Self {
+            user: names.lookup(filter.user_id.as_ref()).ok()?,
+            category: names.lookup(filter.category.as_ref()).ok()?,
+            project: names.lookup(filter.project.as_ref()).ok()?,
+            machine: names.lookup(filter.machine_id.as_ref()).ok()?,
+            agent: names.lookup(filter.agent_id.as_ref()).ok()?,
+            since_ms: filter.since_ms,
+            until_ms: filter.until_ms,
+            hide_restricted: filter.hide_restricted,
+        })
+    }
+
+    #[inline]
+    fn admits(&self, facets: &Facets) -> bool {
+        let is = |wanted: Option<u32>, has: u32| wanted.is_none_or(|w| w == has);
+        facets.live
+            && is(self.user, facets.user)
+            && is(self.category, facets.category)
+            && is(self.project, facets.project)
+            && is(self.machine, facets.machine)
+            && is(self.agent, facets.agent)
+            && self
+                .since_ms
+                .is_none_or(|since| facets.created_at_ms >= since)
+            && self
+                .until_ms
+                .is_none_or(|until| facets.created_at_ms < until)
+            && !(self.hide_restricted && facets.restricted)
+    }
+}
+
+/// A vector as read from the database, with its memory's facets (names not yet interned).
+struct StoredVector {
+    seq: i64,
+    memory_rowid: i64,
+    vector: Vec<f32>,
+    user: String,
+    category: String,
+    project: Option<String>,
+    machine: String,
+    agent: Option<String>,
+    created_at_ms: i64,
+    confidentiality: String,
+    live: bool,
+}
+
+impl StoredVector {
+    fn facets(&self, names: &mut Names) -> Facets {
+        Facets {
+            user: names.number(Some(&self.user)),
+            category: names.number(Some(&self.category)),
+            project: names.number(self.project.as_deref()),
+            machine: names.number(Some(&self.machine)),
+            agent: names.number(self.agent.as_deref()),
+            created_at_ms: self.created_at_ms,
+            restricted: !Confidentiality::parse("confidentiality", &self.confidentiality)
+                .is_ok_and(Confidentiality::may_leave_machine),
+            live: self.live,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Slots {
     /// The largest `seq` read so far.
@@ -126,6 +267,11 @@ struct Slots {
     seqs: Vec<i64>,
     /// Per slot: the scale of its codes.
     scales: Vec<f32>,
+    /// Per slot: the sum of its codes (for the VNNI kernel).
+    sums: Vec<i32>,
+    /// Per slot: what the scan filters on.
+    facets: Vec<Facets>,
+    names: Names,
     /// `dims` codes per slot.
     codes: Vec<i8>,
     vacant: usize,
@@ -135,6 +281,18 @@ struct Slots {
 /// How often the index compares its size with the table's, to notice vectors that other
 /// processes removed.
 const RECOUNT_EVERY: Duration = Duration::from_secs(30);
+
+/// Slots scored per call of the kernel.
+const BATCH: usize = 256;
+
+/// From how many slots a scan is split between two threads.
+const SPLIT_FROM: usize = 16_384;
+
+/// How many threads this process may run at once.
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
 
 impl VectorIndex {
     pub(crate) fn new(model_id: &str, dims: usize) -> Self {
@@ -192,33 +350,46 @@ impl VectorIndex {
             .unwrap_or_else(|p| p.into_inner())
             .last_seq;
         let mut statement = reader.prepare_cached(
-            "SELECT seq, memory_rowid, vector FROM memory_vectors
-             WHERE model_id = ?1 AND seq > ?2 ORDER BY seq LIMIT 4096",
+            "SELECT v.seq, v.memory_rowid, v.vector, m.user_id, m.category, m.project,
+                    m.machine_id, m.agent_id, m.created_at, m.confidentiality, m.deleted_at
+             FROM memory_vectors v JOIN memories m ON m.rowid = v.memory_rowid
+             WHERE v.model_id = ?1 AND v.seq > ?2 ORDER BY v.seq LIMIT 4096",
         )?;
         let mut after = last_seq;
         loop {
-            let rows = statement
-                .query_map(params![self.model_id, after], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, Vec<u8>>(2)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let Some(&(last, _, _)) = rows.last() else {
-                break;
-            };
-            let mut slots = self.state.write().unwrap_or_else(|p| p.into_inner());
-            for (seq, memory_rowid, blob) in rows {
-                let Some(vector) = from_blob(&blob, self.dims) else {
+            let mut rows = Vec::new();
+            let mut last_read = after;
+            statement.for_each_row(params![self.model_id, after], |row| {
+                let seq: i64 = row.get(0)?;
+                last_read = last_read.max(seq);
+                let Some(vector) = row.with_blob(2, |blob| from_blob(blob, self.dims))? else {
                     tracing::warn!(seq, "skipping a stored vector of the wrong length");
-                    continue;
+                    return Ok(());
                 };
-                slots.insert(seq, memory_rowid, &vector, self.dims);
+                rows.push(StoredVector {
+                    seq,
+                    memory_rowid: row.get(1)?,
+                    vector,
+                    user: row.get(3)?,
+                    category: row.get(4)?,
+                    project: row.get(5)?,
+                    machine: row.get(6)?,
+                    agent: row.get(7)?,
+                    created_at_ms: row.get(8)?,
+                    confidentiality: row.get(9)?,
+                    live: row.get::<_, Option<i64>>(10)?.is_none(),
+                });
+                Ok(())
+            })?;
+            if last_read == after {
+                break;
             }
-            slots.last_seq = slots.last_seq.max(last);
-            after = last;
+            after = last_read;
+            let mut slots = self.state.write().unwrap_or_else(|p| p.into_inner());
+            for stored in rows {
+                slots.insert(&stored, self.dims);
+            }
+            slots.last_seq = slots.last_seq.max(after);
         }
         Ok(())
     }
@@ -236,110 +407,115 @@ impl VectorIndex {
         }
     }
 
-    /// The `seq`s of the `n` vectors most similar to `query` by quantised dot product, best
-    /// first.
-    pub(crate) fn nearest(&self, query: &[f32], n: usize) -> Vec<i64> {
-        let (query_codes, _) = quantise(query);
+    /// The `seq`s of the `n` live vectors most similar to `query` by quantised dot product
+    /// whose memories pass `filter`, best first. Every part of the filter but tags is
+    /// applied here, in the scan, so a selective filter costs less, not more; the caller
+    /// checks tags (and everything else once more) against the database.
+    pub(crate) fn nearest(&self, query: &[f32], filter: &MemoryFilter, n: usize) -> Vec<i64> {
+        let query = QueryCodes::new(quantise(query).0);
         let slots = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let mut scored: Vec<(f32, usize)> = Vec::with_capacity(slots.seqs.len());
-        let mut dots = vec![0i32; slots.seqs.len()];
-        dot_i8_all(&slots.codes, self.dims, &query_codes, &mut dots);
-        for (slot, dot) in dots.iter().enumerate() {
-            if slots.seqs[slot] != 0 {
-                scored.push((*dot as f32 * slots.scales[slot], slot));
-            }
-        }
-        best(scored, n)
-            .into_iter()
-            .map(|slot| slots.seqs[slot])
-            .collect()
+        let Some(scan) = ScanFilter::new(filter, &slots.names) else {
+            return Vec::new();
+        };
+        let admitted = |slot: &usize| slots.seqs[*slot] != 0 && scan.admits(&slots.facets[*slot]);
+        let len = slots.seqs.len();
+        // The scan is bound by memory bandwidth (38 MB at 100k), which a second core
+        // nearly doubles; below a few thousand slots a thread costs more than it saves.
+        let top = if len >= SPLIT_FROM && cores() > 1 {
+            let half = len / 2;
+            std::thread::scope(|scope| {
+                let second =
+                    scope.spawn(|| slots.best(self.dims, &query, (half..len).filter(admitted), n));
+                let mut top = slots.best(self.dims, &query, (0..half).filter(admitted), n);
+                match second.join() {
+                    Ok(other) => top.merge(other),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+                top
+            })
+        } else {
+            slots.best(self.dims, &query, (0..len).filter(admitted), n)
+        };
+        slots.seqs_of(top)
     }
-}
 
-impl VectorIndex {
-    /// Like [`VectorIndex::nearest`], among the vectors of these memories only.
+    /// Like [`VectorIndex::nearest`], among the vectors of these memories only, with no
+    /// filter: for filters the scan cannot apply itself (tags), whose passing memories the
+    /// database lists.
     pub(crate) fn nearest_among(&self, query: &[f32], memory_rowids: &[i64], n: usize) -> Vec<i64> {
-        let (query_codes, _) = quantise(query);
+        let query = QueryCodes::new(quantise(query).0);
         let slots = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let mut scored: Vec<(f32, usize)> = Vec::with_capacity(memory_rowids.len());
-        let mut dot = [0i32];
-        for rowid in memory_rowids {
-            if let Some(&slot) = slots.slot_of_memory.get(rowid)
-                && slots.seqs[slot] != 0
-            {
-                let codes = &slots.codes[slot * self.dims..(slot + 1) * self.dims];
-                dot_i8_all(codes, self.dims, &query_codes, &mut dot);
-                scored.push((dot[0] as f32 * slots.scales[slot], slot));
-            }
-        }
-        best(scored, n)
-            .into_iter()
-            .map(|slot| slots.seqs[slot])
-            .collect()
+        let candidates = memory_rowids.iter().filter_map(|rowid| {
+            slots
+                .slot_of_memory
+                .get(rowid)
+                .copied()
+                .filter(|&slot| slots.seqs[slot] != 0 && slots.facets[slot].live)
+        });
+        slots.seqs_of(slots.best(self.dims, &query, candidates, n))
     }
-}
-
-/// The slots of the `n` highest scores, highest first.
-fn best(mut scored: Vec<(f32, usize)>, n: usize) -> Vec<usize> {
-    let n = n.min(scored.len());
-    if n == 0 {
-        return Vec::new();
-    }
-    let by_score_desc = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0);
-    if n < scored.len() {
-        scored.select_nth_unstable_by(n - 1, by_score_desc);
-        scored.truncate(n);
-    }
-    scored.sort_unstable_by(by_score_desc);
-    scored.into_iter().map(|(_, slot)| slot).collect()
 }
 
 impl Slots {
-    fn insert(&mut self, seq: i64, memory_rowid: i64, vector: &[f32], dims: usize) {
-        let (codes, scale) = quantise(vector);
-        let slot = match self.slot_of_memory.get(&memory_rowid) {
+    /// The `n` best of these slots by quantised score.
+    fn best(
+        &self,
+        dims: usize,
+        query: &QueryCodes,
+        candidates: impl Iterator<Item = usize>,
+        n: usize,
+    ) -> TopK {
+        let kernel = Kernel::best();
+        let mut top = TopK::new(n);
+        let mut batch: Vec<u32> = Vec::with_capacity(BATCH);
+        let mut dots = [0i32; BATCH];
+        let mut score = |batch: &mut Vec<u32>| {
+            kernel.dots(&self.codes, &self.sums, dims, batch, query, &mut dots);
+            for (&slot, &dot) in batch.iter().zip(&dots) {
+                top.offer(dot as f32 * self.scales[slot as usize], slot);
+            }
+            batch.clear();
+        };
+        for slot in candidates {
+            // Slots are `u32`: four billion vectors is far past what one index holds.
+            batch.push(slot as u32);
+            if batch.len() == BATCH {
+                score(&mut batch);
+            }
+        }
+        score(&mut batch);
+        top
+    }
+
+    /// The `seq`s of these slots, best first.
+    fn seqs_of(&self, top: TopK) -> Vec<i64> {
+        top.into_sorted()
+            .into_iter()
+            .map(|slot| self.seqs[slot as usize])
+            .collect()
+    }
+
+    fn insert(&mut self, stored: &StoredVector, dims: usize) {
+        let (codes, scale) = quantise(&stored.vector);
+        let facets = stored.facets(&mut self.names);
+        let slot = match self.slot_of_memory.get(&stored.memory_rowid) {
             Some(&slot) => slot,
             None => {
                 let slot = self.seqs.len();
                 self.seqs.push(0);
                 self.scales.push(0.0);
+                self.sums.push(0);
+                self.facets.push(Facets::default());
                 self.codes.resize(self.codes.len() + dims, 0);
-                self.slot_of_memory.insert(memory_rowid, slot);
+                self.slot_of_memory.insert(stored.memory_rowid, slot);
                 slot
             }
         };
-        self.seqs[slot] = seq;
+        self.seqs[slot] = stored.seq;
         self.scales[slot] = scale;
+        self.sums[slot] = code_sum(&codes);
+        self.facets[slot] = facets;
         self.codes[slot * dims..(slot + 1) * dims].copy_from_slice(&codes);
-    }
-}
-
-/// `out[i]` = dot product of row `i` of `matrix` (rows of `dims` codes) with `query`.
-fn dot_i8_all(matrix: &[i8], dims: usize, query: &[i8], out: &mut [i32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { dot_i8_all_avx2(matrix, dims, query, out) };
-        return;
-    }
-    dot_i8_all_portable(matrix, dims, query, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_i8_all_avx2(matrix: &[i8], dims: usize, query: &[i8], out: &mut [i32]) {
-    // The same loop, compiled with AVX2 enabled so that it vectorises to 32 lanes.
-    dot_i8_all_portable(matrix, dims, query, out);
-}
-
-#[inline(always)]
-fn dot_i8_all_portable(matrix: &[i8], dims: usize, query: &[i8], out: &mut [i32]) {
-    for (row, dot) in matrix.chunks_exact(dims).zip(out.iter_mut()) {
-        *dot = row
-            .iter()
-            .zip(query)
-            .map(|(&a, &b)| i32::from(i16::from(a) * i16::from(b)))
-            .sum();
     }
 }
 
@@ -350,6 +526,22 @@ mod tests {
     fn unit(values: &[f32]) -> Vec<f32> {
         let norm = values.iter().map(|x| x * x).sum::<f32>().sqrt();
         values.iter().map(|x| x / norm).collect()
+    }
+
+    fn stored(seq: i64, memory_rowid: i64, user: &str, vector: &[f32]) -> StoredVector {
+        StoredVector {
+            seq,
+            memory_rowid,
+            vector: unit(vector),
+            user: user.to_string(),
+            category: "global".to_string(),
+            project: None,
+            machine: "m1".to_string(),
+            agent: None,
+            created_at_ms: seq * 1000,
+            confidentiality: "normal".to_string(),
+            live: true,
+        }
     }
 
     #[test]
@@ -373,10 +565,11 @@ mod tests {
             .map(|_| unit(&(0..384).map(|_| next()).collect::<Vec<_>>()))
             .collect();
         let (q_codes, q_scale) = quantise(&vectors[0]);
+        let query = QueryCodes::new(q_codes);
         for v in &vectors {
             let (codes, scale) = quantise(v);
             let mut out = [0i32];
-            dot_i8_all(&codes, 384, &q_codes, &mut out);
+            Kernel::best().dots(&codes, &[code_sum(&codes)], 384, &[0], &query, &mut out);
             let approximate = out[0] as f32 * scale * q_scale;
             assert!((approximate - dot(v, &vectors[0])).abs() < 0.01);
         }
@@ -387,27 +580,133 @@ mod tests {
         let index = VectorIndex::new("m", 3);
         {
             let mut slots = index.state.write().unwrap();
-            slots.insert(1, 10, &unit(&[1.0, 0.0, 0.0]), 3);
-            slots.insert(2, 11, &unit(&[0.9, 0.1, 0.0]), 3);
-            slots.insert(3, 12, &unit(&[0.0, 1.0, 0.0]), 3);
+            slots.insert(&stored(1, 10, "u", &[1.0, 0.0, 0.0]), 3);
+            slots.insert(&stored(2, 11, "u", &[0.9, 0.1, 0.0]), 3);
+            slots.insert(&stored(3, 12, "u", &[0.0, 1.0, 0.0]), 3);
         }
-        let seqs = |c: Vec<i64>| c;
-        assert_eq!(seqs(index.nearest(&unit(&[1.0, 0.05, 0.0]), 2)), [1, 2]);
+        let all = MemoryFilter::default();
+        assert_eq!(index.nearest(&unit(&[1.0, 0.05, 0.0]), &all, 2), [1, 2]);
         index.forget(&[10]);
-        assert_eq!(seqs(index.nearest(&unit(&[1.0, 0.05, 0.0]), 5)), [2, 3]);
+        assert_eq!(index.nearest(&unit(&[1.0, 0.05, 0.0]), &all, 5), [2, 3]);
         assert_eq!(index.len(), 2);
         // A memory's new vector takes its old slot.
         index
             .state
             .write()
             .unwrap()
-            .insert(4, 12, &unit(&[1.0, 0.0, 0.0]), 3);
-        assert_eq!(seqs(index.nearest(&unit(&[1.0, 0.0, 0.0]), 1)), [4]);
+            .insert(&stored(4, 12, "u", &[1.0, 0.0, 0.0]), 3);
+        assert_eq!(index.nearest(&unit(&[1.0, 0.0, 0.0]), &all, 1), [4]);
         assert_eq!(index.len(), 2);
         // Among given memories only; forgotten and unknown ones are skipped.
         assert_eq!(
             index.nearest_among(&unit(&[1.0, 0.0, 0.0]), &[10, 11, 99], 5),
             [2]
         );
+    }
+
+    #[test]
+    fn the_scan_applies_the_filter_itself() {
+        let index = VectorIndex::new("m", 3);
+        {
+            let mut slots = index.state.write().unwrap();
+            slots.insert(&stored(1, 10, "ann", &[1.0, 0.0, 0.0]), 3);
+            slots.insert(&stored(2, 11, "bob", &[0.99, 0.01, 0.0]), 3);
+            slots.insert(&stored(3, 12, "ann", &[0.0, 1.0, 0.0]), 3);
+            let mut private = stored(4, 13, "ann", &[0.98, 0.02, 0.0]);
+            private.confidentiality = "pii".to_string();
+            private.project = Some("infra".to_string());
+            slots.insert(&private, 3);
+            let mut deleted = stored(5, 14, "ann", &[1.0, 0.0, 0.0]);
+            deleted.live = false;
+            slots.insert(&deleted, 3);
+        }
+        let query = unit(&[1.0, 0.0, 0.0]);
+        let filter = |f: fn(&mut MemoryFilter)| {
+            let mut filter = MemoryFilter::default();
+            f(&mut filter);
+            index.nearest(&query, &filter, 10)
+        };
+        // Soft-deleted memories are never proposed.
+        assert_eq!(filter(|_| {}), [1, 2, 4, 3]);
+        assert_eq!(filter(|f| f.user_id = Some("ann".into())), [1, 4, 3]);
+        assert_eq!(filter(|f| f.user_id = Some("bob".into())), [2]);
+        // A name no indexed memory has matches nothing.
+        assert!(filter(|f| f.user_id = Some("eve".into())).is_empty());
+        assert_eq!(filter(|f| f.project = Some("infra".into())), [4]);
+        assert_eq!(
+            filter(|f| {
+                f.user_id = Some("ann".into());
+                f.hide_restricted = true;
+            }),
+            [1, 3]
+        );
+        assert_eq!(filter(|f| f.since_ms = Some(2000)), [2, 4, 3]);
+        assert_eq!(filter(|f| f.until_ms = Some(2000)), [1]);
+        // A renumbered row (the memory moved to another user) moves its slot with it.
+        index
+            .state
+            .write()
+            .unwrap()
+            .insert(&stored(6, 11, "ann", &[0.99, 0.01, 0.0]), 3);
+        assert!(filter(|f| f.user_id = Some("bob".into())).is_empty());
+        assert_eq!(filter(|f| f.user_id = Some("ann".into())), [1, 6, 4, 3]);
+    }
+
+    #[test]
+    fn a_scan_split_between_threads_finds_what_one_thread_finds() {
+        // More slots than SPLIT_FROM, so `nearest` splits; the expected order comes from
+        // scoring every slot here, one by one.
+        let dims = 16;
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        let index = VectorIndex::new("m", dims);
+        let count = SPLIT_FROM + 3_001;
+        {
+            let mut slots = index.state.write().unwrap();
+            for i in 0..count as i64 {
+                let vector: Vec<f32> = (0..dims).map(|_| next()).collect();
+                let user = if i % 3 == 0 { "ann" } else { "bob" };
+                slots.insert(&stored(i + 1, i + 100, user, &vector), dims);
+            }
+        }
+        let query = unit(&(0..dims).map(|_| next()).collect::<Vec<_>>());
+        let query_codes = QueryCodes::new(quantise(&query).0);
+        let slots = index.state.read().unwrap();
+        let mut expected: Vec<(f32, i64, bool)> = (0..count)
+            .map(|slot| {
+                let codes = &slots.codes[slot * dims..(slot + 1) * dims];
+                let dot: i32 = codes
+                    .iter()
+                    .zip(&query_codes.codes)
+                    .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                    .sum();
+                let ann = slots.facets[slot].user == slots.names.numbers["ann"];
+                (dot as f32 * slots.scales[slot], slots.seqs[slot], ann)
+            })
+            .collect();
+        drop(slots);
+        expected.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let best = |only_ann: bool| -> Vec<i64> {
+            expected
+                .iter()
+                .filter(|e| !only_ann || e.2)
+                .take(500)
+                .map(|e| e.1)
+                .collect()
+        };
+        assert_eq!(
+            index.nearest(&query, &MemoryFilter::default(), 500),
+            best(false)
+        );
+        let ann = MemoryFilter {
+            user_id: Some("ann".into()),
+            ..MemoryFilter::default()
+        };
+        assert_eq!(index.nearest(&query, &ann, 500), best(true));
     }
 }

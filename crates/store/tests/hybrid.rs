@@ -153,6 +153,46 @@ fn another_handle_on_the_same_file_sees_new_vectors_and_removals() {
     assert!(!search(&other, "ES heap blew up").contains(&ES.to_string()));
 }
 
+#[test]
+fn a_memory_moved_to_another_category_is_found_under_it_in_every_handle() {
+    // The scan filters on its own copy of each memory's fields: a change to them must reach
+    // every index, this handle's and another's, or a filtered search by meaning would miss
+    // the memory (the query shares no word with it, so only its vector can find it).
+    let s = scratch_with_model();
+    fill(&s.store, DISTRACTORS);
+    let other = common::open(StoreOptions {
+        embedder: Some(model()),
+        ..StoreOptions::new(s.dir.path().join("hv.sqlite3"), "test-machine")
+    })
+    .unwrap();
+    let m = s.store.create(memory(ES)).unwrap();
+    let in_category = |store: &Store, category: &str| {
+        let mut query = SearchQuery::new("ES heap blew up");
+        query.filter.category = Some(category.into());
+        let results = store.search(&query).unwrap();
+        results.hits.iter().any(|h| h.memory.id == m.id)
+    };
+    for store in [&s.store, &other] {
+        assert!(in_category(store, &m.category));
+        assert!(!in_category(store, "project"));
+    }
+    let patch = MemoryPatch {
+        category: Some("project".into()),
+        ..MemoryPatch::default()
+    };
+    s.store.update(m.id, patch, None).unwrap();
+    for store in [&s.store, &other] {
+        assert!(in_category(store, "project"));
+        assert!(!in_category(store, &m.category));
+    }
+    // A soft deletion made through one handle hides it from the other's scan too, and a
+    // recovery brings it back.
+    other.soft_delete(m.id, None).unwrap();
+    assert!(!in_category(&s.store, "project"));
+    other.recover(m.id).unwrap();
+    assert!(in_category(&s.store, "project"));
+}
+
 /// The real model under another id: what a model upgrade looks like to the store.
 struct Renamed(Arc<haivemind_embed::MiniLm>);
 
