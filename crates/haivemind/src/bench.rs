@@ -269,7 +269,7 @@ pub(crate) fn summarize(mut samples: Vec<Duration>) -> Timing {
 
 /// A kibibyte figure from `/proc/<pid>/status` (this process when `pid` is `None`), such
 /// as `VmHWM` (peak resident) or `VmRSS` (resident now).
-fn status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
+pub(crate) fn status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/status"),
         None => "/proc/self/status".into(),

@@ -200,6 +200,23 @@ pub fn run(
     }
     let rss = crate::bench::peak_rss_kib(None);
     drop((store, vectors_only));
+    // What an agent meets: `haivemind mcp` started on the same file, with the model.
+    let served = match backend {
+        crate::locomo::Backend::Sqlite => {
+            let mut fresh_queries = || loop {
+                let q = text.query(&mut rng);
+                if seen_queries.insert(q.clone()) {
+                    return q;
+                }
+            };
+            let served = measure_served(&guard.0, filled, queries, &mut fresh_queries)?;
+            rows.extend(served.rows.iter().cloned());
+            Some(served)
+        }
+        // The stdio server opens the configured backend; this benchmark's PostgreSQL
+        // database is not it.
+        crate::locomo::Backend::Postgres => None,
+    };
     drop(guard);
 
     let summary = json!({
@@ -207,6 +224,12 @@ pub fn run(
         "rows": rows,
         "vector_recall": recalls,
         "peak_rss_kib": rss,
+        "served": served.as_ref().map(|s| json!({
+            "initialize_ms": s.initialize_ms,
+            "first_search_ms": s.first_search_ms,
+            "rss_kib": s.rss_kib,
+            "peak_rss_kib": s.peak_rss_kib,
+        })),
     });
     if json_output {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -225,7 +248,80 @@ pub fn run(
         "peak RSS of the bench process: {} MiB",
         rss.map(|k| k / 1024).unwrap_or(0)
     );
+    if let Some(s) = &served {
+        println!(
+            "haivemind mcp on {filled} memories with the model: initialize answered {:.0} ms \
+             after start, first search {:.1} ms; RSS after the searches {} MiB, peak {} MiB",
+            s.initialize_ms,
+            s.first_search_ms,
+            s.rss_kib.map(|k| k / 1024).unwrap_or(0),
+            s.peak_rss_kib.map(|k| k / 1024).unwrap_or(0),
+        );
+    }
     Ok(())
+}
+
+/// What [`measure_served`] found.
+struct Served {
+    initialize_ms: f64,
+    first_search_ms: f64,
+    rss_kib: Option<u64>,
+    peak_rss_kib: Option<u64>,
+    rows: Vec<serde_json::Value>,
+}
+
+/// Starts `haivemind mcp` with the model on the benchmark's data directory (as an agent's
+/// client would), and times: the start until `initialize` is answered, the first search
+/// (which must not wait for the vector index), then `queries` searches through
+/// `search_memories`, half with a `user_id` filter; and its memory after them.
+fn measure_served(
+    data_dir: &std::path::Path,
+    memories: usize,
+    queries: usize,
+    fresh_query: &mut impl FnMut() -> String,
+) -> Result<Served> {
+    eprintln!("starting haivemind mcp on {memories} memories...");
+    let started = Instant::now();
+    let mut client = crate::stdio_client::StdioClient::start(data_dir, &json!({}))?;
+    let initialize_ms = started.elapsed().as_secs_f64() * 1e3;
+    let search = |client: &mut crate::stdio_client::StdioClient, arguments| {
+        let start = Instant::now();
+        let result = client.call("search_memories", arguments)?;
+        if result["search_mode"] != "hybrid" {
+            bail!("haivemind mcp is not searching in hybrid mode: {result}");
+        }
+        Ok::<_, anyhow::Error>(start.elapsed())
+    };
+    let first_search_ms =
+        search(&mut client, json!({"query": fresh_query()}))?.as_secs_f64() * 1e3;
+    let (mut plain, mut filtered) = (Vec::new(), Vec::new());
+    for i in 0..queries {
+        let mut arguments = json!({"query": fresh_query(), "limit": 10});
+        if i % 2 == 1 {
+            arguments["user_id"] = json!(format!("user{}", i % 10));
+            filtered.push(search(&mut client, arguments)?);
+        } else {
+            plain.push(search(&mut client, arguments)?);
+        }
+    }
+    let rss_kib = crate::bench::status_kib(Some(client.pid()), "VmRSS");
+    let peak_rss_kib = crate::bench::peak_rss_kib(Some(client.pid()));
+    client.finish()?;
+    let rows = vec![
+        latency_row(memories, "search_memories through stdio, hybrid", &summarize(plain)),
+        latency_row(
+            memories,
+            "search_memories through stdio, hybrid, user_id filter",
+            &summarize(filtered),
+        ),
+    ];
+    Ok(Served {
+        initialize_ms,
+        first_search_ms,
+        rss_kib,
+        peak_rss_kib,
+        rows,
+    })
 }
 
 /// Mean overlap of the store's vector top 10 with an exact `f32` scan over every stored

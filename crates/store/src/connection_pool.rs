@@ -29,7 +29,7 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     connection.pragma_update(None, "foreign_keys", "ON")?;
     // Erased memories must not linger in free pages of the file.
     connection.pragma_update(None, "secure_delete", "ON")?;
-    connection.pragma_update(None, "cache_size", -32_000)?;
+    connection.pragma_update(None, "cache_size", -8_000)?;
     connection.pragma_update(None, "temp_store", "MEMORY")?;
     crate::ranking::register(&connection)?;
     Ok(connection)

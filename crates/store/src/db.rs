@@ -491,6 +491,21 @@ impl Row<'_> {
         }
     }
 
+    /// Column `index` as text (`None` for NULL), lent to `read` without a copy on SQLite.
+    pub fn with_text<T>(&self, index: usize, read: impl FnOnce(Option<&str>) -> T) -> Result<T> {
+        match self {
+            Row::Sqlite(row) => Ok(read(
+                row.get_ref(index)?
+                    .as_str_or_null()
+                    .map_err(rusqlite::Error::from)?,
+            )),
+            Row::Postgres(row) => {
+                let text: Option<&str> = row.try_get(index)?;
+                Ok(read(text))
+            }
+        }
+    }
+
     /// Column `index` as a [`Cell`], whatever its type.
     pub fn cell(&self, index: usize) -> Result<Cell> {
         match self {

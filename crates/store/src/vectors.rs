@@ -113,16 +113,36 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// `vector` as `i8` codes and the scale that turns them back (`x ≈ code * scale`).
 fn quantise(vector: &[f32]) -> (Vec<i8>, f32) {
-    let largest = vector.iter().fold(0f32, |m, x| m.max(x.abs()));
-    if largest == 0.0 {
-        return (vec![0; vector.len()], 0.0);
+    let mut codes = vec![0; vector.len()];
+    let scale = quantise_into(vector.iter().copied(), &mut codes);
+    (codes, scale)
+}
+
+/// Writes `values` as `i8` codes into `codes`; returns the scale (`x ≈ code * scale`).
+fn quantise_into(values: impl Iterator<Item = f32> + Clone, codes: &mut [i8]) -> f32 {
+    // Eight running maxima instead of one, so the loop need not wait on itself.
+    let mut lanes = [0f32; 8];
+    for (i, x) in values.clone().enumerate() {
+        let lane = &mut lanes[i % 8];
+        let x = x.abs();
+        *lane = if x > *lane { x } else { *lane };
+    }
+    let largest = lanes.iter().fold(0f32, |m, &x| if x > m { x } else { m });
+    if !(largest > 0.0 && largest.is_finite()) {
+        codes.fill(0);
+        return 0.0;
     }
     let scale = largest / 127.0;
-    let codes = vector
-        .iter()
-        .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8)
-        .collect();
-    (codes, scale)
+    let inverse = 127.0 / largest;
+    for (code, x) in codes.iter_mut().zip(values) {
+        // Rounds half away from zero like `f32::round`, which without SSE4.1 in the
+        // baseline target is a call per value: this loop runs for every stored vector
+        // when the index loads.
+        let y = x * inverse;
+        let rounded = if y >= 0.0 { y + 0.5 } else { y - 0.5 };
+        *code = (rounded as i32).clamp(-127, 127) as i8;
+    }
+    scale
 }
 
 /// The in-memory index of one model's vectors.
@@ -226,37 +246,6 @@ impl ScanFilter {
     }
 }
 
-/// A vector as read from the database, with its memory's facets (names not yet interned).
-struct StoredVector {
-    seq: i64,
-    memory_rowid: i64,
-    vector: Vec<f32>,
-    user: String,
-    category: String,
-    project: Option<String>,
-    machine: String,
-    agent: Option<String>,
-    created_at_ms: i64,
-    confidentiality: String,
-    live: bool,
-}
-
-impl StoredVector {
-    fn facets(&self, names: &mut Names) -> Facets {
-        Facets {
-            user: names.number(Some(&self.user)),
-            category: names.number(Some(&self.category)),
-            project: names.number(self.project.as_deref()),
-            machine: names.number(Some(&self.machine)),
-            agent: names.number(self.agent.as_deref()),
-            created_at_ms: self.created_at_ms,
-            restricted: !Confidentiality::parse("confidentiality", &self.confidentiality)
-                .is_ok_and(Confidentiality::may_leave_machine),
-            live: self.live,
-        }
-    }
-}
-
 #[derive(Default)]
 struct Slots {
     /// The largest `seq` read so far.
@@ -356,40 +345,53 @@ impl VectorIndex {
              WHERE v.model_id = ?1 AND v.seq > ?2 ORDER BY v.seq LIMIT 4096",
         )?;
         let mut after = last_seq;
+        let started = Instant::now();
+        let mut in_rows = Duration::ZERO;
         loop {
-            let mut rows = Vec::new();
+            // Rows go straight into the slots (no copy of each vector or name on the way):
+            // at 100k memories this load is what the first search after a start waits for.
+            let mut slots = self.state.write().unwrap_or_else(|p| p.into_inner());
             let mut last_read = after;
             statement.for_each_row(params![self.model_id, after], |row| {
+                let row_started = Instant::now();
                 let seq: i64 = row.get(0)?;
                 last_read = last_read.max(seq);
-                let Some(vector) = row.with_blob(2, |blob| from_blob(blob, self.dims))? else {
-                    tracing::warn!(seq, "skipping a stored vector of the wrong length");
-                    return Ok(());
-                };
-                rows.push(StoredVector {
-                    seq,
-                    memory_rowid: row.get(1)?,
-                    vector,
-                    user: row.get(3)?,
-                    category: row.get(4)?,
-                    project: row.get(5)?,
-                    machine: row.get(6)?,
-                    agent: row.get(7)?,
+                let memory_rowid: i64 = row.get(1)?;
+                let slots = &mut *slots;
+                let names = &mut slots.names;
+                let facets = Facets {
+                    user: row.with_text(3, |t| names.number(t))?,
+                    category: row.with_text(4, |t| names.number(t))?,
+                    project: row.with_text(5, |t| names.number(t))?,
+                    machine: row.with_text(6, |t| names.number(t))?,
+                    agent: row.with_text(7, |t| names.number(t))?,
                     created_at_ms: row.get(8)?,
-                    confidentiality: row.get(9)?,
+                    restricted: row.with_text(9, |t| {
+                        !t.and_then(|t| Confidentiality::parse("confidentiality", t).ok())
+                            .is_some_and(Confidentiality::may_leave_machine)
+                    })?,
                     live: row.get::<_, Option<i64>>(10)?.is_none(),
-                });
+                };
+                let stored = row.with_blob(2, |blob| slots.insert(seq, memory_rowid, blob, facets, self.dims))?;
+                if !stored {
+                    tracing::warn!(seq, "skipping a stored vector of the wrong length");
+                }
+                in_rows += row_started.elapsed();
                 Ok(())
             })?;
+            slots.last_seq = slots.last_seq.max(last_read);
             if last_read == after {
                 break;
             }
             after = last_read;
-            let mut slots = self.state.write().unwrap_or_else(|p| p.into_inner());
-            for stored in rows {
-                slots.insert(&stored, self.dims);
-            }
-            slots.last_seq = slots.last_seq.max(after);
+        }
+        if after > last_seq {
+            tracing::debug!(
+                read_up_to = after,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                rows_ms = in_rows.as_secs_f64() * 1e3,
+                "vector index caught up"
+            );
         }
         Ok(())
     }
@@ -495,10 +497,20 @@ impl Slots {
             .collect()
     }
 
-    fn insert(&mut self, stored: &StoredVector, dims: usize) {
-        let (codes, scale) = quantise(&stored.vector);
-        let facets = stored.facets(&mut self.names);
-        let slot = match self.slot_of_memory.get(&stored.memory_rowid) {
+    /// Puts a stored vector (little-endian `f32`s) into the memory's slot, quantised on
+    /// the way; `false` (and nothing changes) when it is not `dims` floats long.
+    fn insert(
+        &mut self,
+        seq: i64,
+        memory_rowid: i64,
+        blob: &[u8],
+        facets: Facets,
+        dims: usize,
+    ) -> bool {
+        if blob.len() != dims * 4 {
+            return false;
+        }
+        let slot = match self.slot_of_memory.get(&memory_rowid) {
             Some(&slot) => slot,
             None => {
                 let slot = self.seqs.len();
@@ -507,15 +519,20 @@ impl Slots {
                 self.sums.push(0);
                 self.facets.push(Facets::default());
                 self.codes.resize(self.codes.len() + dims, 0);
-                self.slot_of_memory.insert(stored.memory_rowid, slot);
+                self.slot_of_memory.insert(memory_rowid, slot);
                 slot
             }
         };
-        self.seqs[slot] = stored.seq;
+        let codes = &mut self.codes[slot * dims..(slot + 1) * dims];
+        let values = blob
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let scale = quantise_into(values, codes);
+        self.sums[slot] = code_sum(codes);
+        self.seqs[slot] = seq;
         self.scales[slot] = scale;
-        self.sums[slot] = code_sum(&codes);
         self.facets[slot] = facets;
-        self.codes[slot * dims..(slot + 1) * dims].copy_from_slice(&codes);
+        true
     }
 }
 
@@ -528,19 +545,44 @@ mod tests {
         values.iter().map(|x| x / norm).collect()
     }
 
+    /// A stored vector and its memory's fields, as a test writes them.
+    struct StoredVector {
+        seq: i64,
+        memory_rowid: i64,
+        vector: Vec<f32>,
+        user: String,
+        project: Option<String>,
+        confidentiality: String,
+        live: bool,
+    }
+
     fn stored(seq: i64, memory_rowid: i64, user: &str, vector: &[f32]) -> StoredVector {
         StoredVector {
             seq,
             memory_rowid,
             vector: unit(vector),
             user: user.to_string(),
-            category: "global".to_string(),
             project: None,
-            machine: "m1".to_string(),
-            agent: None,
-            created_at_ms: seq * 1000,
             confidentiality: "normal".to_string(),
             live: true,
+        }
+    }
+
+    impl Slots {
+        fn put(&mut self, stored: &StoredVector, dims: usize) {
+            let facets = Facets {
+                user: self.names.number(Some(&stored.user)),
+                category: self.names.number(Some("global")),
+                project: self.names.number(stored.project.as_deref()),
+                machine: self.names.number(Some("m1")),
+                agent: 0,
+                created_at_ms: stored.seq * 1000,
+                restricted: !Confidentiality::parse("c", &stored.confidentiality)
+                    .is_ok_and(Confidentiality::may_leave_machine),
+                live: stored.live,
+            };
+            let blob = to_blob(&stored.vector);
+            assert!(self.insert(stored.seq, stored.memory_rowid, &blob, facets, dims));
         }
     }
 
@@ -580,9 +622,9 @@ mod tests {
         let index = VectorIndex::new("m", 3);
         {
             let mut slots = index.state.write().unwrap();
-            slots.insert(&stored(1, 10, "u", &[1.0, 0.0, 0.0]), 3);
-            slots.insert(&stored(2, 11, "u", &[0.9, 0.1, 0.0]), 3);
-            slots.insert(&stored(3, 12, "u", &[0.0, 1.0, 0.0]), 3);
+            slots.put(&stored(1, 10, "u", &[1.0, 0.0, 0.0]), 3);
+            slots.put(&stored(2, 11, "u", &[0.9, 0.1, 0.0]), 3);
+            slots.put(&stored(3, 12, "u", &[0.0, 1.0, 0.0]), 3);
         }
         let all = MemoryFilter::default();
         assert_eq!(index.nearest(&unit(&[1.0, 0.05, 0.0]), &all, 2), [1, 2]);
@@ -594,7 +636,7 @@ mod tests {
             .state
             .write()
             .unwrap()
-            .insert(&stored(4, 12, "u", &[1.0, 0.0, 0.0]), 3);
+            .put(&stored(4, 12, "u", &[1.0, 0.0, 0.0]), 3);
         assert_eq!(index.nearest(&unit(&[1.0, 0.0, 0.0]), &all, 1), [4]);
         assert_eq!(index.len(), 2);
         // Among given memories only; forgotten and unknown ones are skipped.
@@ -609,16 +651,16 @@ mod tests {
         let index = VectorIndex::new("m", 3);
         {
             let mut slots = index.state.write().unwrap();
-            slots.insert(&stored(1, 10, "ann", &[1.0, 0.0, 0.0]), 3);
-            slots.insert(&stored(2, 11, "bob", &[0.99, 0.01, 0.0]), 3);
-            slots.insert(&stored(3, 12, "ann", &[0.0, 1.0, 0.0]), 3);
+            slots.put(&stored(1, 10, "ann", &[1.0, 0.0, 0.0]), 3);
+            slots.put(&stored(2, 11, "bob", &[0.99, 0.01, 0.0]), 3);
+            slots.put(&stored(3, 12, "ann", &[0.0, 1.0, 0.0]), 3);
             let mut private = stored(4, 13, "ann", &[0.98, 0.02, 0.0]);
             private.confidentiality = "pii".to_string();
             private.project = Some("infra".to_string());
-            slots.insert(&private, 3);
+            slots.put(&private, 3);
             let mut deleted = stored(5, 14, "ann", &[1.0, 0.0, 0.0]);
             deleted.live = false;
-            slots.insert(&deleted, 3);
+            slots.put(&deleted, 3);
         }
         let query = unit(&[1.0, 0.0, 0.0]);
         let filter = |f: fn(&mut MemoryFilter)| {
@@ -647,7 +689,7 @@ mod tests {
             .state
             .write()
             .unwrap()
-            .insert(&stored(6, 11, "ann", &[0.99, 0.01, 0.0]), 3);
+            .put(&stored(6, 11, "ann", &[0.99, 0.01, 0.0]), 3);
         assert!(filter(|f| f.user_id = Some("bob".into())).is_empty());
         assert_eq!(filter(|f| f.user_id = Some("ann".into())), [1, 6, 4, 3]);
     }
@@ -671,7 +713,7 @@ mod tests {
             for i in 0..count as i64 {
                 let vector: Vec<f32> = (0..dims).map(|_| next()).collect();
                 let user = if i % 3 == 0 { "ann" } else { "bob" };
-                slots.insert(&stored(i + 1, i + 100, user, &vector), dims);
+                slots.put(&stored(i + 1, i + 100, user, &vector), dims);
             }
         }
         let query = unit(&(0..dims).map(|_| next()).collect::<Vec<_>>());
