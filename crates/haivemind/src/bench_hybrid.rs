@@ -292,8 +292,7 @@ fn measure_served(
         }
         Ok::<_, anyhow::Error>(start.elapsed())
     };
-    let first_search_ms =
-        search(&mut client, json!({"query": fresh_query()}))?.as_secs_f64() * 1e3;
+    let first_search_ms = search(&mut client, json!({"query": fresh_query()}))?.as_secs_f64() * 1e3;
     let (mut plain, mut filtered) = (Vec::new(), Vec::new());
     for i in 0..queries {
         let mut arguments = json!({"query": fresh_query(), "limit": 10});
@@ -308,7 +307,11 @@ fn measure_served(
     let peak_rss_kib = crate::bench::peak_rss_kib(Some(client.pid()));
     client.finish()?;
     let rows = vec![
-        latency_row(memories, "search_memories through stdio, hybrid", &summarize(plain)),
+        latency_row(
+            memories,
+            "search_memories through stdio, hybrid",
+            &summarize(plain),
+        ),
         latency_row(
             memories,
             "search_memories through stdio, hybrid, user_id filter",

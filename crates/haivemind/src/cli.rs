@@ -362,6 +362,11 @@ pub enum BenchCommand {
         /// depth[,min_similarity];..." or a built-in grid) and print a row per setting.
         #[arg(long)]
         sweep: bool,
+        /// Leave one conversation out: for each conversation, choose the setting of the
+        /// sweep's grid that scores best on the others, and score it on that one against
+        /// the defaults. What the defaults would score on conversations never tuned on.
+        #[arg(long, conflicts_with = "sweep")]
+        folds: bool,
         /// The store to measure: a SQLite file in a scratch directory (default), or an
         /// empty PostgreSQL database named by HAIVEMIND_DATABASE_URL.
         #[arg(long, value_enum, default_value = "sqlite")]

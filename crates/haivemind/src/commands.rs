@@ -274,8 +274,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 data,
                 mode,
                 sweep,
+                folds,
                 backend,
-            } => crate::locomo::run(&data, mode, sweep, backend, printer.json),
+            } => {
+                let tuning = match (sweep, folds) {
+                    (true, _) => crate::locomo::Tuning::Sweep,
+                    (_, true) => crate::locomo::Tuning::Folds,
+                    _ => crate::locomo::Tuning::None,
+                };
+                crate::locomo::run(&data, mode, tuning, backend, printer.json)
+            }
         },
         Command::Purge => {
             let store = open(&config)?;

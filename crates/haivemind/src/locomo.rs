@@ -100,6 +100,20 @@ impl Scores {
         self.ndcg_at_10 += if ideal > 0.0 { dcg / ideal } else { 0.0 };
     }
 
+    fn merge(&mut self, other: &Scores) {
+        self.questions += other.questions;
+        self.recall_at_5 += other.recall_at_5;
+        self.recall_at_10 += other.recall_at_10;
+        self.hit_at_10 += other.hit_at_10;
+        self.reciprocal_rank += other.reciprocal_rank;
+        self.ndcg_at_10 += other.ndcg_at_10;
+        self.returned += other.returned;
+    }
+
+    fn recall_at_10(&self) -> f64 {
+        self.recall_at_10 / self.questions.max(1) as f64
+    }
+
     fn mean(&self) -> Value {
         let n = self.questions.max(1) as f64;
         json!({
@@ -165,6 +179,8 @@ struct Evaluation {
     search_mode: String,
     /// Per conversation (each is one user): what a change does to each, not only on average.
     by_conversation: BTreeMap<String, Scores>,
+    /// Per conversation and category.
+    by_conversation_category: BTreeMap<(String, u64), Scores>,
 }
 
 /// Asks every question of categories 1-4 that has evidence, and scores the answers.
@@ -172,6 +188,7 @@ fn evaluate(client: &mut StdioClient, samples: &[Value], semantic: bool) -> Resu
     let mut overall = Scores::default();
     let mut by_category: BTreeMap<u64, Scores> = BTreeMap::new();
     let mut by_conversation: BTreeMap<String, Scores> = BTreeMap::new();
+    let mut by_conversation_category: BTreeMap<(String, u64), Scores> = BTreeMap::new();
     let mut search_times = Vec::new();
     let mut search_mode = String::new();
     for sample in samples {
@@ -214,29 +231,30 @@ fn evaluate(client: &mut StdioClient, samples: &[Value], semantic: bool) -> Resu
                 .entry(user.to_string())
                 .or_default()
                 .add(&ranked, &gold);
+            by_conversation_category
+                .entry((user.to_string(), category))
+                .or_default()
+                .add(&ranked, &gold);
         }
     }
     Ok(Evaluation {
         overall,
         by_category,
         by_conversation,
+        by_conversation_category,
         search_times,
         search_mode,
     })
 }
 
-/// Runs the questions once per fusion setting against the same stored turns, and prints
-/// how each setting scores: how the defaults of `search.*` were chosen.
-fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result<()> {
-    let mut rows = Vec::new();
-    if !json_output {
-        println!(
-            "| fusion | full_text_weight | vector_weight | rank_constant | fusion_depth | min_similarity | recall@5 | recall@10 | hit@10 | MRR | nDCG@10 | results per question |"
-        );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    }
+/// One fusion setting of a sweep: fusion, full-text weight, vector weight, rank constant,
+/// depth, similarity floor.
+type Setting = (String, f64, f64, f64, usize, f64);
+
+/// The grid a sweep runs: `$HAIVEMIND_SWEEP`, or the built-in one.
+fn sweep_settings() -> Vec<Setting> {
     let default_floor = haivemind_core::config::DEFAULT_MIN_SIMILARITY;
-    let settings: Vec<(String, f64, f64, f64, usize, f64)> = std::env::var("HAIVEMIND_SWEEP")
+    std::env::var("HAIVEMIND_SWEEP")
         .ok()
         .map(|grid| {
             grid.split(';')
@@ -272,16 +290,49 @@ fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result
                 ));
             }
             grid
-        });
-    for (fusion, full_text_weight, vector_weight, rank_constant, depth, floor) in settings {
-        let mut client = StdioClient::start(
-            data_dir,
-            &json!({"search": {"fusion": fusion, "full_text_weight": full_text_weight,
-                               "vector_weight": vector_weight, "rank_constant": rank_constant,
-                               "fusion_depth": depth, "min_similarity": floor}}),
-        )?;
-        let evaluation = evaluate(&mut client, samples, true)?;
-        client.finish()?;
+        })
+}
+
+/// Asks every question under one setting (`None`: the configured defaults).
+fn evaluate_setting(
+    data_dir: &Path,
+    samples: &[Value],
+    setting: Option<&Setting>,
+) -> Result<Evaluation> {
+    let settings = match setting {
+        Some((fusion, full_text_weight, vector_weight, rank_constant, depth, floor)) => {
+            json!({"search": {"fusion": fusion, "full_text_weight": full_text_weight,
+                              "vector_weight": vector_weight, "rank_constant": rank_constant,
+                              "fusion_depth": depth, "min_similarity": floor}})
+        }
+        None => json!({}),
+    };
+    let mut client = StdioClient::start(data_dir, &settings)?;
+    let evaluation = evaluate(&mut client, samples, true)?;
+    client.finish()?;
+    Ok(evaluation)
+}
+
+fn describe(setting: &Setting) -> String {
+    let (fusion, full_text_weight, vector_weight, rank_constant, depth, floor) = setting;
+    format!(
+        "{fusion} {full_text_weight}/{vector_weight} k={rank_constant} depth={depth} floor={floor}"
+    )
+}
+
+/// Runs the questions once per fusion setting against the same stored turns, and prints
+/// how each setting scores: how the defaults of `search.*` were chosen.
+fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result<()> {
+    let mut rows = Vec::new();
+    if !json_output {
+        println!(
+            "| fusion | full_text_weight | vector_weight | rank_constant | fusion_depth | min_similarity | recall@5 | recall@10 | hit@10 | MRR | nDCG@10 | results per question |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    }
+    for setting in sweep_settings() {
+        let evaluation = evaluate_setting(data_dir, samples, Some(&setting))?;
+        let (fusion, full_text_weight, vector_weight, rank_constant, depth, floor) = setting;
         let m = evaluation.overall.mean();
         let f = |key: &str| m[key].as_f64().unwrap_or(0.0);
         if !json_output {
@@ -308,6 +359,148 @@ fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result
     Ok(())
 }
 
+/// One held-out conversation of [`leave_one_out`].
+#[derive(Debug, Clone, PartialEq)]
+struct Fold {
+    held_out: String,
+    /// The index of the setting that scored best on the other conversations.
+    chosen: usize,
+    /// Recall@10 on the held-out conversation: of the chosen setting, of the defaults.
+    chosen_recall: f64,
+    default_recall: f64,
+}
+
+/// For each conversation: the setting (by index into `per_setting`) with the best recall@10
+/// over the questions of every other conversation (the first on a tie), and how it and the
+/// defaults score on the held-out one. Nothing of a held-out conversation is seen before
+/// it is scored.
+fn leave_one_out(
+    per_setting: &[BTreeMap<String, Scores>],
+    defaults: &BTreeMap<String, Scores>,
+) -> Vec<Fold> {
+    defaults
+        .keys()
+        .map(|held_out| {
+            let tuned_on = |scores: &BTreeMap<String, Scores>| {
+                let mut merged = Scores::default();
+                for (_, s) in scores.iter().filter(|(user, _)| *user != held_out) {
+                    merged.merge(s);
+                }
+                merged.recall_at_10()
+            };
+            let mut chosen = 0;
+            for (i, scores) in per_setting.iter().enumerate() {
+                if tuned_on(scores) > tuned_on(&per_setting[chosen]) {
+                    chosen = i;
+                }
+            }
+            let recall_on = |scores: &BTreeMap<String, Scores>| {
+                scores.get(held_out).map_or(0.0, Scores::recall_at_10)
+            };
+            Fold {
+                held_out: held_out.clone(),
+                chosen,
+                chosen_recall: per_setting.get(chosen).map_or(0.0, recall_on),
+                default_recall: recall_on(defaults),
+            }
+        })
+        .collect()
+}
+
+/// `bench locomo --folds`: leave-one-conversation-out over the sweep's grid, with
+/// multi-hop and open-domain questions reported apart.
+fn folds(data_dir: &Path, samples: &[Value], json_output: bool) -> Result<()> {
+    let settings = sweep_settings();
+    if settings.is_empty() {
+        bail!("HAIVEMIND_SWEEP holds no setting");
+    }
+    eprintln!(
+        "asking every question under the defaults and {} settings...",
+        settings.len()
+    );
+    let defaults = evaluate_setting(data_dir, samples, None)?;
+    let mut evaluations = Vec::new();
+    for (i, setting) in settings.iter().enumerate() {
+        eprintln!(
+            "setting {} of {}: {}",
+            i + 1,
+            settings.len(),
+            describe(setting)
+        );
+        evaluations.push(evaluate_setting(data_dir, samples, Some(setting))?);
+    }
+    let per_setting: Vec<BTreeMap<String, Scores>> = evaluations
+        .iter()
+        .map(|e| e.by_conversation.clone())
+        .collect();
+    let folds = leave_one_out(&per_setting, &defaults.by_conversation);
+    // Multi-hop is category 1, open-domain 3.
+    let category_recall = |evaluation: &Evaluation, user: &str, category: u64| {
+        evaluation
+            .by_conversation_category
+            .get(&(user.to_string(), category))
+            .map_or(0.0, Scores::recall_at_10)
+    };
+    let mut rows = Vec::new();
+    for fold in &folds {
+        let chosen = &evaluations[fold.chosen];
+        rows.push(json!({
+            "held_out": fold.held_out,
+            "questions": defaults.by_conversation.get(&fold.held_out).map_or(0, |s| s.questions),
+            "chosen_setting": describe(&settings[fold.chosen]),
+            "recall@10": fold.chosen_recall,
+            "default_recall@10": fold.default_recall,
+            "multi_hop_recall@10": category_recall(chosen, &fold.held_out, 1),
+            "default_multi_hop_recall@10": category_recall(&defaults, &fold.held_out, 1),
+            "open_domain_recall@10": category_recall(chosen, &fold.held_out, 3),
+            "default_open_domain_recall@10": category_recall(&defaults, &fold.held_out, 3),
+        }));
+    }
+    let mean = |key: &str| {
+        rows.iter()
+            .map(|r| r[key].as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+            / rows.len().max(1) as f64
+    };
+    let summary = json!({
+        "folds": rows,
+        "mean_held_out_recall@10": mean("recall@10"),
+        "mean_default_recall@10": mean("default_recall@10"),
+        "folds_worse_than_default": folds.iter().filter(|f| f.chosen_recall < f.default_recall).count(),
+    });
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!(
+        "| held-out conversation | questions | setting chosen on the others | recall@10 | defaults | multi-hop | defaults | open-domain | defaults |"
+    );
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let f = |key: &str| r[key].as_f64().unwrap_or(0.0);
+        println!(
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            r["held_out"].as_str().unwrap_or_default(),
+            r["questions"],
+            r["chosen_setting"].as_str().unwrap_or_default(),
+            f("recall@10"),
+            f("default_recall@10"),
+            f("multi_hop_recall@10"),
+            f("default_multi_hop_recall@10"),
+            f("open_domain_recall@10"),
+            f("default_open_domain_recall@10"),
+        );
+    }
+    println!();
+    println!(
+        "mean held-out recall@10: {:.3} (the defaults on the same folds: {:.3}); folds where the tuned setting scores below the defaults: {}",
+        mean("recall@10"),
+        mean("default_recall@10"),
+        summary["folds_worse_than_default"]
+    );
+    Ok(())
+}
+
 /// Runs the benchmark on `data` in a scratch data directory and prints the results.
 /// What the benchmark ranks by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -329,10 +522,21 @@ pub enum Backend {
     Postgres,
 }
 
+/// What `bench locomo` does besides one evaluation under the configured settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tuning {
+    /// One evaluation.
+    None,
+    /// One evaluation per setting of a grid (`--sweep`).
+    Sweep,
+    /// Leave one conversation out over the grid (`--folds`).
+    Folds,
+}
+
 pub fn run(
     data: &Path,
     mode: Mode,
-    sweep: bool,
+    tuning: Tuning,
     backend: Backend,
     json_output: bool,
 ) -> Result<()> {
@@ -343,8 +547,8 @@ pub fn run(
         Mode::Hybrid | Mode::FullText => json!({}),
     };
     if backend == Backend::Postgres {
-        if sweep {
-            bail!("--sweep runs on the default SQLite backend only");
+        if tuning != Tuning::None {
+            bail!("--sweep and --folds run on the default SQLite backend only");
         }
         if std::env::var_os("HAIVEMIND_DATABASE_URL").is_none() {
             bail!("--backend postgres needs HAIVEMIND_DATABASE_URL naming an empty database");
@@ -358,9 +562,16 @@ pub fn run(
     let scratch = crate::bench::ScratchDir::create("locomo")?;
     let mut client = StdioClient::start(&scratch.0, &settings)?;
     let store_times = store_turns(&mut client, &samples)?;
-    if sweep {
-        client.finish()?;
-        return sweep_fusion(&scratch.0, &samples, json_output);
+    match tuning {
+        Tuning::None => {}
+        Tuning::Sweep => {
+            client.finish()?;
+            return sweep_fusion(&scratch.0, &samples, json_output);
+        }
+        Tuning::Folds => {
+            client.finish()?;
+            return folds(&scratch.0, &samples, json_output);
+        }
     }
     let Evaluation {
         overall,
@@ -463,5 +674,46 @@ mod tests {
         let dcg = 1.0 / 3f64.log2() + 1.0 / 8f64.log2();
         let ideal = 1.0 + 1.0 / 3f64.log2();
         assert!((mean["ndcg@10"].as_f64().unwrap() - dcg / ideal).abs() < 1e-12);
+    }
+
+    /// Scores of `questions` questions with recall@10 `recall` each.
+    fn scores(questions: usize, recall: f64) -> Scores {
+        Scores {
+            questions,
+            recall_at_10: recall * questions as f64,
+            ..Scores::default()
+        }
+    }
+
+    #[test]
+    fn each_fold_is_tuned_without_its_held_out_conversation() {
+        let conversation = |a: f64, b: f64, c: f64| -> BTreeMap<String, Scores> {
+            [("a", a), ("b", b), ("c", c)]
+                .into_iter()
+                .map(|(user, recall)| (user.to_string(), scores(10, recall)))
+                .collect()
+        };
+        // Setting 1 is best on a and b together but far worse on c; counting c would
+        // choose setting 0 for every fold.
+        let per_setting = vec![
+            conversation(0.50, 0.50, 0.90),
+            conversation(0.60, 0.60, 0.10),
+        ];
+        let defaults = conversation(0.55, 0.40, 0.80);
+        let folds = leave_one_out(&per_setting, &defaults);
+        let chosen: Vec<(&str, usize)> = folds
+            .iter()
+            .map(|f| (f.held_out.as_str(), f.chosen))
+            .collect();
+        // Held out a: b+c give 0.70 vs 0.35, so setting 0; likewise for b; for c, a+b give
+        // 0.50 vs 0.60, so setting 1, which scores 0.10 on c.
+        assert_eq!(chosen, [("a", 0), ("b", 0), ("c", 1)]);
+        assert_eq!(folds[2].chosen_recall, 0.10);
+        assert_eq!(folds[2].default_recall, 0.80);
+        assert_eq!(folds[0].chosen_recall, 0.50);
+        // Scores merge by question, not by conversation.
+        let mut merged = scores(10, 1.0);
+        merged.merge(&scores(30, 0.0));
+        assert_eq!(merged.recall_at_10(), 0.25);
     }
 }

@@ -372,7 +372,9 @@ impl VectorIndex {
                     })?,
                     live: row.get::<_, Option<i64>>(10)?.is_none(),
                 };
-                let stored = row.with_blob(2, |blob| slots.insert(seq, memory_rowid, blob, facets, self.dims))?;
+                let stored = row.with_blob(2, |blob| {
+                    slots.insert(seq, memory_rowid, blob, facets, self.dims)
+                })?;
                 if !stored {
                     tracing::warn!(seq, "skipping a stored vector of the wrong length");
                 }
