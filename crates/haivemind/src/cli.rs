@@ -367,6 +367,11 @@ pub enum BenchCommand {
         /// the defaults. What the defaults would score on conversations never tuned on.
         #[arg(long, conflicts_with = "sweep")]
         folds: bool,
+        /// Add this many memories of other users before the questions (each two of the
+        /// file's turns joined), to time full-text search on a store of LoCoMo-like text at
+        /// that size. Only with `--mode full-text`: they are not embedded.
+        #[arg(long, value_name = "MEMORIES", default_value_t = 0)]
+        pad: usize,
         /// The store to measure: a SQLite file in a scratch directory (default), or an
         /// empty PostgreSQL database named by HAIVEMIND_DATABASE_URL.
         #[arg(long, value_enum, default_value = "sqlite")]

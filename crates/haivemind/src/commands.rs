@@ -275,6 +275,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 mode,
                 sweep,
                 folds,
+                pad,
                 backend,
             } => {
                 let tuning = match (sweep, folds) {
@@ -282,7 +283,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     (_, true) => crate::locomo::Tuning::Folds,
                     _ => crate::locomo::Tuning::None,
                 };
-                crate::locomo::run(&data, mode, tuning, backend, printer.json)
+                crate::locomo::run(&data, mode, tuning, pad, backend, printer.json)
             }
         },
         Command::Purge => {

@@ -247,6 +247,55 @@ fn evaluate(client: &mut StdioClient, samples: &[Value], semantic: bool) -> Resu
     })
 }
 
+/// Adds `count` memories of 50 other users to the store in `data_dir`, each two of the
+/// file's turns joined: text like the questions' own, so the words' document frequencies
+/// and match lists grow as they would in a larger store of such conversations.
+fn add_padding(data_dir: &Path, samples: &[Value], count: usize) -> Result<()> {
+    let turns: Vec<String> = samples
+        .iter()
+        .flat_map(|sample| {
+            let conversation = &sample["conversation"];
+            conversation
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(key, _)| key.starts_with("session_") && !key.ends_with("date_time"))
+                .flat_map(|(_, turns)| turns.as_array().into_iter().flatten())
+                .filter_map(|turn| {
+                    Some(format!(
+                        "{}: {}",
+                        turn["speaker"].as_str()?,
+                        turn["text"].as_str()?
+                    ))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if turns.len() < 2 {
+        bail!("--pad needs a file with turns to make padding from");
+    }
+    let store = haivemind_store::Store::open(haivemind_store::StoreOptions::new(
+        data_dir.join("haivemind.sqlite3"),
+        "bench",
+    ))?;
+    let mut added = 0;
+    while added < count {
+        let batch: Vec<haivemind_core::NewMemory> = (added..count.min(added + 2_000))
+            .map(|i| {
+                let first = &turns[i.wrapping_mul(7_919) % turns.len()];
+                let second = &turns[(i.wrapping_mul(104_729) + 13) % turns.len()];
+                let mut memory = haivemind_core::NewMemory::new(format!("{first} / {second}"));
+                memory.user_id = format!("padding-{}", i % 50);
+                memory
+            })
+            .collect();
+        added += batch.len();
+        store.create_batch(batch)?;
+        eprintln!("padding: {added} of {count}");
+    }
+    Ok(())
+}
+
 /// One fusion setting of a sweep: fusion, full-text weight, vector weight, rank constant,
 /// depth, similarity floor.
 type Setting = (String, f64, f64, f64, usize, f64);
@@ -537,9 +586,13 @@ pub fn run(
     data: &Path,
     mode: Mode,
     tuning: Tuning,
+    pad: usize,
     backend: Backend,
     json_output: bool,
 ) -> Result<()> {
+    if pad > 0 && (mode != Mode::FullText || tuning != Tuning::None || backend != Backend::Sqlite) {
+        bail!("--pad measures full-text search on SQLite: use it with --mode full-text alone");
+    }
     let semantic = mode != Mode::FullText;
     // Settings from the environment (HAIVEMIND_SEARCH__*) still apply on top of these.
     let mut settings = match mode {
@@ -560,8 +613,15 @@ pub fn run(
     let samples: Vec<Value> = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a LoCoMo JSON list", data.display()))?;
     let scratch = crate::bench::ScratchDir::create("locomo")?;
+    if pad > 0 {
+        // Nothing to embed: the padding has no vectors, and full-text needs none.
+        settings["embedding"] = json!({"enabled": false});
+    }
     let mut client = StdioClient::start(&scratch.0, &settings)?;
     let store_times = store_turns(&mut client, &samples)?;
+    if pad > 0 {
+        add_padding(&scratch.0, &samples, pad)?;
+    }
     match tuning {
         Tuning::None => {}
         Tuning::Sweep => {
@@ -597,6 +657,7 @@ pub fn run(
         "backend": format!("{backend:?}").to_lowercase(),
         "mode": format!("{mode:?}").to_lowercase(),
         "memories": store_times.len(),
+        "padding": pad,
         "search_mode": search_mode,
         "overall": overall.mean(),
         "by_category": categories,
@@ -608,8 +669,16 @@ pub fn run(
         return Ok(());
     }
     println!(
-        "{} memories, {} questions, ranking {:?}, search_mode {}",
-        summary["memories"], overall.questions, mode, search_mode
+        "{} memories{}, {} questions, ranking {:?}, search_mode {}",
+        summary["memories"],
+        if pad > 0 {
+            format!(" and {pad} of other users")
+        } else {
+            String::new()
+        },
+        overall.questions,
+        mode,
+        search_mode
     );
     println!();
     println!("| set | questions | recall@5 | recall@10 | hit@10 | MRR | nDCG@10 |");
