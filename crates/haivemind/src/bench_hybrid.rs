@@ -272,7 +272,7 @@ struct Served {
 
 /// Starts `haivemind mcp` with the model on the benchmark's data directory (as an agent's
 /// client would), and times: the start until `initialize` is answered, the first search
-/// (which must not wait for the vector index), then `queries` searches through
+/// (which waits for the vector index if it is still loading), then `queries` searches through
 /// `search_memories`, half with a `user_id` filter; and its memory after them.
 fn measure_served(
     data_dir: &std::path::Path,

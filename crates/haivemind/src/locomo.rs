@@ -421,8 +421,8 @@ struct Fold {
 
 /// For each conversation: the setting (by index into `per_setting`) with the best recall@10
 /// over the questions of every other conversation (the first on a tie), and how it and the
-/// defaults score on the held-out one. Nothing of a held-out conversation is seen before
-/// it is scored.
+/// defaults score on the held-out one. No score of the held-out conversation takes part in
+/// choosing its setting (its turns are in the store throughout, as the others' are).
 fn leave_one_out(
     per_setting: &[BTreeMap<String, Scores>],
     defaults: &BTreeMap<String, Scores>,

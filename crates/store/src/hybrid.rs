@@ -83,11 +83,16 @@ impl Store {
         let started = std::time::Instant::now();
         // The query's embedding and the full-text ranking need nothing from each other:
         // run them side by side, on two cores when there are two.
+        let full_text_ranking = || {
+            let ranking = self.full_text_ranking(terms, &query.filter, depth);
+            (ranking, started.elapsed())
+        };
         let (full_text, query_vector) = std::thread::scope(|scope| {
-            let full_text = scope.spawn(|| {
-                let ranking = self.full_text_ranking(terms, &query.filter, depth);
-                (ranking, started.elapsed())
-            });
+            // Without a thread (the system refused one), one after the other.
+            let Ok(full_text) = std::thread::Builder::new().spawn_scoped(scope, full_text_ranking)
+            else {
+                return (full_text_ranking(), self.query_vector(&query.text));
+            };
             let query_vector = self.query_vector(&query.text);
             let full_text = match full_text.join() {
                 Ok(done) => done,
@@ -214,6 +219,13 @@ impl Store {
         filter: &MemoryFilter,
         depth: usize,
     ) -> Result<(Vec<(MemoryId, f32)>, bool), StoreError> {
+        if query.len() != index.dims() {
+            return Err(StoreError::Embedding(format!(
+                "the model made a vector of {} dimensions for the query, not {}",
+                query.len(),
+                index.dims()
+            )));
+        }
         let reader = self.reader()?;
         if self.pgvector() {
             let candidates = self.pgvector_nearest(
@@ -265,7 +277,7 @@ impl Store {
     /// Of `candidates` (vector `seq`s, best first by quantised score), those still current
     /// whose memory is live and passes `filter`, with their exact cosine similarity from
     /// the stored `f32` vector: the database's word on each, in one statement per
-    /// `depth * RESCORED` candidates, until `depth` have passed.
+    /// `depth * RESCORED` candidates, until that many have passed.
     ///
     /// The quantised order is close to exact: rescoring the best few exactly restores the
     /// exact top `depth` (docs/BENCHMARKS.md measures recall against an exact scan).
@@ -300,7 +312,7 @@ impl Store {
                 index.dims(),
                 query,
             )?);
-            if ranked.len() >= depth {
+            if ranked.len() >= depth * RESCORED {
                 break;
             }
         }

@@ -162,7 +162,8 @@ pub(crate) fn replace_memory(
         .query_row(crate::db::params_from_iter(row_values(memory, stamp)), |row| row.get(0))?;
     tx.execute("DELETE FROM memory_tags WHERE memory_rowid = ?1", [rowid])?;
     write_tags(tx, rowid, &memory.tags)?;
-    if indexed_before.is_some_and(|before| before != indexed_fields(memory)) {
+    // pgvector filters in the database and holds no index of its own to tell.
+    if !tx.pgvector() && indexed_before.is_some_and(|before| before != indexed_fields(memory)) {
         crate::vectors::renumber(tx, rowid)?;
     }
     Ok(rowid)

@@ -428,12 +428,14 @@ impl VectorIndex {
         let top = if len >= SPLIT_FROM && cores() > 1 {
             let half = len / 2;
             std::thread::scope(|scope| {
-                let second =
-                    scope.spawn(|| slots.best(self.dims, &query, (half..len).filter(admitted), n));
+                let second_half = || slots.best(self.dims, &query, (half..len).filter(admitted), n);
+                let second = std::thread::Builder::new().spawn_scoped(scope, second_half);
                 let mut top = slots.best(self.dims, &query, (0..half).filter(admitted), n);
-                match second.join() {
-                    Ok(other) => top.merge(other),
-                    Err(panic) => std::panic::resume_unwind(panic),
+                match second.map(|thread| thread.join()) {
+                    Ok(Ok(other)) => top.merge(other),
+                    Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                    // The system refused a thread: this one scans the second half too.
+                    Err(_) => top.merge(second_half()),
                 }
                 top
             })

@@ -193,6 +193,42 @@ fn a_memory_moved_to_another_category_is_found_under_it_in_every_handle() {
     assert!(in_category(&s.store, "project"));
 }
 
+/// The real model, except that it returns vectors one number short once told to.
+struct ShortOnce(Arc<haivemind_embed::MiniLm>, std::sync::atomic::AtomicBool);
+
+impl Embedder for ShortOnce {
+    fn model_id(&self) -> &str {
+        self.0.model_id()
+    }
+    fn dimensions(&self) -> usize {
+        self.0.dimensions()
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut vectors = self.0.embed(texts)?;
+        if self.1.load(std::sync::atomic::Ordering::Relaxed) {
+            vectors.iter_mut().for_each(|v| {
+                v.pop();
+            });
+        }
+        Ok(vectors)
+    }
+}
+
+#[test]
+fn a_query_vector_of_the_wrong_length_is_an_error_not_a_crash() {
+    let embedder = Arc::new(ShortOnce(model(), false.into()));
+    let s =
+        scratch_with(|options| options.embedder = Some(Arc::clone(&embedder) as Arc<dyn Embedder>));
+    fill(&s.store, DISTRACTORS);
+    assert!(search(&s.store, "kafka controller")[0].contains("kafka"));
+    embedder.1.store(true, std::sync::atomic::Ordering::Relaxed);
+    let error = s
+        .store
+        .search(&SearchQuery::new("certificate renewal"))
+        .unwrap_err();
+    assert!(error.to_string().contains("383 dimensions"), "{error}");
+}
+
 /// The real model under another id: what a model upgrade looks like to the store.
 struct Renamed(Arc<haivemind_embed::MiniLm>);
 
