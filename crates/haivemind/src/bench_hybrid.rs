@@ -158,12 +158,7 @@ pub fn run(
             stores.push(start.elapsed());
         }
         // The memories just stored carry real vectors; the exact scan must know them too.
-        let mut fresh_queries = || loop {
-            let q = text.query(&mut rng);
-            if seen_queries.insert(q.clone()) {
-                return q;
-            }
-        };
+        let mut fresh_queries = || fresh_query(&text, &mut rng, &mut seen_queries);
         let mut plain = Vec::new();
         let mut filtered = Vec::new();
         for i in 0..queries {
@@ -203,12 +198,7 @@ pub fn run(
     // What an agent meets: `haivemind mcp` started on the same file, with the model.
     let served = match backend {
         crate::locomo::Backend::Sqlite => {
-            let mut fresh_queries = || loop {
-                let q = text.query(&mut rng);
-                if seen_queries.insert(q.clone()) {
-                    return q;
-                }
-            };
+            let mut fresh_queries = || fresh_query(&text, &mut rng, &mut seen_queries);
             let served = measure_served(&guard.0, filled, queries, &mut fresh_queries)?;
             rows.extend(served.rows.iter().cloned());
             Some(served)
@@ -259,6 +249,17 @@ pub fn run(
         );
     }
     Ok(())
+}
+
+/// A query not asked before in this run: a repeat would be answered from the query-vector
+/// cache, without the embedding every search is meant to include.
+fn fresh_query(text: &TextSource, rng: &mut Rng, seen: &mut HashSet<String>) -> String {
+    loop {
+        let q = text.query(rng);
+        if seen.insert(q.clone()) {
+            return q;
+        }
+    }
 }
 
 /// What [`measure_served`] found.

@@ -133,6 +133,16 @@ fn percentiles(samples: Vec<Duration>) -> Value {
     json!({"p50_ms": timing.p50_ms, "p99_ms": timing.p99_ms, "samples": timing.count})
 }
 
+/// The dialog turns of a conversation, session by session: the arrays under its
+/// `session_<n>` keys (the `session_<n>_date_time` keys hold strings).
+fn dialog_turns(conversation: &serde_json::Map<String, Value>) -> impl Iterator<Item = &Value> {
+    conversation
+        .iter()
+        .filter(|(key, _)| key.starts_with("session_"))
+        .filter_map(|(_, turns)| turns.as_array())
+        .flatten()
+}
+
 /// Stores every dialog turn of every sample as a memory; returns each store's latency.
 fn store_turns(client: &mut StdioClient, samples: &[Value]) -> Result<Vec<Duration>> {
     let mut store_times = Vec::new();
@@ -143,29 +153,24 @@ fn store_turns(client: &mut StdioClient, samples: &[Value]) -> Result<Vec<Durati
         let Some(conversation) = sample["conversation"].as_object() else {
             bail!("sample {user} has no conversation");
         };
-        for (key, turns) in conversation {
-            let Some(turns) = turns.as_array().filter(|_| key.starts_with("session_")) else {
+        for turn in dialog_turns(conversation) {
+            let (Some(speaker), Some(said), Some(dia_id)) = (
+                turn["speaker"].as_str(),
+                turn["text"].as_str(),
+                turn["dia_id"].as_str(),
+            ) else {
                 continue;
             };
-            for turn in turns {
-                let (Some(speaker), Some(said), Some(dia_id)) = (
-                    turn["speaker"].as_str(),
-                    turn["text"].as_str(),
-                    turn["dia_id"].as_str(),
-                ) else {
-                    continue;
-                };
-                let Some(dia_id) = normalize_dia_id(dia_id) else {
-                    continue;
-                };
-                let start = Instant::now();
-                client.call(
-                    "store_memory",
-                    json!({"content": format!("{speaker}: {said}"), "category": "conversation",
+            let Some(dia_id) = normalize_dia_id(dia_id) else {
+                continue;
+            };
+            let start = Instant::now();
+            client.call(
+                "store_memory",
+                json!({"content": format!("{speaker}: {said}"), "category": "conversation",
                            "user_id": user, "metadata": {"dia_id": dia_id}}),
-                )?;
-                store_times.push(start.elapsed());
-            }
+            )?;
+            store_times.push(start.elapsed());
         }
     }
 
@@ -254,13 +259,10 @@ fn add_padding(data_dir: &Path, samples: &[Value], count: usize) -> Result<()> {
     let turns: Vec<String> = samples
         .iter()
         .flat_map(|sample| {
-            let conversation = &sample["conversation"];
-            conversation
+            sample["conversation"]
                 .as_object()
                 .into_iter()
-                .flatten()
-                .filter(|(key, _)| key.starts_with("session_") && !key.ends_with("date_time"))
-                .flat_map(|(_, turns)| turns.as_array().into_iter().flatten())
+                .flat_map(dialog_turns)
                 .filter_map(|turn| {
                     Some(format!(
                         "{}: {}",

@@ -227,7 +227,7 @@ impl Store {
             )));
         }
         let reader = self.reader()?;
-        if self.pgvector() {
+        let mut ranked = if self.pgvector() {
             let candidates = self.pgvector_nearest(
                 &reader,
                 index.model_id(),
@@ -236,14 +236,28 @@ impl Store {
                 filter,
                 depth * RESCORED,
             )?;
-            let mut ranked = exact_similarities(&reader, &candidates, index.dims(), query)?;
-            let any_vector = !ranked.is_empty();
-            ranked.retain(|(_, cosine)| *cosine >= self.fusion.min_similarity);
-            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
-            ranked.truncate(depth);
-            return Ok((ranked, any_vector));
-        }
-        index.catch_up(&reader)?;
+            self.exact_passing(&reader, index, &candidates, filter, query, depth)?
+        } else {
+            self.scanned_ranking(&reader, index, query, filter, depth)?
+        };
+        let any_vector = !ranked.is_empty();
+        ranked.retain(|(_, cosine)| *cosine >= self.fusion.min_similarity);
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+        ranked.truncate(depth);
+        Ok((ranked, any_vector))
+    }
+
+    /// The best candidates of this process's index scan for `query`, checked and rescored
+    /// exactly by [`Store::exact_passing`].
+    fn scanned_ranking(
+        &self,
+        reader: &Connection,
+        index: &VectorIndex,
+        query: &[f32],
+        filter: &MemoryFilter,
+        depth: usize,
+    ) -> Result<Vec<(MemoryId, f32)>, StoreError> {
+        index.catch_up(reader)?;
         // The scan applies every part of the filter but tags itself, so only a tag filter
         // needs more candidates than an unfiltered search to leave a full ranking.
         let wanted = if filter.tags.is_empty() {
@@ -254,24 +268,20 @@ impl Store {
         let scan_started = std::time::Instant::now();
         let candidates = index.nearest(query, filter, wanted);
         let scanned = scan_started.elapsed();
-        let mut ranked = self.exact_passing(&reader, index, &candidates, filter, query, depth)?;
+        let mut ranked = self.exact_passing(reader, index, &candidates, filter, query, depth)?;
         if ranked.len() < depth && candidates.len() == wanted && !filter.tags.is_empty() {
             // The tags left too few standing: score just the memories that carry them. A
             // tag filter that strict passes few.
-            let eligible = eligible_rowids(&reader, filter)?;
+            let eligible = eligible_rowids(reader, filter)?;
             let candidates = index.nearest_among(query, &eligible, wanted);
-            ranked = self.exact_passing(&reader, index, &candidates, filter, query, depth)?;
+            ranked = self.exact_passing(reader, index, &candidates, filter, query, depth)?;
         }
         tracing::debug!(
             scan_ms = scanned.as_secs_f64() * 1e3,
             check_ms = (scan_started.elapsed() - scanned).as_secs_f64() * 1e3,
             "vector ranking"
         );
-        let any_vector = !ranked.is_empty();
-        ranked.retain(|(_, cosine)| *cosine >= self.fusion.min_similarity);
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
-        ranked.truncate(depth);
-        Ok((ranked, any_vector))
+        Ok(ranked)
     }
 
     /// Of `candidates` (vector `seq`s, best first by quantised score), those still current
@@ -351,25 +361,6 @@ fn eligible_rowids(reader: &Connection, filter: &MemoryFilter) -> Result<Vec<i64
         .query_map(params_from_iter(params), |row| row.get(0))?
         .collect::<Result<Vec<i64>, _>>()?;
     Ok(rowids)
-}
-
-/// Exact cosine similarities of these vectors (by `seq`), from their stored `f32`s.
-fn exact_similarities(
-    reader: &Connection,
-    seqs: &[i64],
-    dims: usize,
-    query: &[f32],
-) -> Result<Vec<(MemoryId, f32)>, StoreError> {
-    if seqs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let seqs: Vec<String> = seqs.iter().map(i64::to_string).collect();
-    let sql = format!(
-        "SELECT m.id, v.vector FROM memory_vectors v CROSS JOIN memories m ON m.rowid = v.memory_rowid
-         WHERE v.seq IN ({})",
-        seqs.join(",")
-    );
-    scored_rows(reader, false, &sql, Vec::new(), dims, query)
 }
 
 /// Runs `sql`, which selects a memory id and a stored vector, and scores each vector

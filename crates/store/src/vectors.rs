@@ -346,14 +346,12 @@ impl VectorIndex {
         )?;
         let mut after = last_seq;
         let started = Instant::now();
-        let mut in_rows = Duration::ZERO;
         loop {
             // Rows go straight into the slots (no copy of each vector or name on the way):
             // at 100k memories this load is what the first search after a start waits for.
             let mut slots = self.state.write().unwrap_or_else(|p| p.into_inner());
             let mut last_read = after;
             statement.for_each_row(params![self.model_id, after], |row| {
-                let row_started = Instant::now();
                 let seq: i64 = row.get(0)?;
                 last_read = last_read.max(seq);
                 let memory_rowid: i64 = row.get(1)?;
@@ -378,7 +376,7 @@ impl VectorIndex {
                 if !stored {
                     tracing::warn!(seq, "skipping a stored vector of the wrong length");
                 }
-                in_rows += row_started.elapsed();
+
                 Ok(())
             })?;
             slots.last_seq = slots.last_seq.max(last_read);
@@ -391,7 +389,6 @@ impl VectorIndex {
             tracing::debug!(
                 read_up_to = after,
                 ms = started.elapsed().as_secs_f64() * 1e3,
-                rows_ms = in_rows.as_secs_f64() * 1e3,
                 "vector index caught up"
             );
         }

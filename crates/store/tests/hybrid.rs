@@ -29,6 +29,15 @@ fn fill(store: &Store, texts: &[&str]) {
         .expect("store");
 }
 
+/// Another handle on the scratch store's file, with the model: what a second process sees.
+fn second_handle(s: &common::Scratch) -> Store {
+    common::open(StoreOptions {
+        embedder: Some(model()),
+        ..StoreOptions::new(s.dir.path().join("hv.sqlite3"), "test-machine")
+    })
+    .unwrap()
+}
+
 fn search(store: &Store, text: &str) -> Vec<String> {
     let results = store.search(&SearchQuery::new(text)).expect("search");
     assert_eq!(results.mode, SearchMode::Hybrid);
@@ -140,11 +149,7 @@ fn vectors_follow_updates_deletions_and_recovery() {
 fn another_handle_on_the_same_file_sees_new_vectors_and_removals() {
     let s = scratch_with_model();
     fill(&s.store, DISTRACTORS);
-    let other = common::open(StoreOptions {
-        embedder: Some(model()),
-        ..StoreOptions::new(s.dir.path().join("hv.sqlite3"), "test-machine")
-    })
-    .unwrap();
+    let other = second_handle(&s);
     // The other handle builds its index now, before the memory exists.
     assert!(!search(&other, "ES heap blew up").contains(&ES.to_string()));
     let m = s.store.create(memory(ES)).unwrap();
@@ -160,11 +165,7 @@ fn a_memory_moved_to_another_category_is_found_under_it_in_every_handle() {
     // the memory (the query shares no word with it, so only its vector can find it).
     let s = scratch_with_model();
     fill(&s.store, DISTRACTORS);
-    let other = common::open(StoreOptions {
-        embedder: Some(model()),
-        ..StoreOptions::new(s.dir.path().join("hv.sqlite3"), "test-machine")
-    })
-    .unwrap();
+    let other = second_handle(&s);
     let m = s.store.create(memory(ES)).unwrap();
     let in_category = |store: &Store, category: &str| {
         let mut query = SearchQuery::new("ES heap blew up");
