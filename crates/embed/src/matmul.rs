@@ -57,12 +57,22 @@ impl Kernel {
         }
     }
 
-    /// The fastest kernel this CPU runs.
+    /// The fastest kernel this CPU runs, or the one `HAIVEMIND_EMBED_KERNEL` names (`amx`,
+    /// `avx512`, `avx2`, `portable`) when the CPU runs it: for measuring what a machine
+    /// without AMX gets. The vectors are the same either way, to within f32 rounding.
     pub(crate) fn best() -> Self {
-        Self::available()
-            .into_iter()
-            .next()
-            .unwrap_or(Self::Portable)
+        let available = Self::available();
+        if let Ok(wanted) = std::env::var("HAIVEMIND_EMBED_KERNEL") {
+            let named = |k: &&Kernel| k.name().replace('-', "").eq_ignore_ascii_case(&wanted);
+            match available.iter().find(named) {
+                Some(&kernel) => return kernel,
+                None => tracing::warn!(
+                    wanted = %wanted.chars().take(32).collect::<String>(),
+                    "HAIVEMIND_EMBED_KERNEL names no kernel this CPU runs; using the fastest"
+                ),
+            }
+        }
+        available.into_iter().next().unwrap_or(Self::Portable)
     }
 
     /// Every kernel this CPU runs, fastest first.
