@@ -146,6 +146,13 @@ fn read_checked(dir: &Path, name: &str, expected: &'static str) -> Result<Vec<u8
 }
 
 impl MiniLm {
+    /// Whether `dir` holds every file of the model (not whether they are sound: [`Self::load`]
+    /// checks that). A server decides from this, before loading, whether it will have the
+    /// model, so that it can open its store for the model while the model loads.
+    pub fn is_fetched(dir: &Path) -> bool {
+        FILES.iter().all(|(name, _)| dir.join(name).is_file())
+    }
+
     /// Loads the model from `dir`, checking every file's sha256 first.
     pub fn load(dir: &Path) -> Result<Self, LoadError> {
         Self::load_as(dir, Precision::Bf16)

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use crate::cli::{BenchCommand, Cli, Command, RecentArgs, SearchArgs, StoreArgs};
 use crate::node::{
-    compact_cutoff_ms, open, open_audit, open_requiring_model, open_with_model,
-    spawn_background_embedding, spawn_hourly_purge,
+    compact_cutoff_ms, open, open_audit, open_requiring_model, open_serving, open_with_model,
+    spawn_hourly_purge,
 };
 use crate::output::Printer;
 
@@ -388,7 +388,7 @@ fn reindex(config: &Config, printer: &Printer) -> Result<()> {
 }
 
 fn serve_mcp(config: &Config) -> Result<()> {
-    let store = Arc::new(open_with_model(config)?.0);
+    let store = open_serving(config)?;
     let purged = store.purge_expired()?;
     tracing::info!(
         machine_id = store.machine_id(),
@@ -402,7 +402,6 @@ fn serve_mcp(config: &Config) -> Result<()> {
         model = store.embedder_model().unwrap_or("none"),
         "hAIveMind MCP server on stdio"
     );
-    spawn_background_embedding(&store);
     let server = haivemind_mcp::HaivemindServer::new(
         Arc::clone(&store),
         haivemind_mcp::ServerContext {

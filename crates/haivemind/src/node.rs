@@ -31,6 +31,106 @@ pub(crate) fn open_with_model(config: &Config) -> Result<(Store, Option<String>)
     }
 }
 
+/// For a server (`serve`, `mcp`): opens the engine as [`open_with_model`] does, then
+/// starts the background jobs of [`spawn_background_embedding`]. When the model is there,
+/// it loads on a thread of its own while the store opens and its vector index loads on
+/// another, so neither waits for the other: at 100k memories each takes about a third of
+/// a second, and done one after the other the first search after `initialize` waited for
+/// the index. A model that fails to load stops the server, as before.
+pub(crate) fn open_serving(config: &Config) -> Result<Arc<Store>> {
+    if !config.embedding.enabled || !haivemind_embed::MiniLm::is_fetched(&config.model_dir()) {
+        let store = Arc::new(open_with_model(config)?.0);
+        spawn_background_embedding(&store);
+        return Ok(store);
+    }
+    let loading = Arc::new(LoadingModel::default());
+    let loader = {
+        let config = config.clone();
+        std::thread::Builder::new()
+            .name("load-model".into())
+            .spawn(move || load_model(&config))
+            .context("cannot start a thread to load the embedding model")?
+    };
+    let store = match open_store(config, Some(Arc::clone(&loading) as Arc<dyn Embedder>)) {
+        Ok(store) => Arc::new(store),
+        Err(error) => {
+            loading.fail();
+            let _ = loader.join();
+            return Err(error);
+        }
+    };
+    // Started before the model is in: loading the index needs only the model's id.
+    spawn_background_embedding(&store);
+    match loader.join() {
+        Ok(Ok(Ok(model))) if model.model_id() == haivemind_embed::MODEL_ID => {
+            loading.finish(model);
+            Ok(store)
+        }
+        Ok(Ok(Ok(model))) => {
+            loading.fail();
+            anyhow::bail!(
+                "the embedding model loaded as {}, not {}",
+                model.model_id(),
+                haivemind_embed::MODEL_ID
+            )
+        }
+        Ok(Ok(Err(problem))) => {
+            loading.fail();
+            anyhow::bail!("{problem}")
+        }
+        Ok(Err(error)) => {
+            loading.fail();
+            Err(error)
+        }
+        Err(_) => {
+            loading.fail();
+            anyhow::bail!("loading the embedding model failed unexpectedly")
+        }
+    }
+}
+
+/// The embedding model while it loads: its id and length are known at once (they are
+/// constants of the model crate), so the store can open and load its vector index;
+/// embedding waits until the model is in, or fails if it never comes.
+#[derive(Default)]
+struct LoadingModel {
+    model: std::sync::OnceLock<Option<Arc<dyn Embedder>>>,
+}
+
+impl LoadingModel {
+    fn finish(&self, model: Arc<dyn Embedder>) {
+        let _ = self.model.set(Some(model));
+    }
+
+    fn fail(&self) {
+        let _ = self.model.set(None);
+    }
+
+    fn loaded(&self) -> Result<&Arc<dyn Embedder>, haivemind_core::EmbedError> {
+        self.model.wait().as_ref().ok_or_else(|| {
+            haivemind_core::EmbedError::Inference("the embedding model did not load".into())
+        })
+    }
+}
+
+impl Embedder for LoadingModel {
+    fn model_id(&self) -> &str {
+        haivemind_embed::MODEL_ID
+    }
+
+    fn dimensions(&self) -> usize {
+        haivemind_embed::DIMENSIONS
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, haivemind_core::EmbedError> {
+        self.loaded()?.embed(texts)
+    }
+
+    fn count_tokens(&self, text: &str) -> Option<usize> {
+        self.loaded().ok()?.count_tokens(text)
+    }
+}
+
 /// Opens the engine with the embedding model, or fails saying why it cannot be loaded:
 /// for commands whose whole job is embedding.
 pub(crate) fn open_requiring_model(config: &Config) -> Result<Store> {
@@ -201,7 +301,7 @@ pub(crate) fn spawn_hourly_purge(store: &Arc<Store>, config: &Config) {
 
 /// On a thread of its own: loads the vector index, then embeds the memories that lack a
 /// vector of the loaded model, so the first search pays for neither.
-pub(crate) fn spawn_background_embedding(store: &Arc<Store>) {
+fn spawn_background_embedding(store: &Arc<Store>) {
     if store.embedder_model().is_none() {
         return;
     }
@@ -259,5 +359,57 @@ pub(crate) fn open_audit(config: &Config) -> Option<Arc<haivemind_core::audit::A
             tracing::error!(%error, "audit log unavailable");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model that returns the same vector for every text.
+    struct Fixed;
+
+    impl Embedder for Fixed {
+        fn model_id(&self) -> &str {
+            "fixed"
+        }
+        fn dimensions(&self) -> usize {
+            2
+        }
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, haivemind_core::EmbedError> {
+            Ok(texts.iter().map(|_| vec![0.6, 0.8]).collect())
+        }
+        fn count_tokens(&self, text: &str) -> Option<usize> {
+            Some(text.split_whitespace().count())
+        }
+    }
+
+    #[test]
+    fn a_loading_model_names_the_model_at_once_and_embeds_once_it_is_in() {
+        let loading = Arc::new(LoadingModel::default());
+        // Known before the model is in (this would hang if it waited for it).
+        assert_eq!(loading.model_id(), haivemind_embed::MODEL_ID);
+        assert_eq!(loading.dimensions(), haivemind_embed::DIMENSIONS);
+        let waiting = {
+            let loading = Arc::clone(&loading);
+            std::thread::spawn(move || loading.embed(&["disk full on web3", "two"]))
+        };
+        loading.finish(Arc::new(Fixed));
+        let vectors = waiting.join().expect("thread").expect("embedded");
+        assert_eq!(vectors, vec![vec![0.6, 0.8], vec![0.6, 0.8]]);
+        assert_eq!(loading.count_tokens("three short words"), Some(3));
+    }
+
+    #[test]
+    fn a_model_that_never_loads_fails_every_embedding_instead_of_waiting() {
+        let loading = Arc::new(LoadingModel::default());
+        let waiting = {
+            let loading = Arc::clone(&loading);
+            std::thread::spawn(move || loading.embed(&["anything"]))
+        };
+        loading.fail();
+        let error = waiting.join().expect("thread").expect_err("no model");
+        assert!(error.to_string().contains("did not load"), "{error}");
+        assert_eq!(loading.count_tokens("anything"), None);
     }
 }

@@ -10,7 +10,7 @@ use haivemind_server::{Listener, McpApp, TlsSwitch, tls_acceptor};
 use serde_json::json;
 
 use crate::cli::ServeArgs;
-use crate::node::{open_audit, open_with_model, spawn_background_embedding, spawn_hourly_purge};
+use crate::node::{open_audit, open_serving, spawn_hourly_purge};
 
 /// `println!` that ignores a closed stdout.
 fn announce(line: &str) {
@@ -66,8 +66,7 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
             "serving plain HTTP beyond loopback: tokens cross the network in clear text; set security.tls.cert_file and key_file"
         );
     }
-    let (store, _) = open_with_model(&config)?;
-    let store = Arc::new(store);
+    let store = open_serving(&config)?;
     let purged = store.purge_expired()?;
     let audit = open_audit(&config);
     let app = McpApp::new(Arc::clone(&store), &config, audit)?;
@@ -101,7 +100,6 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         let pid_file = PidFile::write(&config);
         announce(&format!("listening mcp {scheme}://{mcp_address}"));
         announce(&format!("listening sync {scheme}://{sync_address}"));
-        spawn_background_embedding(&store);
         spawn_hourly_purge(&store, &config);
         let (stop, _) = tokio::sync::watch::channel(false);
         let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
