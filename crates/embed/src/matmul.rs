@@ -186,11 +186,15 @@ pub(crate) struct ShapeError {
     why: &'static str,
 }
 
-/// bfloat16 bits of `x`, rounded to nearest even (the model's values are finite).
+/// bfloat16 bits of `x`, rounded to nearest even. The model's values are finite, but a NaN
+/// must stay a NaN (rounding its bits up could carry it into an infinity, or past 2^32).
 #[inline(always)]
 pub(crate) fn to_bf16(x: f32) -> u16 {
     let bits = x.to_bits();
-    ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
+    if x.is_nan() {
+        return (bits >> 16) as u16 | 0x0040;
+    }
+    (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
 }
 
 /// `x` rounded to bfloat16, as an f32.
@@ -437,13 +441,14 @@ multiversion! {
 }
 
 impl Kernel {
+    /// Rows per register tile of the loop [`tile_sums`] will run: decided by the same CPU
+    /// check as its dispatch, since a kernel named on a CPU without AVX-512 falls back to a
+    /// loop that takes at most 4 rows.
     fn tile_rows(self) -> usize {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Amx | Kernel::Avx512 => 8,
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => 4,
-            Kernel::Portable => 4,
+            Kernel::Amx | Kernel::Avx512 if avx512_detected() => 8,
+            _ => 4,
         }
     }
 }
@@ -575,6 +580,14 @@ mod tests {
         assert_eq!(to_bf16(1.0 + 3.0 / 256.0), 0x3F82);
         assert_eq!(to_bf16(1.0 + 1.0 / 128.0 + 1e-4), 0x3F81);
         assert_eq!(round_bf16(3.0), 3.0);
+        assert_eq!(round_bf16(f32::INFINITY), f32::INFINITY);
+        assert_eq!(round_bf16(f32::NEG_INFINITY), f32::NEG_INFINITY);
+        // The largest finite f32 rounds past bfloat16's largest: to infinity, as IEEE does.
+        assert_eq!(round_bf16(f32::MAX), f32::INFINITY);
+        // NaNs whose low bits would carry them into an infinity, or past 2^32, stay NaN.
+        for bits in [0x7F80_0001_u32, 0x7FFF_FFFF, 0xFF80_0001, 0xFFFF_FFFF] {
+            assert!(round_bf16(f32::from_bits(bits)).is_nan(), "{bits:#x}");
+        }
     }
 
     #[test]
