@@ -67,7 +67,7 @@ impl Kernel {
             match available.iter().find(named) {
                 Some(&kernel) => return kernel,
                 None => tracing::warn!(
-                    wanted = %wanted.chars().take(32).collect::<String>(),
+                    wanted = ?wanted.chars().take(32).collect::<String>(),
                     "HAIVEMIND_EMBED_KERNEL names no kernel this CPU runs; using the fastest"
                 ),
             }

@@ -61,30 +61,27 @@ pub(crate) fn open_serving(config: &Config) -> Result<Arc<Store>> {
     };
     // Started before the model is in: loading the index needs only the model's id.
     spawn_background_embedding(&store);
-    match loader.join() {
-        Ok(Ok(Ok(model))) if model.model_id() == haivemind_embed::MODEL_ID => {
+    let loaded = match loader.join() {
+        Ok(Ok(Ok(model))) if model.model_id() == haivemind_embed::MODEL_ID => Ok(model),
+        Ok(Ok(Ok(model))) => Err(anyhow::anyhow!(
+            "the embedding model loaded as {}, not {}",
+            model.model_id(),
+            haivemind_embed::MODEL_ID
+        )),
+        Ok(Ok(Err(problem))) => Err(anyhow::anyhow!("{problem}")),
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(anyhow::anyhow!(
+            "loading the embedding model failed unexpectedly"
+        )),
+    };
+    match loaded {
+        Ok(model) => {
             loading.finish(model);
             Ok(store)
         }
-        Ok(Ok(Ok(model))) => {
-            loading.fail();
-            anyhow::bail!(
-                "the embedding model loaded as {}, not {}",
-                model.model_id(),
-                haivemind_embed::MODEL_ID
-            )
-        }
-        Ok(Ok(Err(problem))) => {
-            loading.fail();
-            anyhow::bail!("{problem}")
-        }
-        Ok(Err(error)) => {
+        Err(error) => {
             loading.fail();
             Err(error)
-        }
-        Err(_) => {
-            loading.fail();
-            anyhow::bail!("loading the embedding model failed unexpectedly")
         }
     }
 }
