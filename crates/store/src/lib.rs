@@ -43,6 +43,7 @@ mod export;
 mod external;
 mod full_text;
 mod full_text_postgres;
+mod full_text_ranking;
 mod hybrid;
 mod memories;
 pub mod migrations;
@@ -161,7 +162,7 @@ pub struct Store {
     fusion: Fusion,
     backend: Backend,
     clock: Mutex<HybridClock>,
-    term_frequencies: search::TermFrequencyCache,
+    term_frequencies: full_text_ranking::TermFrequencyCache,
 }
 
 impl Store {

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_5_COORDINATION,
     MIGRATION_6_CONNECTOR_CHECKPOINTS,
     MIGRATION_7_OAUTH,
+    MIGRATION_8_FULL_TEXT_FACETS,
 ];
 
 /// The schema version this binary writes.
@@ -269,3 +270,114 @@ CREATE TABLE oauth_refresh_tokens (
 CREATE INDEX oauth_refresh_grant ON oauth_refresh_tokens (grant_id);
 CREATE INDEX oauth_refresh_parent ON oauth_refresh_tokens (parent_id);
 "#;
+
+/// Each memory's owner and project as words of the full-text index (`facets`, see
+/// `search::facet_words`), so a search filtered by user or project intersects the index's
+/// own lists instead of joining every match of a common word to its row to test the
+/// filter (15 ms at 100k with fifty users). The tokens are only a shortcut: the filter is
+/// still tested on the row, so a stemmed or colliding token can admit nothing it should
+/// not. `'u' || hex(..) || '0'` is plain SQL (no function of ours in a trigger), the hex
+/// keeps any name one token, and the final digit keeps the Porter stemmer off it. The
+/// index is built again from the rows: on 100k memories that takes seconds, once.
+const MIGRATION_8_FULL_TEXT_FACETS: &str = r#"
+ALTER TABLE memories ADD COLUMN facets TEXT GENERATED ALWAYS AS (
+    'u' || hex(user_id) || '0'
+    || CASE WHEN project IS NULL THEN '' ELSE ' p' || hex(project) || '0' END
+) VIRTUAL;
+DROP TRIGGER memories_fts_insert;
+DROP TRIGGER memories_fts_delete;
+DROP TRIGGER memories_fts_update;
+DROP TABLE memories_fts;
+CREATE VIRTUAL TABLE memories_fts USING fts5 (
+    content, context, tags, facets,
+    content = 'memories',
+    content_rowid = 'rowid',
+    tokenize = 'porter unicode61 remove_diacritics 2'
+);
+INSERT INTO memories_fts (memories_fts, rank) VALUES ('secure-delete', 1);
+INSERT INTO memories_fts (memories_fts) VALUES ('rebuild');
+
+CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN
+    INSERT INTO memories_fts (rowid, content, context, tags, facets)
+    VALUES (new.rowid, new.content, new.context, new.tags, new.facets);
+END;
+CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, content, context, tags, facets)
+    VALUES ('delete', old.rowid, old.content, old.context, old.tags, old.facets);
+END;
+CREATE TRIGGER memories_fts_update AFTER UPDATE OF content, context, tags, user_id, project ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, content, context, tags, facets)
+    VALUES ('delete', old.rowid, old.content, old.context, old.tags, old.facets);
+    INSERT INTO memories_fts (rowid, content, context, tags, facets)
+    VALUES (new.rowid, new.content, new.context, new.tags, new.facets);
+END;
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(connection: &Connection, expression: &str) -> Vec<i64> {
+        let mut statement = connection
+            .prepare("SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?1 ORDER BY rowid")
+            .unwrap();
+        statement
+            .query_map([expression], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn facets_reach_the_full_text_index_of_a_file_from_before_them() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        for migration in &MIGRATIONS[..7] {
+            connection.execute_batch(migration).unwrap();
+        }
+        connection.pragma_update(None, "user_version", 7).unwrap();
+        let insert = |connection: &Connection,
+                      id: &str,
+                      content: &str,
+                      user: &str,
+                      project: Option<&str>| {
+            connection
+                .execute(
+                    "INSERT INTO memories (id, content, category, user_id, project, machine_id,
+                         scope, confidentiality, created_at, updated_at, version, hlc, hlc_origin)
+                     VALUES (?1, ?2, 'global', ?3, ?4, 'm', 'machine-shared', 'normal', 0, 0, 1, 0, 'm')",
+                    rusqlite::params![id, content, user, project],
+                )
+                .unwrap();
+        };
+        insert(&connection, "a", "heap exhausted", "alice", Some("search"));
+        insert(&connection, "b", "heap tuned", "bob", None);
+        migrate(&mut connection).unwrap();
+        let version: i64 = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        // Rows from before the migration and after it are both in the rebuilt index.
+        insert(&connection, "c", "heap again", "alice", None);
+        assert_eq!(matches(&connection, "heap"), [1, 2, 3]);
+        assert_eq!(
+            matches(&connection, "heap AND facets:\"u616c6963650\""),
+            [1, 3]
+        );
+        assert_eq!(matches(&connection, "facets:\"p7365617263680\""), [1]);
+        // Moving a memory to another user moves its facet; deleting it removes it.
+        connection
+            .execute("UPDATE memories SET user_id = 'bob' WHERE id = 'c'", [])
+            .unwrap();
+        assert_eq!(matches(&connection, "facets:\"u626f620\""), [2, 3]);
+        connection
+            .execute("DELETE FROM memories WHERE id = 'b'", [])
+            .unwrap();
+        assert_eq!(matches(&connection, "facets:\"u626f620\""), [3]);
+        connection
+            .execute(
+                "INSERT INTO memories_fts (memories_fts, rank) VALUES ('integrity-check', 1)",
+                [],
+            )
+            .unwrap();
+    }
+}

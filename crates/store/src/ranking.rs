@@ -15,6 +15,11 @@
 //! The score is FTS5's BM25 (k1 = 1.2, b = 0.75, whole-row length, column weights 1.0 for
 //! content, 0.5 for context, 0.75 for tags), positive, higher is better. A word occurring
 //! in several phrases counts once per row (FTS5's `bm25()` would count it once per phrase).
+//! `hv_held(memories_fts, frequencies, phrase_words)`, with the same arguments: which of
+//! the distinct words the row holds, as bits, for ranking by how many it holds.
+//!
+//! Phrases past those `phrase_words` lists, and columns past the three above (the
+//! filter's `facets`, see `search.rs`), neither score nor count towards a row's length.
 
 use std::ffi::{CStr, c_int, c_void};
 use std::ptr;
@@ -27,10 +32,17 @@ use crate::StoreError;
 const K1: f64 = 1.2;
 const B: f64 = 0.75;
 const COLUMN_WEIGHTS: [f64; 3] = [1.0, 0.5, 0.75];
-const FUNCTION_NAME: &CStr = c"hv_bm25";
 
-/// Registers `hv_bm25` on `connection`.
+/// Registers `hv_bm25` and `hv_held` on `connection`.
 pub(crate) fn register(connection: &Connection) -> Result<(), StoreError> {
+    type Function = unsafe extern "C" fn(
+        *const ffi::Fts5ExtensionApi,
+        *mut ffi::Fts5Context,
+        *mut ffi::sqlite3_context,
+        c_int,
+        *mut *mut ffi::sqlite3_value,
+    );
+    let functions: [(&CStr, Function); 2] = [(c"hv_bm25", hv_bm25), (c"hv_held", hv_held)];
     // SAFETY: `handle` is the live connection's database; the statement is prepared,
     // stepped and finalized here, and `api` is only used while the connection lives (FTS5
     // owns the fts5_api object for the lifetime of the database handle).
@@ -40,18 +52,14 @@ pub(crate) fn register(connection: &Connection) -> Result<(), StoreError> {
         let create = (*api)
             .xCreateFunction
             .ok_or_else(|| missing("xCreateFunction"))?;
-        let rc = create(
-            api,
-            FUNCTION_NAME.as_ptr(),
-            ptr::null_mut(),
-            Some(hv_bm25),
-            None,
-        );
-        if rc != ffi::SQLITE_OK {
-            return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
-                ffi::Error::new(rc),
-                Some("cannot register hv_bm25".into()),
-            )));
+        for (name, function) in functions {
+            let rc = create(api, name.as_ptr(), ptr::null_mut(), Some(function), None);
+            if rc != ffi::SQLITE_OK {
+                return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                    ffi::Error::new(rc),
+                    Some(format!("cannot register {}", name.to_string_lossy())),
+                )));
+            }
         }
     }
     Ok(())
@@ -169,7 +177,7 @@ unsafe fn query_stats(
         }
         let mut rows: ffi::sqlite3_int64 = 0;
         check(api.xRowCount.ok_or(ffi::SQLITE_MISUSE)?(fts, &mut rows))?;
-        let columns = api.xColumnCount.ok_or(ffi::SQLITE_MISUSE)?(fts);
+        let columns = scored_columns(api, fts)?;
         let mut total_tokens: ffi::sqlite3_int64 = 0;
         for column in 0..columns {
             let mut tokens: ffi::sqlite3_int64 = 0;
@@ -197,6 +205,20 @@ unsafe fn query_stats(
     }
 }
 
+/// How many of the table's columns take part in scoring: the first ones, up to one per
+/// column weight.
+///
+/// # Safety
+/// `fts` must be the context of the current call.
+unsafe fn scored_columns(
+    api: &ffi::Fts5ExtensionApi,
+    fts: *mut ffi::Fts5Context,
+) -> Result<c_int, c_int> {
+    // SAFETY: the caller passes the current call's context.
+    let columns = unsafe { api.xColumnCount.ok_or(ffi::SQLITE_MISUSE)?(fts) };
+    Ok(columns.min(COLUMN_WEIGHTS.len() as c_int))
+}
+
 fn check(rc: c_int) -> Result<(), c_int> {
     if rc == ffi::SQLITE_OK {
         Ok(())
@@ -205,12 +227,14 @@ fn check(rc: c_int) -> Result<(), c_int> {
     }
 }
 
-/// The score of the current row.
-unsafe fn score(
+/// The statement's shared statistics, and how strongly the current row holds each
+/// distinct word: the sum of its column weights over the word's instances in the row (the
+/// largest such sum when the word is in several phrases), zero when it does not hold it.
+unsafe fn word_frequencies<'a>(
     api: &ffi::Fts5ExtensionApi,
     fts: *mut ffi::Fts5Context,
     values: &[*mut ffi::sqlite3_value],
-) -> Result<f64, c_int> {
+) -> Result<(&'a QueryStats, Vec<f64>), c_int> {
     // SAFETY: `query_stats` returns a pointer owned by FTS5 that stays valid for this
     // statement; the other calls use the current call's context.
     unsafe {
@@ -230,7 +254,7 @@ unsafe fn score(
                 .ok()
                 .and_then(|c| COLUMN_WEIGHTS.get(c))
                 .copied()
-                .unwrap_or(1.0);
+                .unwrap_or(0.0);
             if let Some(slot) = usize::try_from(phrase)
                 .ok()
                 .and_then(|p| per_phrase.get_mut(p))
@@ -243,8 +267,39 @@ unsafe fn score(
             let word = stats.phrase_words[phrase];
             frequency[word] = frequency[word].max(*weighted);
         }
+        Ok((stats, frequency))
+    }
+}
+
+/// Which of the query's distinct words the current row holds, as bits (word `i` is bit
+/// `i`; words past the 63rd are not told).
+unsafe fn held_words(
+    api: &ffi::Fts5ExtensionApi,
+    fts: *mut ffi::Fts5Context,
+    values: &[*mut ffi::sqlite3_value],
+) -> Result<i64, c_int> {
+    // SAFETY: passed on from the caller, which has the current call's context.
+    let (_, frequency) = unsafe { word_frequencies(api, fts, values)? };
+    Ok(frequency
+        .iter()
+        .take(63)
+        .enumerate()
+        .filter(|(_, f)| **f > 0.0)
+        .fold(0, |mask, (word, _)| mask | (1i64 << word)))
+}
+
+/// The score of the current row.
+unsafe fn score(
+    api: &ffi::Fts5ExtensionApi,
+    fts: *mut ffi::Fts5Context,
+    values: &[*mut ffi::sqlite3_value],
+) -> Result<f64, c_int> {
+    // SAFETY: passed on from the caller, which has the current call's context; the
+    // other calls use that context too.
+    unsafe {
+        let (stats, frequency) = word_frequencies(api, fts, values)?;
         let mut length: f64 = 0.0;
-        let columns = api.xColumnCount.ok_or(ffi::SQLITE_MISUSE)?(fts);
+        let columns = scored_columns(api, fts)?;
         let size = api.xColumnSize.ok_or(ffi::SQLITE_MISUSE)?;
         for column in 0..columns {
             let mut tokens: c_int = 0;
@@ -261,12 +316,22 @@ unsafe fn score(
     }
 }
 
-unsafe extern "C" fn hv_bm25(
+/// Runs `compute` for one call of an auxiliary function and hands SQLite its result.
+///
+/// # Safety
+/// The arguments must be those SQLite passed to the auxiliary function.
+unsafe fn answer<T>(
     api: *const ffi::Fts5ExtensionApi,
     fts: *mut ffi::Fts5Context,
     context: *mut ffi::sqlite3_context,
     count: c_int,
     values: *mut *mut ffi::sqlite3_value,
+    compute: unsafe fn(
+        &ffi::Fts5ExtensionApi,
+        *mut ffi::Fts5Context,
+        &[*mut ffi::sqlite3_value],
+    ) -> Result<T, c_int>,
+    give: unsafe extern "C" fn(*mut ffi::sqlite3_context, T),
 ) {
     // A panic must not cross into C; there is none to expect here, but make sure.
     let outcome = std::panic::catch_unwind(|| {
@@ -276,16 +341,58 @@ unsafe extern "C" fn hv_bm25(
                 Ok(n) if n > 0 && !values.is_null() => std::slice::from_raw_parts(values, n),
                 _ => &[],
             };
-            score(&*api, fts, values)
+            compute(&*api, fts, values)
         }
     });
     // SAFETY: `context` is this call's result context.
     unsafe {
         match outcome {
-            Ok(Ok(score)) => ffi::sqlite3_result_double(context, score),
+            Ok(Ok(value)) => give(context, value),
             Ok(Err(code)) => ffi::sqlite3_result_error_code(context, code),
             Err(_) => ffi::sqlite3_result_error_code(context, ffi::SQLITE_INTERNAL),
         }
+    }
+}
+
+unsafe extern "C" fn hv_bm25(
+    api: *const ffi::Fts5ExtensionApi,
+    fts: *mut ffi::Fts5Context,
+    context: *mut ffi::sqlite3_context,
+    count: c_int,
+    values: *mut *mut ffi::sqlite3_value,
+) {
+    // SAFETY: SQLite's own arguments, passed on.
+    unsafe {
+        answer(
+            api,
+            fts,
+            context,
+            count,
+            values,
+            score,
+            ffi::sqlite3_result_double,
+        )
+    }
+}
+
+unsafe extern "C" fn hv_held(
+    api: *const ffi::Fts5ExtensionApi,
+    fts: *mut ffi::Fts5Context,
+    context: *mut ffi::sqlite3_context,
+    count: c_int,
+    values: *mut *mut ffi::sqlite3_value,
+) {
+    // SAFETY: SQLite's own arguments, passed on.
+    unsafe {
+        answer(
+            api,
+            fts,
+            context,
+            count,
+            values,
+            held_words,
+            ffi::sqlite3_result_int64,
+        )
     }
 }
 

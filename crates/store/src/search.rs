@@ -3,12 +3,11 @@
 //! Filters are part of the SQL, never applied after a `LIMIT`, so a page is full whenever
 //! enough memories match.
 
-use crate::db::{OptionalExtension, params, params_from_iter};
+use crate::db::params_from_iter;
 use haivemind_core::{InvalidInput, Memory, MemoryId};
 use rusqlite::types::Value as SqlValue;
 
 pub(crate) use crate::full_text::QueryTerms;
-use crate::full_text::{MAX_TIERED_WORDS, all_of, any_of, at_least, but_not};
 use crate::rows::{MEMORY_COLUMNS, memory_from_row};
 use crate::{Store, StoreError};
 
@@ -19,6 +18,9 @@ pub const MAX_OFFSET: usize = 10_000;
 /// When every word of a query is common, only this many of the newest matching memories
 /// are ranked.
 pub const COMMON_QUERY_CANDIDATES: usize = 5_000;
+/// A filter on a user or project letting at most this many memories through is ranked in
+/// one statement (`one_pass_ranking`): scoring that many costs a few milliseconds at most.
+pub const ONE_PASS_MAX: usize = 20_000;
 /// Matches are counted exactly up to this many; past it `total` is this number and
 /// `total_exact` is false. Counting every match of a common word costs more than the search.
 pub const MAX_COUNTED: usize = 1_000;
@@ -101,142 +103,6 @@ impl MemoryFilter {
         if self.hide_restricted {
             sql.push_str(" AND m.confidentiality NOT IN ('confidential', 'pii')");
         }
-    }
-}
-
-/// The arguments of `hv_bm25` for one query: each kept word's document frequency, and
-/// which word each phrase of an expression is.
-struct Scoring {
-    words: Vec<String>,
-    frequencies: String,
-    /// When set, only memories with a rowid at least this large are ranked.
-    rowid_floor: Option<i64>,
-}
-
-impl Scoring {
-    fn new(plan: &TermPlan, rowid_floor: Option<i64>) -> Self {
-        let frequencies = plan
-            .kept
-            .iter()
-            .map(|w| plan.frequency(w).to_string())
-            .collect::<Vec<_>>()
-            .join(" ");
-        Self {
-            words: plan.kept.clone(),
-            frequencies,
-            rowid_floor,
-        }
-    }
-
-    /// For each quoted word of `expression`, in order, its index among the kept words.
-    fn phrase_words(&self, expression: &str) -> Result<String, StoreError> {
-        let mut indices = Vec::new();
-        for word in expression.split('"').skip(1).step_by(2) {
-            let index =
-                self.words
-                    .iter()
-                    .position(|w| w == word)
-                    .ok_or_else(|| StoreError::Corrupt {
-                        record: "search plan".into(),
-                        detail: format!(
-                            "expression word \"{word}\" is not among the query's words"
-                        ),
-                    })?;
-            indices.push(index.to_string());
-        }
-        Ok(indices.join(" "))
-    }
-}
-
-/// Which words of a query take part in which ranking tier.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct TermPlan {
-    /// Words a first-tier memory must all hold: every word but the ubiquitous ones, and but
-    /// the ones no memory holds.
-    pub(crate) kept: Vec<String>,
-    /// Words of which a second-tier memory must hold at least one: the kept words that are
-    /// not common, or all kept words when every one is common.
-    pub(crate) selective: Vec<String>,
-    /// Every word's document frequency, as counted (capped for ubiquitous words).
-    frequencies: Vec<(String, usize)>,
-    /// Whether every kept word is common, so that even the first tier may be large.
-    pub(crate) all_common: bool,
-    /// About how many memories the store holds (its largest rowid), as the plan saw it.
-    pub(crate) documents: usize,
-}
-
-impl TermPlan {
-    pub(crate) fn new(frequencies: &[(String, usize)], ubiquitous: usize, common: usize) -> Self {
-        let words_where = |keep: &dyn Fn(usize) -> bool| -> Vec<String> {
-            frequencies
-                .iter()
-                .filter(|(_, df)| keep(*df))
-                .map(|(w, _)| w.clone())
-                .collect()
-        };
-        let mut kept = words_where(&|df| df > 0 && df <= ubiquitous);
-        if kept.is_empty() {
-            kept = words_where(&|df| df > 0);
-        }
-        if kept.is_empty() {
-            kept = frequencies.iter().map(|(w, _)| w.clone()).collect();
-        }
-        let mut selective: Vec<String> = frequencies
-            .iter()
-            .filter(|(w, df)| *df <= common && kept.contains(w))
-            .map(|(w, _)| w.clone())
-            .collect();
-        let all_common = selective.is_empty();
-        if all_common {
-            selective = kept.clone();
-        }
-        Self {
-            kept,
-            selective,
-            frequencies: frequencies.to_vec(),
-            all_common,
-            documents: 0,
-        }
-    }
-
-    pub(crate) fn frequency(&self, word: &str) -> usize {
-        self.frequencies
-            .iter()
-            .find(|(w, _)| w == word)
-            .map_or(0, |(_, df)| *df)
-    }
-}
-
-/// A bounded cache of document frequencies, forgotten as the store grows.
-#[derive(Default)]
-pub(crate) struct TermFrequencyCache {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (usize, usize)>>,
-}
-
-impl TermFrequencyCache {
-    const CAPACITY: usize = 10_000;
-
-    /// Only words at least this frequent are cached: counting a rare word is cheap, and a
-    /// rare word's count changes most, relative to itself, as memories arrive.
-    const MIN_CACHED: usize = 100;
-
-    pub(crate) fn get(&self, word: &str, documents: usize) -> Option<usize> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let (frequency, seen_at) = *entries.get(word)?;
-        // Each memory added since can change the count by one at most: trust the cached
-        // count while that bound stays within a tenth of it.
-        (seen_at.abs_diff(documents) * 10 <= frequency).then_some(frequency)
-    }
-
-    pub(crate) fn put(&self, word: &str, frequency: usize, documents: usize) {
-        if frequency < Self::MIN_CACHED {
-            return;
-        }
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= Self::CAPACITY {
-            entries.clear();
-        }
-        entries.insert(word.to_string(), (frequency, documents));
     }
 }
 
@@ -406,7 +272,9 @@ impl Store {
     /// more than one in fifty cannot alone admit a memory to the last tier. When every
     /// word is that common, only the 5,000 newest matching memories are ranked. Scoring
     /// costs time per matching memory, and common words add little to BM25, so a query
-    /// with a common word does not score most of the store.
+    /// with a common word does not score most of the store. A filter on a user or project
+    /// of at most [`ONE_PASS_MAX`] memories is ranked in the same order in one statement
+    /// over its memories alone (see `full_text_ranking.rs`).
     pub fn search(&self, query: &SearchQuery) -> Result<SearchResults, StoreError> {
         check_page(query.limit, query.offset)?;
         query.filter.check(self)?;
@@ -428,224 +296,6 @@ impl Store {
             mode: SearchMode::FullText,
             note,
         })
-    }
-
-    /// The best `window` memories by full-text rank, best first, and how many match in all
-    /// (counted up to one past [`MAX_COUNTED`]).
-    pub(crate) fn full_text_ranking(
-        &self,
-        terms: &QueryTerms,
-        filter: &MemoryFilter,
-        window: usize,
-    ) -> Result<(Vec<SearchHit>, usize), StoreError> {
-        if self.dialect() == crate::db::Dialect::Postgres {
-            return self.full_text_ranking_postgres(terms, filter, window);
-        }
-        let plan = self.plan_terms(terms)?;
-        let kept: Vec<&str> = plan.kept.iter().map(String::as_str).collect();
-        let selective: Vec<&str> = plan.selective.iter().map(String::as_str).collect();
-        // A query made only of common words says little and matches much of the store;
-        // scoring all of it would take tens of milliseconds. Rank the newest matches only.
-        let rowid_floor = if plan.all_common {
-            self.recent_match_floor(&any_of(&kept))?
-        } else {
-            None
-        };
-        let scoring = Scoring::new(&plan, rowid_floor);
-        let mut ranked = self.rank_full_text(&all_of(&kept), &scoring, filter, window)?;
-        // Then memories holding fewer and fewer of the words, each tier only while the page
-        // is not full: most queries never reach the costly last tier of single words.
-        let mut better = all_of(&kept);
-        let middle_tiers = if kept.len() <= MAX_TIERED_WORDS {
-            kept.len() - 1
-        } else {
-            1
-        };
-        for k in (2..=middle_tiers).rev() {
-            if ranked.len() >= window {
-                break;
-            }
-            let tier = at_least(k, &kept);
-            let found = self.rank_full_text(
-                &but_not(&tier, &better),
-                &scoring,
-                filter,
-                window - ranked.len(),
-            )?;
-            ranked.extend(found);
-            better = tier;
-        }
-        if ranked.len() < window && kept.len() > 1 {
-            let last = but_not(&any_of(&selective), &better);
-            let found = self.rank_full_text(&last, &scoring, filter, window - ranked.len())?;
-            ranked.extend(found);
-        }
-        // Count what the tiers can return: memories holding two or more of the kept words
-        // (all of them, past the tiered word limit), or any selective word.
-        let countable = match kept.len() {
-            1 => any_of(&kept),
-            n if n <= MAX_TIERED_WORDS => {
-                format!("({}) OR ({})", at_least(2, &kept), any_of(&selective))
-            }
-            _ => format!("({}) OR ({})", all_of(&kept), any_of(&selective)),
-        };
-        let counted = self.count_full_text(&countable, filter)?;
-        Ok((ranked, counted))
-    }
-
-    /// Decides which words take part in which tier, from their document frequencies.
-    pub(crate) fn plan_terms(&self, terms: &QueryTerms) -> Result<TermPlan, StoreError> {
-        let reader = self.reader()?;
-        // The largest rowid approximates the number of memories in O(1); thresholds need
-        // no more precision than that.
-        let documents: i64 = reader.query_row(
-            "SELECT coalesce(max(rowid), 0) FROM memories",
-            params![],
-            |row| row.get(0),
-        )?;
-        let documents = documents.max(0) as usize;
-        let ubiquitous = (documents / 8).max(1_000);
-        let common = (documents / 50).max(500);
-        let mut frequencies = Vec::with_capacity(terms.words.len());
-        for word in &terms.words {
-            frequencies.push((
-                word.clone(),
-                self.document_frequency(&reader, word, ubiquitous + 1, documents)?,
-            ));
-        }
-        Ok(TermPlan {
-            documents,
-            ..TermPlan::new(&frequencies, ubiquitous, common)
-        })
-    }
-
-    /// How many memories hold `word`, counted no further than `cap`. Cached, since the
-    /// words people search for repeat, and common words are the costly ones to count.
-    fn document_frequency(
-        &self,
-        reader: &crate::db::Connection<'_>,
-        word: &str,
-        cap: usize,
-        documents: usize,
-    ) -> Result<usize, StoreError> {
-        if let Some(known) = self.term_frequencies.get(word, documents) {
-            return Ok(known);
-        }
-        // The word reaches each index only as a parameter: quoted as one FTS5 phrase, or
-        // through plainto_tsquery.
-        let (sql, bound) = match reader.dialect() {
-            crate::db::Dialect::Sqlite => (
-                "SELECT count(*) FROM (SELECT 1 FROM memories_fts WHERE memories_fts MATCH ?1 LIMIT ?2)",
-                format!("\"{word}\""),
-            ),
-            crate::db::Dialect::Postgres => (
-                "SELECT count(*) FROM (SELECT 1 FROM memories
-                     WHERE search @@ plainto_tsquery('english', ?1) LIMIT ?2) AS hits",
-                word.to_string(),
-            ),
-        };
-        let mut statement = reader.prepare_cached(sql)?;
-        let frequency: i64 = statement.query_row(
-            params_from_iter([SqlValue::Text(bound), SqlValue::Integer(cap as i64)]),
-            |row| row.get(0),
-        )?;
-        let frequency = frequency.max(0) as usize;
-        self.term_frequencies.put(word, frequency, documents);
-        Ok(frequency)
-    }
-
-    fn full_text_from(
-        expression: &str,
-        filter: &MemoryFilter,
-        rowid_floor: Option<i64>,
-    ) -> (String, Vec<SqlValue>) {
-        let mut conditions = String::new();
-        let mut params = vec![SqlValue::Text(expression.to_string())];
-        if let Some(floor) = rowid_floor {
-            conditions.push_str(" AND memories_fts.rowid >= ?");
-            params.push(SqlValue::Integer(floor));
-        }
-        filter.to_sql(&mut conditions, &mut params);
-        (
-            format!(
-                // CROSS JOIN keeps the full-text index as the outer loop: with a filter on an
-                // indexed column the planner would otherwise scan, say, every memory of a
-                // user and test each against the index.
-                "FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid
-                 WHERE memories_fts MATCH ? AND m.deleted_at IS NULL{conditions}"
-            ),
-            params,
-        )
-    }
-
-    /// The best `limit` live memories matching `expression` and `filter`, best first.
-    fn rank_full_text(
-        &self,
-        expression: &str,
-        scoring: &Scoring,
-        filter: &MemoryFilter,
-        limit: usize,
-    ) -> Result<Vec<SearchHit>, StoreError> {
-        let (from, filter_params) = Self::full_text_from(expression, filter, scoring.rowid_floor);
-        let mut params = vec![
-            SqlValue::Text(scoring.frequencies.clone()),
-            SqlValue::Text(scoring.phrase_words(expression)?),
-        ];
-        params.extend(filter_params);
-        params.push(SqlValue::Integer(limit as i64));
-        let reader = self.reader()?;
-        // BM25 with the document frequencies the plan already counted (see ranking.rs);
-        // content counts most, context and tags help. Only (rowid, score) pairs are
-        // sorted; whole rows are read for the winners alone.
-        let mut statement = reader.prepare_cached(&format!(
-            "SELECT {MEMORY_COLUMNS}, ranked.score FROM (
-                 SELECT m.rowid AS hit, hv_bm25(memories_fts, ?, ?) AS score {from}
-                 ORDER BY score DESC, m.rowid LIMIT ?
-             ) AS ranked JOIN memories m ON m.rowid = ranked.hit
-             ORDER BY ranked.score DESC, m.rowid"
-        ))?;
-        let hits = statement
-            .query_map(params_from_iter(params), |row| {
-                Ok(SearchHit {
-                    memory: memory_from_row(row)?,
-                    score: row.get(18)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(hits)
-    }
-
-    /// The rowid of the [`COMMON_QUERY_CANDIDATES`]th newest memory matching `expression`, or
-    /// `None` when fewer match.
-    fn recent_match_floor(&self, expression: &str) -> Result<Option<i64>, StoreError> {
-        let reader = self.reader()?;
-        let mut statement = reader.prepare_cached(
-            "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?1 ORDER BY rowid DESC LIMIT 1 OFFSET ?2",
-        )?;
-        Ok(statement
-            .query_row(
-                params_from_iter([
-                    SqlValue::Text(expression.to_string()),
-                    SqlValue::Integer(COMMON_QUERY_CANDIDATES as i64 - 1),
-                ]),
-                |row| row.get(0),
-            )
-            .optional()?)
-    }
-
-    /// How many live memories match, counting no further than one past [`MAX_COUNTED`].
-    fn count_full_text(
-        &self,
-        expression: &str,
-        filter: &MemoryFilter,
-    ) -> Result<usize, StoreError> {
-        let (from, mut params) = Self::full_text_from(expression, filter, None);
-        params.push(SqlValue::Integer(MAX_COUNTED as i64 + 1));
-        let reader = self.reader()?;
-        let mut statement =
-            reader.prepare_cached(&format!("SELECT count(*) FROM (SELECT 1 {from} LIMIT ?)"))?;
-        let count: i64 = statement.query_row(params_from_iter(params), |row| row.get(0))?;
-        Ok(count as usize)
     }
 
     /// The newest live memories, newest first.
@@ -689,44 +339,5 @@ impl Store {
         let mut statement = reader.prepare_cached(&sql)?;
         let count: i64 = statement.query_row(params_from_iter(params), |row| row.get(0))?;
         Ok(count as usize)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::TermPlan;
-
-    fn plan(frequencies: &[(&str, usize)]) -> TermPlan {
-        let frequencies: Vec<(String, usize)> = frequencies
-            .iter()
-            .map(|(w, df)| (w.to_string(), *df))
-            .collect();
-        TermPlan::new(&frequencies, 250, 20)
-    }
-
-    #[test]
-    fn ubiquitous_and_absent_words_are_dropped_while_others_remain() {
-        let p = plan(&[("the", 900), ("heap", 5), ("typo", 0), ("elastic3", 3)]);
-        assert_eq!(p.kept, ["heap", "elastic3"]);
-        assert_eq!(p.selective, ["heap", "elastic3"]);
-    }
-
-    #[test]
-    fn common_words_must_co_occur_with_a_selective_one() {
-        let p = plan(&[("nginx", 100), ("proxy2", 4)]);
-        assert_eq!(p.kept, ["nginx", "proxy2"]);
-        assert_eq!(p.selective, ["proxy2"]);
-    }
-
-    #[test]
-    fn a_query_of_only_common_or_only_ubiquitous_words_keeps_them_all() {
-        let p = plan(&[("nginx", 100), ("proxy", 90)]);
-        assert_eq!(p.selective, ["nginx", "proxy"]);
-        assert!(p.all_common);
-        assert!(!plan(&[("nginx", 100), ("proxy2", 4)]).all_common);
-        let p = plan(&[("a", 900), ("b", 800)]);
-        assert_eq!(p.kept, ["a", "b"]);
-        let p = plan(&[("zz", 0)]);
-        assert_eq!(p.kept, ["zz"]);
     }
 }

@@ -3,6 +3,8 @@
 mod common;
 
 use common::{memory, scratch};
+use haivemind_core::MemoryPatch;
+use haivemind_core::memory::MAX_NAME_BYTES;
 use haivemind_core::time_format::now_ms;
 use haivemind_store::{MemoryFilter, RecentQuery, SearchMode, SearchQuery};
 
@@ -232,4 +234,88 @@ fn recent_memories_come_newest_first_within_the_window() {
         })
         .unwrap_err();
     assert_eq!(err.to_string(), "hours: must be at least 1");
+}
+
+#[test]
+fn user_and_project_filters_hold_for_any_name_and_follow_updates() {
+    let s = scratch();
+    // Names that are prefixes of each other, differ only in case, hold quotes, spaces,
+    // FTS5 syntax or non-ASCII, or are as long as a name may be: each must select exactly
+    // its own memories, with the full-text index narrowing the search by them.
+    let long = "n".repeat(MAX_NAME_BYTES);
+    let users = [
+        "al",
+        "alice",
+        "Alice",
+        "a \"quoted\" NEAR(x) user*",
+        "ünïcødé ✓ed",
+        long.as_str(),
+    ];
+    // Each user's project is named after the user, as long as a name may be at most.
+    let project_of = |user: &str| -> String {
+        let mut project = format!("{user} project");
+        project.truncate(MAX_NAME_BYTES);
+        project
+    };
+    for (i, user) in users.iter().enumerate() {
+        for j in 0..=i {
+            let mut m = memory(&format!("rotated the backup key on host{j}"));
+            m.user_id = user.to_string();
+            m.project = (j % 2 == 0).then(|| project_of(user));
+            s.store.create(m).unwrap();
+        }
+    }
+    let search = |user: Option<&str>, project: Option<&str>| {
+        let mut q = SearchQuery::new("backup key");
+        q.limit = 100;
+        q.filter.user_id = user.map(str::to_string);
+        q.filter.project = project.map(str::to_string);
+        s.store.search(&q).unwrap()
+    };
+    for (i, user) in users.iter().enumerate() {
+        let found = search(Some(user), None);
+        assert_eq!(found.total, i + 1, "{user}");
+        assert!(
+            found.hits.iter().all(|h| h.memory.user_id == *user),
+            "{user}"
+        );
+        let project = project_of(user);
+        let in_project = search(Some(user), Some(&project));
+        assert_eq!(in_project.total, i / 2 + 1, "{user}");
+        assert!(
+            in_project
+                .hits
+                .iter()
+                .all(|h| h.memory.project.as_deref() == Some(project.as_str()))
+        );
+    }
+    // A memory moved to another project is found under the new one only, and one whose
+    // project is cleared under none.
+    let moved = search(Some("alice"), Some("alice project")).hits[0]
+        .memory
+        .id;
+    s.store
+        .update(
+            moved,
+            MemoryPatch {
+                project: Some(Some("elsewhere".into())),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+    assert_eq!(search(Some("alice"), Some("alice project")).total, 0);
+    assert_eq!(search(None, Some("elsewhere")).hits[0].memory.id, moved);
+    s.store
+        .update(
+            moved,
+            MemoryPatch {
+                project: Some(None),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+    assert_eq!(search(None, Some("elsewhere")).total, 0);
+    assert_eq!(search(Some("alice"), None).total, 2);
 }
