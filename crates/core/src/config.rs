@@ -196,6 +196,9 @@ pub struct SearchConfig {
     /// it, a memory comes back only if full-text matches it. Without a floor every memory
     /// is "similar" to any query, and an unrelated question returned the whole store.
     pub min_similarity: f64,
+    /// What the memories written just before and after one of the ten best-fused, by the
+    /// same user, earn from it: this times its score (0: off).
+    pub neighbour_weight: f64,
 }
 
 impl Default for SearchConfig {
@@ -207,9 +210,14 @@ impl Default for SearchConfig {
             rank_constant: 2.0,
             fusion_depth: 50,
             min_similarity: DEFAULT_MIN_SIMILARITY,
+            neighbour_weight: DEFAULT_NEIGHBOUR_WEIGHT,
         }
     }
 }
+
+/// `search.neighbour_weight` when not set: on LoCoMo dev, leave-one-conversation-out chose
+/// a neighbour weight on every fold (docs/BENCHMARKS.md).
+pub const DEFAULT_NEIGHBOUR_WEIGHT: f64 = 0.3;
 
 /// `search.min_similarity` when not set. On the LoCoMo dev split no floor up to 0.35 cost
 /// any conversation recall@10 (0.4 did), but a short paraphrase scores lower than dialogue
@@ -487,6 +495,9 @@ impl Config {
         }
         if !(1..=1_000).contains(&search.fusion_depth) {
             return invalid("search.fusion_depth", "must be between 1 and 1000");
+        }
+        if !(0.0..=10.0).contains(&search.neighbour_weight) {
+            return invalid("search.neighbour_weight", "must be between 0 and 10");
         }
         if !(-1.0..=1.0).contains(&search.min_similarity) {
             return invalid(
@@ -937,6 +948,24 @@ mod tests {
         assert_eq!(config.memory.recover_days, 30);
         let err = load("{", &[]).unwrap_err();
         assert!(err.to_string().contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_neighbour_weight_out_of_range_is_refused_with_the_key_named() {
+        for weight in ["-0.1", "10.5"] {
+            let err = load(
+                &format!(r#"{{"search": {{"neighbour_weight": {weight}}}}}"#),
+                &[],
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("search.neighbour_weight: must be between 0 and 10"),
+                "{err}"
+            );
+        }
+        let off = load(r#"{"search": {"neighbour_weight": 0}}"#, &[]).unwrap();
+        assert_eq!(off.search.neighbour_weight, 0.0);
     }
 
     #[test]

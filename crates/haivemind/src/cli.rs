@@ -359,7 +359,8 @@ pub enum BenchCommand {
         mode: crate::locomo::Mode,
         /// Store once, then ask every question under each fusion setting of a grid
         /// ($HAIVEMIND_SWEEP as "fusion,full_text_weight,vector_weight,rank_constant,
-        /// depth[,min_similarity];..." or a built-in grid) and print a row per setting.
+        /// depth[,min_similarity[,neighbour_weight]];..." or a built-in grid) and print a
+        /// row per setting.
         #[arg(long)]
         sweep: bool,
         /// Leave one conversation out: for each conversation, choose the setting of the

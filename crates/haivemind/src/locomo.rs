@@ -298,47 +298,88 @@ fn add_padding(data_dir: &Path, samples: &[Value], count: usize) -> Result<()> {
     Ok(())
 }
 
-/// One fusion setting of a sweep: fusion, full-text weight, vector weight, rank constant,
-/// depth, similarity floor.
-type Setting = (String, f64, f64, f64, usize, f64);
+/// One fusion setting of a sweep: the `search.*` keys it sets.
+#[derive(Debug, Clone, PartialEq)]
+struct Setting {
+    fusion: String,
+    full_text_weight: f64,
+    vector_weight: f64,
+    rank_constant: f64,
+    depth: usize,
+    min_similarity: f64,
+    neighbour_weight: f64,
+}
+
+impl Setting {
+    fn rrf(full_text_weight: f64, vector_weight: f64, rank_constant: f64) -> Self {
+        Self {
+            fusion: "rrf".into(),
+            full_text_weight,
+            vector_weight,
+            rank_constant,
+            depth: 50,
+            min_similarity: haivemind_core::config::DEFAULT_MIN_SIMILARITY,
+            neighbour_weight: 0.0,
+        }
+    }
+
+    /// One row of `$HAIVEMIND_SWEEP`: "fusion,full_text_weight,vector_weight,
+    /// rank_constant,depth[,min_similarity[,neighbour_weight]]".
+    fn parse(row: &str) -> Option<Self> {
+        let v: Vec<&str> = row.split(',').map(str::trim).collect();
+        Some(Self {
+            fusion: v.first()?.to_string(),
+            full_text_weight: v.get(1)?.parse().ok()?,
+            vector_weight: v.get(2)?.parse().ok()?,
+            rank_constant: v.get(3)?.parse().ok()?,
+            depth: v.get(4)?.parse().ok()?,
+            min_similarity: v
+                .get(5)
+                .map_or(Some(haivemind_core::config::DEFAULT_MIN_SIMILARITY), |f| {
+                    f.parse().ok()
+                })?,
+            neighbour_weight: v.get(6).map_or(Some(0.0), |f| f.parse().ok())?,
+        })
+    }
+
+    fn as_config(&self) -> Value {
+        json!({"search": {"fusion": self.fusion, "full_text_weight": self.full_text_weight,
+                          "vector_weight": self.vector_weight, "rank_constant": self.rank_constant,
+                          "fusion_depth": self.depth, "min_similarity": self.min_similarity,
+                          "neighbour_weight": self.neighbour_weight}})
+    }
+}
 
 /// The grid a sweep runs: `$HAIVEMIND_SWEEP`, or the built-in one.
 fn sweep_settings() -> Vec<Setting> {
-    let default_floor = haivemind_core::config::DEFAULT_MIN_SIMILARITY;
     std::env::var("HAIVEMIND_SWEEP")
         .ok()
-        .map(|grid| {
-            grid.split(';')
-                .filter_map(|row| {
-                    let v: Vec<&str> = row.split(',').map(str::trim).collect();
-                    Some((
-                        v.first()?.to_string(),
-                        v.get(1)?.parse().ok()?,
-                        v.get(2)?.parse().ok()?,
-                        v.get(3)?.parse().ok()?,
-                        v.get(4)?.parse().ok()?,
-                        v.get(5).map_or(Some(default_floor), |f| f.parse().ok())?,
-                    ))
-                })
-                .collect()
-        })
+        .map(|grid| grid.split(';').filter_map(Setting::parse).collect())
         .unwrap_or_else(|| {
-            let rrf = |w: f64, v: f64, k: f64| ("rrf".to_string(), w, v, k, 50, default_floor);
-            let mut grid = vec![rrf(1.0, 0.0, 60.0), rrf(0.0, 1.0, 60.0)];
+            let mut grid = vec![Setting::rrf(1.0, 0.0, 60.0), Setting::rrf(0.0, 1.0, 60.0)];
             for k in [2.0, 5.0, 20.0, 60.0] {
                 for vector_weight in [0.5, 0.7, 1.0] {
-                    grid.push(rrf(1.0, vector_weight, k));
+                    grid.push(Setting::rrf(1.0, vector_weight, k));
                 }
             }
             for vector_weight in [0.5, 1.0, 2.0, 4.0] {
-                grid.push((
-                    "convex".to_string(),
-                    1.0,
-                    vector_weight,
-                    0.0,
-                    50,
-                    default_floor,
-                ));
+                grid.push(Setting {
+                    fusion: "convex".into(),
+                    rank_constant: 0.0,
+                    ..Setting::rrf(1.0, vector_weight, 0.0)
+                });
+            }
+            // Neighbours lending to the best, on the reciprocal-rank settings near the
+            // defaults.
+            for k in [2.0, 5.0] {
+                for vector_weight in [0.5, 0.7, 1.0] {
+                    for neighbour_weight in [0.3, 0.5] {
+                        grid.push(Setting {
+                            neighbour_weight,
+                            ..Setting::rrf(1.0, vector_weight, k)
+                        });
+                    }
+                }
             }
             grid
         })
@@ -350,14 +391,7 @@ fn evaluate_setting(
     samples: &[Value],
     setting: Option<&Setting>,
 ) -> Result<Evaluation> {
-    let settings = match setting {
-        Some((fusion, full_text_weight, vector_weight, rank_constant, depth, floor)) => {
-            json!({"search": {"fusion": fusion, "full_text_weight": full_text_weight,
-                              "vector_weight": vector_weight, "rank_constant": rank_constant,
-                              "fusion_depth": depth, "min_similarity": floor}})
-        }
-        None => json!({}),
-    };
+    let settings = setting.map_or_else(|| json!({}), Setting::as_config);
     let mut client = StdioClient::start(data_dir, &settings)?;
     let evaluation = evaluate(&mut client, samples, true)?;
     client.finish()?;
@@ -365,9 +399,17 @@ fn evaluate_setting(
 }
 
 fn describe(setting: &Setting) -> String {
-    let (fusion, full_text_weight, vector_weight, rank_constant, depth, floor) = setting;
+    let Setting {
+        fusion,
+        full_text_weight,
+        vector_weight,
+        rank_constant,
+        depth,
+        min_similarity,
+        neighbour_weight,
+    } = setting;
     format!(
-        "{fusion} {full_text_weight}/{vector_weight} k={rank_constant} depth={depth} floor={floor}"
+        "{fusion} {full_text_weight}/{vector_weight} k={rank_constant} depth={depth} floor={min_similarity} neighbours={neighbour_weight}"
     )
 }
 
@@ -377,18 +419,24 @@ fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result
     let mut rows = Vec::new();
     if !json_output {
         println!(
-            "| fusion | full_text_weight | vector_weight | rank_constant | fusion_depth | min_similarity | recall@5 | recall@10 | hit@10 | MRR | nDCG@10 | results per question |"
+            "| fusion | full_text_weight | vector_weight | rank_constant | fusion_depth | min_similarity | neighbour_weight | recall@5 | recall@10 | hit@10 | MRR | nDCG@10 | results per question |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     }
     for setting in sweep_settings() {
         let evaluation = evaluate_setting(data_dir, samples, Some(&setting))?;
-        let (fusion, full_text_weight, vector_weight, rank_constant, depth, floor) = setting;
         let m = evaluation.overall.mean();
         let f = |key: &str| m[key].as_f64().unwrap_or(0.0);
         if !json_output {
             println!(
-                "| {fusion} | {full_text_weight} | {vector_weight} | {rank_constant} | {depth} | {floor} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |",
+                setting.fusion,
+                setting.full_text_weight,
+                setting.vector_weight,
+                setting.rank_constant,
+                setting.depth,
+                setting.min_similarity,
+                setting.neighbour_weight,
                 f("recall@5"),
                 f("recall@10"),
                 f("hit@10"),
@@ -397,12 +445,15 @@ fn sweep_fusion(data_dir: &Path, samples: &[Value], json_output: bool) -> Result
                 f("returned")
             );
         }
-        rows.push(json!({"fusion": fusion, "full_text_weight": full_text_weight, "vector_weight": vector_weight,
-                         "rank_constant": rank_constant, "fusion_depth": depth, "min_similarity": floor,
-                         "overall": m,
-                         "by_conversation": evaluation.by_conversation.iter()
-                             .map(|(user, scores)| (user.clone(), scores.mean()))
-                             .collect::<serde_json::Map<_, _>>()}));
+        let mut row = setting.as_config()["search"].clone();
+        row["overall"] = m.clone();
+        row["by_conversation"] = evaluation
+            .by_conversation
+            .iter()
+            .map(|(user, scores)| (user.clone(), scores.mean()))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        rows.push(row);
     }
     if json_output {
         println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -226,6 +226,7 @@ fn store_options(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> StoreO
             rank_constant: config.search.rank_constant,
             depth: config.search.fusion_depth,
             min_similarity: config.search.min_similarity as f32,
+            neighbour_weight: config.search.neighbour_weight,
         },
     }
 }

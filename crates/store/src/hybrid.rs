@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::db::{Connection, params_from_iter};
+use crate::db::{Connection, OptionalExtension, params_from_iter};
 use haivemind_core::MemoryId;
 use rusqlite::types::Value as SqlValue;
 
@@ -44,7 +44,14 @@ pub struct Fusion {
     pub depth: usize,
     /// The vector ranking keeps only memories at least this similar (cosine) to the query.
     pub min_similarity: f32,
+    /// What the memories written just before and just after one of the
+    /// [`NEIGHBOURS_OF_BEST`] best-fused memories, by the same user, earn from it: this
+    /// times its fused score. 0 turns neighbours off.
+    pub neighbour_weight: f64,
 }
+
+/// How many of the best-fused memories lend to their neighbours.
+pub const NEIGHBOURS_OF_BEST: usize = 10;
 
 impl Default for Fusion {
     fn default() -> Self {
@@ -55,6 +62,7 @@ impl Default for Fusion {
             rank_constant: 2.0,
             depth: 50,
             min_similarity: haivemind_core::config::DEFAULT_MIN_SIMILARITY as f32,
+            neighbour_weight: haivemind_core::config::DEFAULT_NEIGHBOUR_WEIGHT,
         }
     }
 }
@@ -115,7 +123,10 @@ impl Store {
             "hybrid search"
         );
 
-        let fused = self.fuse(index, &query_vector, &text_hits, &vector_hits)?;
+        let mut fused = self.fuse(index, &query_vector, &text_hits, &vector_hits)?;
+        if self.fusion.neighbour_weight > 0.0 {
+            self.lend_to_neighbours(&mut fused, &query.filter)?;
+        }
         let candidates = fused.len();
         let mut order: Vec<(MemoryId, f64)> = fused.into_iter().collect();
         // Ties (rare with two rankings) go to the newer memory: ids are UUIDv7.
@@ -162,6 +173,66 @@ impl Store {
                 "no memory has been embedded by the loaded model yet, so the ranking is full-text only; run `haivemind reindex`".to_string()
             }),
         })
+    }
+
+    /// Adds to `fused` the memories written just before and just after each of the
+    /// [`NEIGHBOURS_OF_BEST`] best by the same user (and passing `filter`), each earning
+    /// `neighbour_weight` times that memory's score. A conversation's answer is often the
+    /// turn after the one that matches the question's words, and a note's context the
+    /// note before it: on LoCoMo this lifts recall@10 on conversations the weight was
+    /// never tuned on (docs/BENCHMARKS.md).
+    fn lend_to_neighbours(
+        &self,
+        fused: &mut HashMap<MemoryId, f64>,
+        filter: &MemoryFilter,
+    ) -> Result<(), StoreError> {
+        let mut best: Vec<(MemoryId, f64)> = fused.iter().map(|(id, s)| (*id, *s)).collect();
+        best.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+        best.truncate(NEIGHBOURS_OF_BEST);
+        let reader = self.reader()?;
+        let mut written = reader
+            .prepare_cached("SELECT user_id, created_at, rowid FROM memories WHERE id = ?1")?;
+        for (id, score) in best {
+            let Some((user, created, rowid)) = written
+                .query_row(params_from_iter([SqlValue::Text(id.to_string())]), |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })
+                .optional()?
+            else {
+                continue;
+            };
+            // (created_at, rowid) orders memories written in the same millisecond too, and
+            // as a row value it is one range of the (user_id, created_at) index: an OR of
+            // the two cases made SQLite sort every memory of the user (150 ms at 100k).
+            for (beyond, order) in [("<", "DESC"), (">", "ASC")] {
+                let mut sql = format!(
+                    "SELECT m.id FROM memories m WHERE m.deleted_at IS NULL AND m.user_id = ?
+                     AND (m.created_at, m.rowid) {beyond} (?, ?)"
+                );
+                let mut params = vec![
+                    SqlValue::Text(user.clone()),
+                    SqlValue::Integer(created),
+                    SqlValue::Integer(rowid),
+                ];
+                filter.to_sql(&mut sql, &mut params);
+                sql.push_str(&format!(
+                    " ORDER BY m.created_at {order}, m.rowid {order} LIMIT 1"
+                ));
+                let neighbour: Option<String> = reader
+                    .prepare_cached(&sql)?
+                    .query_row(params_from_iter(params), |row| row.get(0))
+                    .optional()?;
+                if let Some(neighbour) = neighbour {
+                    *fused.entry(parse_memory_id(&neighbour)?).or_default() +=
+                        self.fusion.neighbour_weight * score;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Each memory of either ranking with its fused score (see [`Fusion`]).

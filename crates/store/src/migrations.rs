@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_6_CONNECTOR_CHECKPOINTS,
     MIGRATION_7_OAUTH,
     MIGRATION_8_FULL_TEXT_FACETS,
+    MIGRATION_9_USER_TIMELINE,
 ];
 
 /// The schema version this binary writes.
@@ -311,6 +312,17 @@ CREATE TRIGGER memories_fts_update AFTER UPDATE OF content, context, tags, user_
     INSERT INTO memories_fts (rowid, content, context, tags, facets)
     VALUES (new.rowid, new.content, new.context, new.tags, new.facets);
 END;
+"#;
+
+/// A user's memories in the order they were written, both ways: hybrid search looks up
+/// the memory written just before and just after a result by `(created_at, rowid)`
+/// (`hybrid.rs`). The index it replaces sorted `created_at` descending, so one direction
+/// of that pair ran against it and SQLite sorted every memory of a millisecond (a batch
+/// import writes thousands in one). Scanned backwards, this one still serves the newest
+/// first.
+const MIGRATION_9_USER_TIMELINE: &str = r#"
+DROP INDEX memories_user_created;
+CREATE INDEX memories_user_created ON memories (user_id, created_at);
 "#;
 
 #[cfg(test)]

@@ -391,3 +391,58 @@ fn an_unrelated_question_finds_nothing_and_the_total_counts_what_is_supported() 
         DISTRACTORS.len() + 1
     );
 }
+
+#[test]
+fn the_memory_written_after_a_match_comes_back_with_it_for_its_user_only() {
+    const QUESTION: &str = "Caroline: did you finally take the spring trip you were planning?";
+    const ANSWER: &str = "Melanie: yes, at last, with both kids";
+    const SECRET: &str = "Melanie: the alarm code for the house is 4417";
+    const OTHER_USER: &str = "Bob: repotted the basil on the balcony";
+    let lend = |weight: f64| {
+        let s = scratch_with(|options| {
+            options.embedder = Some(model());
+            options.fusion.neighbour_weight = weight;
+        });
+        fill(&s.store, DISTRACTORS);
+        let write = |content: &str, user: &str, secret: bool| {
+            let mut m = memory(content);
+            m.user_id = user.into();
+            if secret {
+                m.confidentiality = haivemind_core::Confidentiality::Confidential;
+            }
+            s.store.create(m).unwrap();
+        };
+        write(SECRET, "ann", true);
+        write(QUESTION, "ann", false);
+        // Another user's memory between the two turns is no one's neighbour here.
+        write(OTHER_USER, "bob", false);
+        write(ANSWER, "ann", false);
+        s
+    };
+    let found = |s: &common::Scratch, hide_restricted: bool| -> Vec<String> {
+        let mut q = SearchQuery::new("spring trip plans");
+        q.filter.hide_restricted = hide_restricted;
+        let results = s.store.search(&q).unwrap();
+        assert_eq!(results.mode, SearchMode::Hybrid);
+        results.hits.into_iter().map(|h| h.memory.content).collect()
+    };
+    // Neither words nor meaning bring the answer back on its own.
+    let alone = lend(0.0);
+    assert_eq!(
+        found(&alone, false),
+        [QUESTION],
+        "{:#?}",
+        found(&alone, false)
+    );
+    // Lent to by the matching turn before it, it comes back second; so does the turn
+    // before, unless the caller may not see confidential memories. The other user's
+    // memory, written in between, never does.
+    let lent = lend(0.3);
+    let all = found(&lent, false);
+    assert_eq!(all[0], QUESTION, "{all:#?}");
+    assert!(all.contains(&ANSWER.to_string()), "{all:#?}");
+    assert!(all.contains(&SECRET.to_string()), "{all:#?}");
+    assert!(!all.contains(&OTHER_USER.to_string()), "{all:#?}");
+    let visible = found(&lent, true);
+    assert_eq!(visible, [QUESTION, ANSWER], "{visible:#?}");
+}
