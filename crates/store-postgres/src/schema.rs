@@ -24,7 +24,11 @@ const MIGRATION_LOCK: i64 = 0x6861_6976_656d_696e; // "haivemin"
 /// The channel every op-log entry is announced on, with its `seq` as the payload.
 pub const OP_LOG_CHANNEL: &str = "haivemind_op_log";
 
-const MIGRATIONS: &[&str] = &[MIGRATION_1_SCHEMA, MIGRATION_2_OAUTH];
+const MIGRATIONS: &[&str] = &[
+    MIGRATION_1_SCHEMA,
+    MIGRATION_2_OAUTH,
+    MIGRATION_3_USER_TIMELINE,
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -211,6 +215,14 @@ CREATE TABLE oauth_refresh_tokens (
 );
 CREATE INDEX oauth_refresh_grant ON oauth_refresh_tokens (grant_id);
 CREATE INDEX oauth_refresh_parent ON oauth_refresh_tokens (parent_id);
+"#;
+
+/// A user's memories in the order they were written, both ways, with `rowid` as the
+/// tie-break: hybrid search steps from a result to the memory written just before and just
+/// after it by the row value `(created_at, rowid)`. The SQLite file's migration 9.
+const MIGRATION_3_USER_TIMELINE: &str = r#"
+DROP INDEX memories_user_created;
+CREATE INDEX memories_user_created ON memories (user_id, created_at, rowid);
 "#;
 
 /// Brings the database up to [`SCHEMA_VERSION`], then makes pgvector's column when the
