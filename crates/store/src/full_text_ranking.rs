@@ -3,6 +3,7 @@
 //! (`tiered_ranking`), scored by `hv_bm25` (`ranking.rs`).
 
 use crate::db::{OptionalExtension, params, params_from_iter};
+use haivemind_core::memory::MAX_NAME_BYTES;
 use rusqlite::types::Value as SqlValue;
 
 use crate::full_text::{MAX_TIERED_WORDS, QueryTerms, all_of, any_of, at_least, but_not};
@@ -13,7 +14,9 @@ use crate::{Store, StoreError};
 /// The words of the full-text index's `facets` column (migration 8) that every memory
 /// passing `filter` holds: its user's and its project's. Hex keeps any name one token, and
 /// the trailing digit keeps the Porter stemmer from shortening it, so each matches the
-/// column's SQL expression exactly.
+/// column's SQL expression exactly. A name longer than any memory may carry matches
+/// nothing and gets no word: the row test turns it away without the caller's bytes (twice
+/// over, as hex) reaching FTS5.
 fn facet_words(filter: &MemoryFilter) -> Vec<String> {
     let word = |prefix: char, name: &str| {
         let mut word = String::with_capacity(2 + 2 * name.len());
@@ -24,14 +27,13 @@ fn facet_words(filter: &MemoryFilter) -> Vec<String> {
         word.push('0');
         word
     };
-    let mut words = Vec::new();
-    if let Some(user) = &filter.user_id {
-        words.push(word('u', user));
-    }
-    if let Some(project) = &filter.project {
-        words.push(word('p', project));
-    }
-    words
+    [('u', &filter.user_id), ('p', &filter.project)]
+        .into_iter()
+        .filter_map(|(prefix, name)| {
+            let name = name.as_deref()?;
+            (name.len() <= MAX_NAME_BYTES).then(|| word(prefix, name))
+        })
+        .collect()
 }
 
 /// `expression` narrowed to memories holding the filter's facet words. FTS5 then walks the
@@ -272,10 +274,7 @@ impl Store {
         let tier_of = |held: i64| -> Option<u32> {
             let count = held.count_ones();
             let tiered = kept.len() <= MAX_TIERED_WORDS;
-            let eligible = held & selective != 0
-                || (tiered && count >= 2)
-                || held == every_word
-                || kept.len() == 1 && count == 1;
+            let eligible = held & selective != 0 || (tiered && count >= 2) || held == every_word;
             match (eligible, tiered) {
                 (false, _) => None,
                 (true, true) => Some(count),

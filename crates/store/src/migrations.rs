@@ -273,9 +273,9 @@ CREATE INDEX oauth_refresh_parent ON oauth_refresh_tokens (parent_id);
 "#;
 
 /// Each memory's owner and project as words of the full-text index (`facets`, see
-/// `search::facet_words`), so a search filtered by user or project intersects the index's
-/// own lists instead of joining every match of a common word to its row to test the
-/// filter (15 ms at 100k with fifty users). The tokens are only a shortcut: the filter is
+/// `full_text_ranking::facet_words`), so a search filtered by user or project intersects
+/// the index's own lists instead of joining every match of a common word to its row to
+/// test the filter (15 ms at 100k with fifty users). The tokens are only a shortcut: the filter is
 /// still tested on the row, so a stemmed or colliding token can admit nothing it should
 /// not. `'u' || hex(..) || '0'` is plain SQL (no function of ours in a trigger), the hex
 /// keeps any name one token, and the final digit keeps the Porter stemmer off it. The

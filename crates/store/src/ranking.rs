@@ -19,7 +19,7 @@
 //! the distinct words the row holds, as bits, for ranking by how many it holds.
 //!
 //! Phrases past those `phrase_words` lists, and columns past the three above (the
-//! filter's `facets`, see `search.rs`), neither score nor count towards a row's length.
+//! filter's `facets`, see `full_text_ranking.rs`), neither score nor count towards a row's length.
 
 use std::ffi::{CStr, c_int, c_void};
 use std::ptr;
@@ -354,47 +354,25 @@ unsafe fn answer<T>(
     }
 }
 
-unsafe extern "C" fn hv_bm25(
-    api: *const ffi::Fts5ExtensionApi,
-    fts: *mut ffi::Fts5Context,
-    context: *mut ffi::sqlite3_context,
-    count: c_int,
-    values: *mut *mut ffi::sqlite3_value,
-) {
-    // SAFETY: SQLite's own arguments, passed on.
-    unsafe {
-        answer(
-            api,
-            fts,
-            context,
-            count,
-            values,
-            score,
-            ffi::sqlite3_result_double,
-        )
-    }
+/// An auxiliary function's C entry point, which hands SQLite's arguments to [`answer`]
+/// with what computes the result and how SQLite takes it.
+macro_rules! auxiliary_function {
+    ($name:ident, $compute:expr, $give:expr) => {
+        unsafe extern "C" fn $name(
+            api: *const ffi::Fts5ExtensionApi,
+            fts: *mut ffi::Fts5Context,
+            context: *mut ffi::sqlite3_context,
+            count: c_int,
+            values: *mut *mut ffi::sqlite3_value,
+        ) {
+            // SAFETY: SQLite's own arguments, passed on.
+            unsafe { answer(api, fts, context, count, values, $compute, $give) }
+        }
+    };
 }
 
-unsafe extern "C" fn hv_held(
-    api: *const ffi::Fts5ExtensionApi,
-    fts: *mut ffi::Fts5Context,
-    context: *mut ffi::sqlite3_context,
-    count: c_int,
-    values: *mut *mut ffi::sqlite3_value,
-) {
-    // SAFETY: SQLite's own arguments, passed on.
-    unsafe {
-        answer(
-            api,
-            fts,
-            context,
-            count,
-            values,
-            held_words,
-            ffi::sqlite3_result_int64,
-        )
-    }
-}
+auxiliary_function!(hv_bm25, score, ffi::sqlite3_result_double);
+auxiliary_function!(hv_held, held_words, ffi::sqlite3_result_int64);
 
 #[cfg(test)]
 mod tests {

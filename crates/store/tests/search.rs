@@ -318,4 +318,8 @@ fn user_and_project_filters_hold_for_any_name_and_follow_updates() {
         .unwrap();
     assert_eq!(search(None, Some("elsewhere")).total, 0);
     assert_eq!(search(Some("alice"), None).total, 2);
+    // A name longer than any memory may carry finds nothing, and is no error.
+    let too_long = "n".repeat(MAX_NAME_BYTES + 1);
+    assert_eq!(search(Some(&too_long), None).total, 0);
+    assert_eq!(search(None, Some(&too_long)).total, 0);
 }
