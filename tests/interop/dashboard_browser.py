@@ -157,6 +157,32 @@ def memory_item(driver, container, memory_id):
     return driver.find_elements(By.CSS_SELECTOR, f'{container} li[data-memory-id="{memory_id}"]')
 
 
+def item_text(driver, container, memory_id, what):
+    """The text of a listed memory, read again if the list was redrawn between finding and reading it."""
+
+    def attempt(d):
+        items = memory_item(d, container, memory_id)
+        if not items:
+            return False
+        try:
+            return items[0].text or False
+        except StaleElementReferenceException:
+            return False
+
+    return wait(driver, attempt, what)
+
+
+def click_fresh(elements):
+    """Clicks the first of `elements`; False (so a wait tries again) if there is none or it was redrawn."""
+    if not elements:
+        return False
+    try:
+        elements[0].click()
+        return True
+    except StaleElementReferenceException:
+        return False
+
+
 def press(driver, container, memory_id, what, key=None):
     """Clicks (or sends `key` to) a listed memory, again if the list was redrawn meanwhile."""
 
@@ -288,8 +314,8 @@ def main():
         hostile = f"<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script> {marker}"
         evil = mcp_call(url, args.agent_token, "store_memory", {"content": hostile, "category": "security"})
         go(driver, "overview")
-        shown = wait(driver, lambda d: memory_item(d, "#recent", evil["id"]), "the hostile memory")[0]
-        expect("<img src=x onerror=" in shown.text and "<script>" in shown.text, f"markup shown as text: {shown.text!r}")
+        shown = item_text(driver, "#recent", evil["id"], "the hostile memory")
+        expect("<img src=x onerror=" in shown and "<script>" in shown, f"markup shown as text: {shown!r}")
         expect(not driver.find_elements(By.CSS_SELECTOR, "#recent img, #recent script"), "no element made from it")
         search(driver, marker)
         press(driver, "#results", evil["id"], "the hostile memory in results")
@@ -335,8 +361,8 @@ def main():
         other = browser()
         try:
             sign_in(other, url, secret_token)
-            row = wait(driver, lambda d: d.find_elements(By.XPATH, f'//tr[td[2][text()="laptop-{marker}"]]'), "the new token's row")[0]
-            row.find_element(By.CSS_SELECTOR, "button.revoke").click()
+            revoke = f'//tr[td[2][text()="laptop-{marker}"]]//button[contains(@class, "revoke")]'
+            wait(driver, lambda d: click_fresh(d.find_elements(By.XPATH, revoke)), "the new token's revoke button")
             wait(driver, lambda d: visible(d, "#confirm"), "the revoke confirmation")
             driver.find_element(By.ID, "confirm-yes").click()
             wait(driver, lambda d: "Revoked" in status(d), "the revocation")

@@ -117,11 +117,13 @@ pub fn run(
     if !store.holds_nothing()? {
         bail!("bench hybrid --backend postgres needs an empty database");
     }
-    // Vector ranking alone, for recall: the full-text side weighs nothing.
-    // No similarity floor: it is compared with an exact scan of every vector.
+    // Vector ranking alone, for recall: the full-text side weighs nothing and no
+    // neighbour borrows a score. No similarity floor: it is compared with an exact scan
+    // of every vector.
     let vectors_only = open(Fusion {
         full_text_weight: 0.0,
         min_similarity: -1.0,
+        neighbour_weight: 0.0,
         ..Fusion::default()
     })?;
 

@@ -89,37 +89,44 @@ impl Store {
     ) -> Result<SearchResults, StoreError> {
         let depth = window.max(self.fusion.depth);
         let started = std::time::Instant::now();
-        // The query's embedding and the full-text ranking need nothing from each other:
-        // run them side by side, on two cores when there are two.
+        // The full-text ranking needs nothing from the query's embedding or the vector
+        // ranking that follows it: run the two sides at once, on two cores when there are
+        // two, so the search waits for the slower side rather than for both in turn.
         let full_text_ranking = || {
             let ranking = self.full_text_ranking(terms, &query.filter, depth);
             (ranking, started.elapsed())
         };
-        let (full_text, query_vector) = std::thread::scope(|scope| {
+        let vector_side = || {
+            let (Some(index), Some(query_vector)) =
+                (&self.vectors, self.query_vector(&query.text)?)
+            else {
+                return Err(StoreError::Embedding("no embedding model is loaded".into()));
+            };
+            let embedded = started.elapsed();
+            let (hits, any_vector) =
+                self.vector_ranking(index, &query_vector, &query.filter, depth)?;
+            Ok((index, query_vector, hits, any_vector, embedded))
+        };
+        let (full_text, vectors) = std::thread::scope(|scope| {
             // Without a thread (the system refused one), one after the other.
             let Ok(full_text) = std::thread::Builder::new().spawn_scoped(scope, full_text_ranking)
             else {
-                return (full_text_ranking(), self.query_vector(&query.text));
+                return (full_text_ranking(), vector_side());
             };
-            let query_vector = self.query_vector(&query.text);
+            let vectors = vector_side();
             let full_text = match full_text.join() {
                 Ok(done) => done,
                 Err(panic) => std::panic::resume_unwind(panic),
             };
-            (full_text, query_vector)
+            (full_text, vectors)
         });
         let (ranking, full_text_ms) = full_text;
-        let (Some(index), Some(query_vector)) = (&self.vectors, query_vector?) else {
-            return Err(StoreError::Embedding("no embedding model is loaded".into()));
-        };
+        let (index, query_vector, vector_hits, any_vector, embedded) = vectors?;
         let (text_hits, counted) = ranking?;
-        let both_done = started.elapsed();
-        let (vector_hits, any_vector) =
-            self.vector_ranking(index, &query_vector, &query.filter, depth)?;
         tracing::debug!(
             full_text_ms = full_text_ms.as_secs_f64() * 1e3,
-            embed_and_full_text_ms = both_done.as_secs_f64() * 1e3,
-            vectors_ms = (started.elapsed() - both_done).as_secs_f64() * 1e3,
+            embed_ms = embedded.as_secs_f64() * 1e3,
+            both_sides_ms = started.elapsed().as_secs_f64() * 1e3,
             "hybrid search"
         );
 
