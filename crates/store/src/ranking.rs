@@ -15,8 +15,11 @@
 //! The score is FTS5's BM25 (k1 = 1.2, b = 0.75, whole-row length, column weights 1.0 for
 //! content, 0.5 for context, 0.75 for tags), positive, higher is better. A word occurring
 //! in several phrases counts once per row (FTS5's `bm25()` would count it once per phrase).
-//! `hv_held(memories_fts, frequencies, phrase_words)`, with the same arguments: which of
-//! the distinct words the row holds, as bits, for ranking by how many it holds.
+//! `hv_parts(memories_fts, frequencies, phrase_words)`, with the same arguments: each
+//! distinct word's part of the row's score before its IDF, as a blob of little-endian
+//! `f64`s (zero for a word the row does not hold; see [`parts_of`]). A caller that sees
+//! every matching row this way counts the words' frequencies among those rows itself, and
+//! scores them by those (`full_text_ranking.rs`, ranking within a filter).
 //!
 //! Phrases past those `phrase_words` lists, and columns past the three above (the
 //! filter's `facets`, see `full_text_ranking.rs`), neither score nor count towards a row's length.
@@ -33,7 +36,7 @@ const K1: f64 = 1.2;
 const B: f64 = 0.75;
 const COLUMN_WEIGHTS: [f64; 3] = [1.0, 0.5, 0.75];
 
-/// Registers `hv_bm25` and `hv_held` on `connection`.
+/// Registers `hv_bm25` and `hv_parts` on `connection`.
 pub(crate) fn register(connection: &Connection) -> Result<(), StoreError> {
     type Function = unsafe extern "C" fn(
         *const ffi::Fts5ExtensionApi,
@@ -42,7 +45,7 @@ pub(crate) fn register(connection: &Connection) -> Result<(), StoreError> {
         c_int,
         *mut *mut ffi::sqlite3_value,
     );
-    let functions: [(&CStr, Function); 2] = [(c"hv_bm25", hv_bm25), (c"hv_held", hv_held)];
+    let functions: [(&CStr, Function); 2] = [(c"hv_bm25", hv_bm25), (c"hv_parts", hv_parts)];
     // SAFETY: `handle` is the live connection's database; the statement is prepared,
     // stepped and finalized here, and `api` is only used while the connection lives (FTS5
     // owns the fts5_api object for the lifetime of the database handle).
@@ -122,7 +125,7 @@ fn parse_list<T: std::str::FromStr>(text: &str) -> Option<Vec<T>> {
 
 /// FTS5's IDF: ln((N - n + 0.5) / (n + 0.5)), floored just above zero so that a word in
 /// most rows still counts a little.
-fn idf(rows: f64, frequency: f64) -> f64 {
+pub(crate) fn idf(rows: f64, frequency: f64) -> f64 {
     ((rows - frequency + 0.5) / (frequency + 0.5))
         .ln()
         .max(1e-6)
@@ -271,21 +274,62 @@ unsafe fn word_frequencies<'a>(
     }
 }
 
-/// Which of the query's distinct words the current row holds, as bits (word `i` is bit
-/// `i`; words past the 63rd are not told).
-unsafe fn held_words(
+/// A word's part of a row's BM25 score before its IDF, from how strongly the row holds
+/// it (`weighted`, see [`word_frequencies`]) and the row's length norm.
+fn part(weighted: f64, norm: f64) -> f64 {
+    if weighted > 0.0 {
+        (weighted * (K1 + 1.0)) / (weighted + norm)
+    } else {
+        0.0
+    }
+}
+
+/// The current row's BM25 length norm: K1 * (1 - B + B * length / average length).
+///
+/// # Safety
+/// `fts` must be the context of the current call.
+unsafe fn length_norm(
+    api: &ffi::Fts5ExtensionApi,
+    fts: *mut ffi::Fts5Context,
+    stats: &QueryStats,
+) -> Result<f64, c_int> {
+    // SAFETY: the caller passes the current call's context.
+    unsafe {
+        let mut length: f64 = 0.0;
+        let columns = scored_columns(api, fts)?;
+        let size = api.xColumnSize.ok_or(ffi::SQLITE_MISUSE)?;
+        for column in 0..columns {
+            let mut tokens: c_int = 0;
+            check(size(fts, column, &mut tokens))?;
+            length += f64::from(tokens);
+        }
+        Ok(K1 * (1.0 - B + B * length / stats.average_length))
+    }
+}
+
+/// Each distinct word's [`part`] of the current row's score, as `hv_parts` returns them.
+unsafe fn parts(
     api: &ffi::Fts5ExtensionApi,
     fts: *mut ffi::Fts5Context,
     values: &[*mut ffi::sqlite3_value],
-) -> Result<i64, c_int> {
+) -> Result<Vec<u8>, c_int> {
     // SAFETY: passed on from the caller, which has the current call's context.
-    let (_, frequency) = unsafe { word_frequencies(api, fts, values)? };
-    Ok(frequency
-        .iter()
-        .take(63)
-        .enumerate()
-        .filter(|(_, f)| **f > 0.0)
-        .fold(0, |mask, (word, _)| mask | (1i64 << word)))
+    unsafe {
+        let (stats, frequency) = word_frequencies(api, fts, values)?;
+        let norm = length_norm(api, fts, stats)?;
+        Ok(frequency
+            .iter()
+            .flat_map(|&f| part(f, norm).to_le_bytes())
+            .collect())
+    }
+}
+
+/// The parts in a blob made by `hv_parts`; `None` when it is not a whole number of them.
+pub(crate) fn parts_of(blob: &[u8]) -> Option<impl Iterator<Item = f64> + '_> {
+    blob.len().is_multiple_of(8).then(|| {
+        blob.chunks_exact(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    })
 }
 
 /// The score of the current row.
@@ -298,20 +342,11 @@ unsafe fn score(
     // other calls use that context too.
     unsafe {
         let (stats, frequency) = word_frequencies(api, fts, values)?;
-        let mut length: f64 = 0.0;
-        let columns = scored_columns(api, fts)?;
-        let size = api.xColumnSize.ok_or(ffi::SQLITE_MISUSE)?;
-        for column in 0..columns {
-            let mut tokens: c_int = 0;
-            check(size(fts, column, &mut tokens))?;
-            length += f64::from(tokens);
-        }
-        let norm = K1 * (1.0 - B + B * length / stats.average_length);
+        let norm = length_norm(api, fts, stats)?;
         Ok(frequency
             .iter()
             .zip(&stats.idf)
-            .filter(|(f, _)| **f > 0.0)
-            .map(|(f, idf)| idf * (f * (K1 + 1.0)) / (f + norm))
+            .map(|(&f, idf)| idf * part(f, norm))
             .sum())
     }
 }
@@ -331,7 +366,7 @@ unsafe fn answer<T>(
         *mut ffi::Fts5Context,
         &[*mut ffi::sqlite3_value],
     ) -> Result<T, c_int>,
-    give: unsafe extern "C" fn(*mut ffi::sqlite3_context, T),
+    give: unsafe fn(*mut ffi::sqlite3_context, T),
 ) {
     // A panic must not cross into C; there is none to expect here, but make sure.
     let outcome = std::panic::catch_unwind(|| {
@@ -371,8 +406,34 @@ macro_rules! auxiliary_function {
     };
 }
 
-auxiliary_function!(hv_bm25, score, ffi::sqlite3_result_double);
-auxiliary_function!(hv_held, held_words, ffi::sqlite3_result_int64);
+/// # Safety
+/// `context` must be the current call's result context.
+unsafe fn give_double(context: *mut ffi::sqlite3_context, value: f64) {
+    // SAFETY: as the caller promises.
+    unsafe { ffi::sqlite3_result_double(context, value) }
+}
+
+/// # Safety
+/// `context` must be the current call's result context.
+unsafe fn give_blob(context: *mut ffi::sqlite3_context, bytes: Vec<u8>) {
+    let Ok(length) = c_int::try_from(bytes.len()) else {
+        // SAFETY: as the caller promises.
+        return unsafe { ffi::sqlite3_result_error_code(context, ffi::SQLITE_TOOBIG) };
+    };
+    // SAFETY: as the caller promises; SQLITE_TRANSIENT makes SQLite copy the bytes
+    // before `bytes` is dropped.
+    unsafe {
+        ffi::sqlite3_result_blob(
+            context,
+            bytes.as_ptr().cast::<c_void>(),
+            length,
+            ffi::SQLITE_TRANSIENT(),
+        )
+    }
+}
+
+auxiliary_function!(hv_bm25, score, give_double);
+auxiliary_function!(hv_parts, parts, give_blob);
 
 #[cfg(test)]
 mod tests {
@@ -429,6 +490,45 @@ mod tests {
         for ((rowid, a), (_, b)) in ours.iter().zip(&theirs) {
             assert!((a - b).abs() < 1e-9, "row {rowid}: hv_bm25 {a} vs bm25 {b}");
         }
+    }
+
+    #[test]
+    fn parts_weighed_by_idf_add_up_to_the_score() {
+        let connection = Connection::open_in_memory().unwrap();
+        register(&connection).unwrap();
+        connection
+            .execute_batch(
+                "CREATE VIRTUAL TABLE t USING fts5(content, context, tags);
+                 INSERT INTO t VALUES ('heap heap on elastic3', NULL, 'es');
+                 INSERT INTO t VALUES ('a long note that mentions the heap once among many words', 'x', '[]');
+                 INSERT INTO t VALUES ('elastic3 disk', 'ctx heap', 'heap');
+                 INSERT INTO t VALUES ('disk only', NULL, NULL);",
+            )
+            .unwrap();
+        let rows: Vec<(f64, Vec<u8>)> = connection
+            .prepare(
+                "SELECT hv_bm25(t, '2 3 2', '0 1 2'), hv_parts(t, '2 3 2', '0 1 2') FROM t
+                 WHERE t MATCH '\"heap\" OR \"elastic3\" OR \"disk\"' ORDER BY rowid",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), 4);
+        let idf = [idf(4.0, 2.0), idf(4.0, 3.0), idf(4.0, 2.0)];
+        for (score, blob) in &rows {
+            let parts: Vec<f64> = parts_of(blob).unwrap().collect();
+            assert_eq!(parts.len(), 3);
+            let sum: f64 = parts.iter().zip(idf).map(|(p, i)| i * p).sum();
+            assert_eq!(sum, *score);
+        }
+        // The last row holds "disk" alone; the first holds heap and elastic3 but not disk.
+        let held =
+            |blob: &[u8]| -> Vec<bool> { parts_of(blob).unwrap().map(|p| p > 0.0).collect() };
+        assert_eq!(held(&rows[0].1), [true, true, false]);
+        assert_eq!(held(&rows[3].1), [false, false, true]);
+        assert!(parts_of(&[0u8; 7]).is_none());
     }
 
     #[test]
