@@ -177,6 +177,23 @@ impl Store {
                 failed: 0,
             });
         };
+        // Every vector row belongs to one memory (a unique, cascading foreign key), so as
+        // many vectors of the model as memories means none is missing. Two counts on
+        // indexes answer that; the search for the missing ones below probes every
+        // memory's vector row, which at 100k memories is two reads of both tables, run
+        // at every start just as the first searches arrive.
+        if self
+            .vector_coverage()?
+            .is_some_and(|coverage| coverage.missing == 0)
+        {
+            let nothing = EmbeddingProgress {
+                done: 0,
+                total: 0,
+                failed: 0,
+            };
+            progress(nothing);
+            return Ok(nothing);
+        }
         let model_id = embedder.model_id().to_string();
         const MISSING: &str = "FROM memories m WHERE NOT EXISTS (
                  SELECT 1 FROM memory_vectors v WHERE v.memory_rowid = m.rowid AND v.model_id = ?1)";
