@@ -299,12 +299,12 @@ impl Store {
         let mut holding = vec![0usize; kept.len()];
         statement.for_each_row(params_from_iter(params), |row| {
             let start = parts.len();
-            row.with_blob(1, |blob| match crate::ranking::parts_of(blob) {
-                Some(row_parts) if blob.len() == kept.len() * 8 => {
+            row.with_blob(1, |blob| match crate::ranking::parts_of(blob, kept.len()) {
+                Some(row_parts) => {
                     parts.extend(row_parts);
                     Ok(())
                 }
-                _ => Err(crate::db::DbError::conversion(
+                None => Err(crate::db::DbError::conversion(
                     1,
                     "hv_parts gave a blob of the wrong length",
                 )),

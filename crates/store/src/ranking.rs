@@ -324,9 +324,10 @@ unsafe fn parts(
     }
 }
 
-/// The parts in a blob made by `hv_parts`; `None` when it is not a whole number of them.
-pub(crate) fn parts_of(blob: &[u8]) -> Option<impl Iterator<Item = f64> + '_> {
-    blob.len().is_multiple_of(8).then(|| {
+/// The parts in a blob made by `hv_parts` for `words` distinct words; `None` when it does
+/// not hold exactly that many.
+pub(crate) fn parts_of(blob: &[u8], words: usize) -> Option<impl Iterator<Item = f64> + '_> {
+    (blob.len() == words * 8).then(|| {
         blob.chunks_exact(8)
             .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
     })
@@ -439,6 +440,25 @@ auxiliary_function!(hv_parts, parts, give_blob);
 mod tests {
     use super::*;
 
+    /// A table shaped like `memories_fts` (content, context, tags) with three notes about
+    /// a heap and elastic3, and `last` as the fourth.
+    fn notes_table(last: &str) -> Connection {
+        let connection = Connection::open_in_memory().unwrap();
+        register(&connection).unwrap();
+        connection
+            .execute_batch(
+                "CREATE VIRTUAL TABLE t USING fts5(content, context, tags);
+                 INSERT INTO t VALUES ('heap heap on elastic3', NULL, 'es');
+                 INSERT INTO t VALUES ('a long note that mentions the heap once among many words', 'x', '[]');
+                 INSERT INTO t VALUES ('elastic3 disk', 'ctx heap', 'heap');",
+            )
+            .unwrap();
+        connection
+            .execute("INSERT INTO t VALUES (?1, NULL, NULL)", [last])
+            .unwrap();
+        connection
+    }
+
     #[test]
     fn idf_matches_fts5() {
         assert!((idf(1000.0, 10.0) - (990.5f64 / 10.5).ln()).abs() < 1e-12);
@@ -451,17 +471,7 @@ mod tests {
 
     #[test]
     fn ranks_like_fts5_bm25_when_each_word_is_one_phrase() {
-        let connection = Connection::open_in_memory().unwrap();
-        register(&connection).unwrap();
-        connection
-            .execute_batch(
-                "CREATE VIRTUAL TABLE t USING fts5(content, context, tags);
-                 INSERT INTO t VALUES ('heap heap on elastic3', NULL, 'es');
-                 INSERT INTO t VALUES ('a long note that mentions the heap once among many words', 'x', '[]');
-                 INSERT INTO t VALUES ('elastic3 disk', 'ctx heap', 'heap');
-                 INSERT INTO t VALUES ('nothing relevant', NULL, NULL);",
-            )
-            .unwrap();
+        let connection = notes_table("nothing relevant");
         let df = |word: &str| -> i64 {
             connection
                 .query_row(
@@ -494,17 +504,7 @@ mod tests {
 
     #[test]
     fn parts_weighed_by_idf_add_up_to_the_score() {
-        let connection = Connection::open_in_memory().unwrap();
-        register(&connection).unwrap();
-        connection
-            .execute_batch(
-                "CREATE VIRTUAL TABLE t USING fts5(content, context, tags);
-                 INSERT INTO t VALUES ('heap heap on elastic3', NULL, 'es');
-                 INSERT INTO t VALUES ('a long note that mentions the heap once among many words', 'x', '[]');
-                 INSERT INTO t VALUES ('elastic3 disk', 'ctx heap', 'heap');
-                 INSERT INTO t VALUES ('disk only', NULL, NULL);",
-            )
-            .unwrap();
+        let connection = notes_table("disk only");
         let rows: Vec<(f64, Vec<u8>)> = connection
             .prepare(
                 "SELECT hv_bm25(t, '2 3 2', '0 1 2'), hv_parts(t, '2 3 2', '0 1 2') FROM t
@@ -518,17 +518,18 @@ mod tests {
         assert_eq!(rows.len(), 4);
         let idf = [idf(4.0, 2.0), idf(4.0, 3.0), idf(4.0, 2.0)];
         for (score, blob) in &rows {
-            let parts: Vec<f64> = parts_of(blob).unwrap().collect();
+            let parts: Vec<f64> = parts_of(blob, 3).unwrap().collect();
             assert_eq!(parts.len(), 3);
             let sum: f64 = parts.iter().zip(idf).map(|(p, i)| i * p).sum();
             assert_eq!(sum, *score);
         }
         // The last row holds "disk" alone; the first holds heap and elastic3 but not disk.
         let held =
-            |blob: &[u8]| -> Vec<bool> { parts_of(blob).unwrap().map(|p| p > 0.0).collect() };
+            |blob: &[u8]| -> Vec<bool> { parts_of(blob, 3).unwrap().map(|p| p > 0.0).collect() };
         assert_eq!(held(&rows[0].1), [true, true, false]);
         assert_eq!(held(&rows[3].1), [false, false, true]);
-        assert!(parts_of(&[0u8; 7]).is_none());
+        assert!(parts_of(&[0u8; 7], 1).is_none());
+        assert!(parts_of(&rows[0].1, 2).is_none());
     }
 
     #[test]

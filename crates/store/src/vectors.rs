@@ -30,14 +30,13 @@ pub(crate) fn to_blob(vector: &[f32]) -> Vec<u8> {
 
 /// Reads a vector written by [`to_blob`]; `None` when its length is not `dims` floats.
 pub(crate) fn from_blob(blob: &[u8], dims: usize) -> Option<Vec<f32>> {
-    if blob.len() != dims * 4 {
-        return None;
-    }
-    Some(
-        blob.chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-    )
+    (blob.len() == dims * 4).then(|| floats_of(blob).collect())
+}
+
+/// The little-endian `f32`s of a stored vector (a trailing partial one is ignored).
+fn floats_of(blob: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    blob.chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// Stores (or replaces) the vector of the memory at `memory_rowid`. Replacing gives the row
@@ -552,10 +551,7 @@ impl Slots {
         // Decoded into a buffer first (a copy on little-endian machines): the blob SQLite
         // hands over need not be aligned for f32.
         self.decoded.clear();
-        self.decoded.extend(
-            blob.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
+        self.decoded.extend(floats_of(blob));
         let codes = &mut self.codes[slot * dims..(slot + 1) * dims];
         let scale = quantise_into(&self.decoded, codes);
         self.sums[slot] = code_sum(codes);
