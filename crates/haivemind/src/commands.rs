@@ -426,9 +426,11 @@ fn serve_mcp(config: &Config) -> Result<()> {
         // Fleet broadcasts reach this client as they land in the file (written by this
         // process, by `haivemind serve` replicating, or by the CLI).
         let events = Arc::new(haivemind_sync::EventHub::default());
+        let head = haivemind_sync::op_log_head(&store).await;
         let watcher = tokio::spawn(haivemind_sync::watch(
             Arc::clone(&store),
             Arc::clone(&events),
+            head,
         ));
         let announcer = tokio::spawn(haivemind_server::announce_broadcasts(
             events,

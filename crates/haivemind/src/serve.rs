@@ -98,6 +98,10 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         // announced: whoever waits for the announcement may reload at once.
         let mut hangups = hangups();
         let pid_file = PidFile::write(&config);
+        // The op-log watcher (live events), the sync service behind the sync port and the
+        // metrics probes start before the ports are announced too: a client that writes the
+        // moment it reads the announcement must get its event.
+        let background = app.spawn_sync(&config, sync_address.port()).await?;
         announce(&format!("listening mcp {scheme}://{mcp_address}"));
         announce(&format!("listening sync {scheme}://{sync_address}"));
         spawn_hourly_purge(&store, &config);
@@ -107,9 +111,8 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         };
         let mcp_task = tokio::spawn(mcp.serve(app.router(), stopped(stop.subscribe())));
         // The sync port: /health, /api/status, the replication exchange, live events and
-        // metrics; spawn_sync starts the op-log watcher and the sync service behind them.
+        // metrics.
         let sync_task = tokio::spawn(sync.serve(app.health_router(), stopped(stop.subscribe())));
-        let background = app.spawn_sync(&config, sync_address.port())?;
         let mut current = config.clone();
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);

@@ -322,18 +322,22 @@ impl McpApp {
     /// Starts the background work of the sync port: the op-log watcher (live events for
     /// `/ws/{machine_id}`) and, when there are peers and a fleet token, the sync service
     /// (pull and push with every peer after each write and every `sync.sync_interval`).
-    /// The tasks run until aborted.
+    /// The tasks run until aborted. Call it before the ports are announced: the watcher
+    /// starts at the op log's end as read here, so every write made after this returns
+    /// becomes an event.
     ///
     /// Fails when peers are reached over TLS and the trusted certificates cannot be read.
-    pub fn spawn_sync(
+    pub async fn spawn_sync(
         &self,
         config: &Config,
         sync_port: u16,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>, haivemind_sync::TlsError> {
+        let head = haivemind_sync::op_log_head(&self.state.store).await;
         let mut tasks = vec![
             tokio::spawn(haivemind_sync::watch(
                 Arc::clone(&self.state.store),
                 Arc::clone(&self.state.events),
+                head,
             )),
             tokio::spawn(announce_broadcasts(
                 Arc::clone(&self.state.events),

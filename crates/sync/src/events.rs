@@ -82,16 +82,26 @@ impl Drop for Subscription {
     }
 }
 
-/// Watches the op log until the task is aborted: publishes an event per new shareable
-/// operation and wakes the sync service. Starts at the log's current end (history is not
-/// replayed; `/api/sync` is how a node catches up).
-pub async fn watch(store: Arc<Store>, hub: Arc<EventHub>) {
-    let head_store = Arc::clone(&store);
-    let mut after = tokio::task::spawn_blocking(move || head_store.op_log_head())
+/// The op log's end: where a watcher started now begins. Read on a blocking thread (the
+/// PostgreSQL backend's client blocks); 0 if the store cannot be read.
+pub async fn op_log_head(store: &Arc<Store>) -> i64 {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || store.op_log_head())
         .await
         .ok()
         .and_then(Result::ok)
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// Watches the op log after `after` until the task is aborted: publishes an event per new
+/// shareable operation and wakes the sync service. History before `after` is not replayed
+/// (`/api/sync` is how a node catches up).
+///
+/// `after` is read with [`op_log_head`] before anything can write (before the ports are
+/// announced), not when this task first runs: a write landing between the two would
+/// otherwise never become an event.
+pub async fn watch(store: Arc<Store>, hub: Arc<EventHub>, after: i64) {
+    let mut after = after;
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -191,5 +201,44 @@ fn event_of(machine_id: &str, op: &OpLogEntry) -> Option<Value> {
             "capabilities": op.payload.get("capabilities"),
         })),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use haivemind_core::NewMemory;
+    use haivemind_store::StoreOptions;
+
+    /// `serve` reads the head, announces its ports, and only then may the watcher's task
+    /// first run: a client's write in that gap is still announced, and history is not.
+    #[tokio::test]
+    async fn a_write_after_the_head_is_read_becomes_an_event_even_before_the_watcher_runs() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store = Arc::new(
+            Store::open(StoreOptions::new(dir.path().join("memory.db"), "node-a"))
+                .expect("a new store"),
+        );
+        store
+            .create(NewMemory::new("written before the start: history"))
+            .expect("a write");
+        let hub = Arc::new(EventHub::default());
+        let mut events = hub.subscribe_quietly();
+
+        let head = op_log_head(&store).await;
+        let written = store
+            .create(NewMemory::new("written as the ports were announced"))
+            .expect("a write");
+        let watcher = tokio::spawn(watch(Arc::clone(&store), Arc::clone(&hub), head));
+
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("an event within 10 s")
+            .expect("the hub is open");
+        let event: Value = serde_json::from_str(&event).expect("events are JSON");
+        // The first event is the new write's: the one before the head is not replayed.
+        assert_eq!(event["type"], "memory_created");
+        assert_eq!(event["memory_id"], written.id.to_string());
+        watcher.abort();
     }
 }

@@ -16,5 +16,5 @@ pub use client::{
     Peer, PeerOutcome, PeerState, PeerStates, SyncService, configured_peers, discover_peers,
     fetch_status, sync_interval, tailscale_peers,
 };
-pub use events::{EventHub, Subscription, watch};
+pub use events::{EventHub, Subscription, op_log_head, watch};
 pub use tls::{TlsError, peer_connector};
