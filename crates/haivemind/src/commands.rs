@@ -421,6 +421,7 @@ fn serve_mcp(config: &Config) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let index_owner = Arc::clone(&store);
     runtime.block_on(async move {
         spawn_hourly_purge(&store, config);
         // Fleet broadcasts reach this client as they land in the file (written by this
@@ -441,6 +442,8 @@ fn serve_mcp(config: &Config) -> Result<()> {
         announcer.abort();
         served
     })?;
+    // Clients close stdin when a session ends: the index is kept for the next one.
+    crate::node::save_vector_index(&index_owner);
     tracing::info!("client closed stdin; stopping");
     Ok(())
 }

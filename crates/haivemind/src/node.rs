@@ -280,6 +280,9 @@ pub(crate) fn spawn_hourly_purge(store: &Arc<Store>, config: &Config) {
             let store = Arc::clone(&purge_store);
             let cutoff = compact_cutoff_ms(&config);
             let work = move || -> Result<(usize, usize), haivemind_store::StoreError> {
+                // A server that is killed rather than stopped leaves a file at most an hour
+                // behind: the next start reads only the vectors written since.
+                save_vector_index(&store);
                 Ok((store.purge_expired()?, store.compact_removed(cutoff)?))
             };
             match tokio::task::spawn_blocking(work).await {
@@ -313,6 +316,9 @@ fn spawn_background_embedding(store: &Arc<Store>) {
             if let Err(error) = store.warm_vector_index() {
                 tracing::warn!(%error, "could not load the vector index");
             }
+            // Loaded from every stored vector (no file yet, or one far behind): kept on
+            // disk now, so the next start need not do it again.
+            save_vector_index(&store);
             let mut reported = 0;
             let outcome = store.embed_missing(|p| {
                 if p.total > 0
@@ -336,9 +342,24 @@ fn spawn_background_embedding(store: &Arc<Store>) {
             if let Err(error) = store.warm_vector_index() {
                 tracing::warn!(%error, "could not add new vectors to the index");
             }
+            save_vector_index(&store);
         });
     if let Err(error) = spawned {
         tracing::warn!(%error, "could not start background embedding; run `haivemind reindex`");
+    }
+}
+
+/// Keeps the vector index in its file beside the database when enough is new since the
+/// file was read or written (`Store::save_vector_index`); a failure costs the next start
+/// time, not data, so it is a warning.
+pub(crate) fn save_vector_index(store: &Store) {
+    match store.save_vector_index() {
+        Ok(true) => tracing::debug!("vector index kept beside the database for the next start"),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(
+            %error,
+            "could not keep the vector index beside the database; the next start reads every vector"
+        ),
     }
 }
 

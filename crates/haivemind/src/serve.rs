@@ -10,7 +10,7 @@ use haivemind_server::{Listener, McpApp, TlsSwitch, tls_acceptor};
 use serde_json::json;
 
 use crate::cli::ServeArgs;
-use crate::node::{open_audit, open_serving, spawn_hourly_purge};
+use crate::node::{open_audit, open_serving, save_vector_index, spawn_hourly_purge};
 
 /// `println!` that ignores a closed stdout.
 fn announce(line: &str) {
@@ -132,6 +132,8 @@ pub fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         let _ = stop.send(true);
         app.close_sessions();
         let _ = tokio::join!(mcp_task, sync_task);
+        let store = Arc::clone(&store);
+        let _ = tokio::task::spawn_blocking(move || save_vector_index(&store)).await;
         Ok(())
     })
 }

@@ -117,6 +117,17 @@ impl Store {
         }
     }
 
+    /// Writes the vector index to its file beside the database (`<file>-vectors`), so that
+    /// the next start reads it instead of every stored vector, when at least
+    /// a thousand rows were read from the database since the file was last read or written.
+    /// Returns whether it was written; without a model, or on PostgreSQL, it never is.
+    pub fn save_vector_index(&self) -> Result<bool, StoreError> {
+        let Some(index) = self.vectors.as_ref().filter(|_| !self.pgvector()) else {
+            return Ok(false);
+        };
+        index.save_snapshot(&self.reader()?, crate::vectors::SNAPSHOT_AFTER_ROWS)
+    }
+
     /// Every live memory's id and stored vector of the loaded model, for measuring the
     /// index against an exact scan (`haivemind bench hybrid`).
     #[doc(hidden)]

@@ -213,16 +213,22 @@ impl Store {
 
     /// The engine over `backend`, with everything but the backend from `options`.
     fn with_backend(options: StoreOptions, path: PathBuf, backend: Backend) -> Self {
+        // The vector index is kept beside a SQLite file; a hub's frontends read PostgreSQL.
+        let snapshot =
+            matches!(backend, Backend::Sqlite { .. }).then(|| vectors::snapshot_path(&path));
         Self {
             path,
             machine_id: options.machine_id,
             rules: options.rules,
             recover_days: options.recover_days,
             max_clock_skew_ms: options.max_clock_skew_ms,
-            vectors: options
-                .embedder
-                .as_deref()
-                .map(|e| vectors::VectorIndex::new(e.model_id(), e.dimensions())),
+            vectors: options.embedder.as_deref().map(|e| {
+                let index = vectors::VectorIndex::new(e.model_id(), e.dimensions());
+                match snapshot {
+                    Some(file) => index.with_snapshot(file),
+                    None => index,
+                }
+            }),
             embedder: options.embedder,
             query_vectors: Default::default(),
             fusion: options.fusion,

@@ -411,9 +411,17 @@ impl Store {
             }
             Ok(())
         })?;
+        forgotten_rowids.retain(|rowid| !revectored.contains(rowid));
         if let Some(index) = &self.vectors {
-            forgotten_rowids.retain(|rowid| !revectored.contains(rowid));
             index.forget(&forgotten_rowids);
+        }
+        // A memory removed for good (or withdrawn) here: the index's file holds its codes.
+        // A vector dropped because a peer changed the text is no reason to rewrite it.
+        let removed = ops
+            .iter()
+            .any(|op| matches!(op.op, OpKind::HardDelete | OpKind::Erase | OpKind::Withdraw));
+        if removed && !forgotten_rowids.is_empty() {
+            self.remove_vector_file();
         }
         Ok(outcome)
     }

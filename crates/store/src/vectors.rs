@@ -12,8 +12,15 @@
 //! by reading the rows whose `seq` is past the last one it saw; vectors removed by another
 //! process stay in the index until a periodic recount rebuilds it, and are dropped at
 //! verification meanwhile.
+//!
+//! On SQLite the index is also kept in a file beside the database ([`snapshot`]): a start
+//! reads it and then only the rows written since, instead of every stored vector.
+
+mod snapshot;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -163,7 +170,13 @@ pub(crate) struct VectorIndex {
     state: RwLock<Slots>,
     /// Held while reading new rows, so two searches do not both load the same rows.
     catching_up: Mutex<()>,
+    /// Where the index is kept on disk, if anywhere (SQLite only).
+    snapshot: Option<PathBuf>,
+    /// Whether the first load has looked for the file (later rebuilds read the database).
+    snapshot_tried: AtomicBool,
 }
+
+pub(crate) use snapshot::path_beside as snapshot_path;
 
 /// What the scan filters on without asking the database: the fields of a memory that
 /// [`MemoryFilter`] compares by equality or range (names interned), whether it may be
@@ -278,6 +291,9 @@ struct Slots {
     decoded: Vec<f32>,
     vacant: usize,
     last_recount: Option<Instant>,
+    /// Rows read from the database since the index was last read from or written to its
+    /// file: what a new file would save the next start.
+    unsaved: usize,
 }
 
 /// How often the index compares its size with the table's, to notice vectors that other
@@ -289,6 +305,11 @@ const BATCH: usize = 256;
 
 /// From how many slots a scan is split between two threads.
 const SPLIT_FROM: usize = 16_384;
+
+/// Rows read from the database since the file was read or written from which writing it
+/// again is worth its cost (reading a thousand rows at a start costs a few milliseconds;
+/// writing the file at 100k, tens).
+pub(crate) const SNAPSHOT_AFTER_ROWS: usize = 1_000;
 
 /// How many threads this process may run at once.
 fn cores() -> usize {
@@ -303,7 +324,141 @@ impl VectorIndex {
             dims,
             state: RwLock::new(Slots::default()),
             catching_up: Mutex::new(()),
+            snapshot: None,
+            snapshot_tried: AtomicBool::new(false),
         }
+    }
+
+    /// The index, kept in the file at `path` as well.
+    pub(crate) fn with_snapshot(mut self, path: PathBuf) -> Self {
+        self.snapshot = Some(path);
+        self
+    }
+
+    /// Writes the index to its file when at least `min_unsaved` rows were read from the
+    /// database since the file was last read or written; `Ok(false)` when it was not
+    /// written (no file for this backend, or too little new).
+    ///
+    /// Only vectors whose rows are in the database now are written: a vector another
+    /// process removed (an erasure, say) stays in a running index until its recount, and
+    /// must not come back through the file. A memory removed for good while the file is
+    /// being written (a new tombstone) may have been looked for before the file was there:
+    /// the file is removed again.
+    pub(crate) fn save_snapshot(
+        &self,
+        reader: &Connection,
+        min_unsaved: usize,
+    ) -> Result<bool, StoreError> {
+        let Some(path) = &self.snapshot else {
+            return Ok(false);
+        };
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        let started = Instant::now();
+        let last_seq = {
+            let slots = self.state.read().unwrap_or_else(|p| p.into_inner());
+            if slots.unsaved < min_unsaved.max(1) {
+                return Ok(false);
+            }
+            slots.last_seq
+        };
+        let tombstones = |reader: &Connection| -> Result<i64, StoreError> {
+            Ok(reader
+                .prepare_cached("SELECT count(*) FROM tombstones")?
+                .query_row(params![], |row| row.get(0))?)
+        };
+        let removed_before = tombstones(reader)?;
+        let mut stored = std::collections::HashSet::new();
+        reader
+            .prepare_cached("SELECT seq FROM memory_vectors WHERE model_id = ?1 AND seq <= ?2")?
+            .for_each_row(params![self.model_id, last_seq], |row| {
+                stored.insert(row.get::<_, i64>(0)?);
+                Ok(())
+            })?;
+        // Written under the read lock (searches go on; a catch-up waits some milliseconds),
+        // flushed to disk and put in place after it. Rows past `last_seq` that a catch-up
+        // reads meanwhile are left to the next start's catch-up.
+        let (pending, unsaved) = {
+            let slots = self.state.read().unwrap_or_else(|p| p.into_inner());
+            let pending =
+                snapshot::write(path, &self.model_id, self.dims, &slots, last_seq, |slot| {
+                    stored.contains(&slots.seqs[slot])
+                })
+                .map_err(io)?;
+            (pending, slots.unsaved)
+        };
+        let written = pending.written;
+        pending.commit(path).map_err(io)?;
+        if tombstones(reader)? != removed_before {
+            std::fs::remove_file(path).map_err(io)?;
+            return Ok(false);
+        }
+        let mut slots = self.state.write().unwrap_or_else(|p| p.into_inner());
+        slots.unsaved = slots.unsaved.saturating_sub(unsaved);
+        drop(slots);
+        tracing::debug!(
+            vectors = written,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            path = %path.display(),
+            "vector index written to its file"
+        );
+        Ok(true)
+    }
+
+    /// Marks the file as due to be written again at the next save (it was removed).
+    pub(crate) fn file_outdated(&self) {
+        let mut slots = self.state.write().unwrap_or_else(|p| p.into_inner());
+        slots.unsaved = slots.unsaved.max(SNAPSHOT_AFTER_ROWS);
+    }
+
+    /// The index as its file holds it, if the file is there, well formed, made for this
+    /// model, and its newest vector is still that row of this database (see [`snapshot`]).
+    fn load_snapshot(&self, reader: &Connection) -> Result<Option<Slots>, StoreError> {
+        let Some(path) = &self.snapshot else {
+            return Ok(None);
+        };
+        if !path.exists() {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let loaded = match snapshot::read(path, &self.model_id, self.dims) {
+            Ok(loaded) => loaded,
+            Err(snapshot::Unusable(why)) => {
+                tracing::info!(path = %path.display(), why, "not using the vector index file; loading the index from the database");
+                return Ok(None);
+            }
+        };
+        if let Some((slot, memory_rowid)) = loaded.newest {
+            let seq = loaded.slots.seqs[slot];
+            let row: Option<(i64, Vec<u8>)> = reader
+                .prepare_cached(
+                    "SELECT memory_rowid, vector FROM memory_vectors WHERE seq = ?1 AND model_id = ?2",
+                )?
+                .query_row(params![seq, self.model_id], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            let same = row.is_some_and(|(rowid, blob)| {
+                rowid == memory_rowid
+                    && from_blob(&blob, self.dims).is_some_and(|vector| {
+                        let (codes, scale) = quantise(&vector);
+                        let held = &loaded.slots.codes[slot * self.dims..(slot + 1) * self.dims];
+                        codes == held && scale.to_bits() == loaded.slots.scales[slot].to_bits()
+                    })
+            });
+            if !same {
+                tracing::info!(path = %path.display(), "the vector index file is not of this database's vectors; loading the index from the database");
+                return Ok(None);
+            }
+        }
+        tracing::debug!(
+            vectors = loaded.slots.seqs.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "vector index read from its file"
+        );
+        Ok(Some(loaded.slots))
     }
 
     pub(crate) fn model_id(&self) -> &str {
@@ -334,6 +489,12 @@ impl VectorIndex {
                 .prepare_cached("SELECT count(*) FROM memory_vectors WHERE model_id = ?1")?
                 .query_row([&self.model_id], |row| row.get(0))?;
             let mut slots = self.state.write().unwrap_or_else(|p| p.into_inner());
+            if slots.seqs.is_empty()
+                && !self.snapshot_tried.swap(true, Ordering::Relaxed)
+                && let Some(loaded) = self.load_snapshot(reader)?
+            {
+                *slots = loaded;
+            }
             let held = slots.seqs.len() - slots.vacant;
             // Vectors removed elsewhere (or ours, once a quarter of the slots are vacant)
             // are dropped by starting again; cheaper than tracking every removal.
@@ -378,6 +539,7 @@ impl VectorIndex {
             statement.for_each_row(params![self.model_id, after], |row| {
                 let seq: i64 = row.get(0)?;
                 last_read = last_read.max(seq);
+                slots.unsaved += 1;
                 let memory_rowid: i64 = row.get(1)?;
                 let slots = &mut *slots;
                 let names = &mut slots.names;
