@@ -174,6 +174,9 @@ pub(crate) struct VectorIndex {
     snapshot: Option<PathBuf>,
     /// Whether the first load has looked for the file (later rebuilds read the database).
     snapshot_tried: AtomicBool,
+    /// Held while the file is written: the background thread, the hourly save and a
+    /// server's stop may try at once, and would share a temporary file.
+    saving: Mutex<()>,
 }
 
 pub(crate) use snapshot::path_beside as snapshot_path;
@@ -326,6 +329,7 @@ impl VectorIndex {
             catching_up: Mutex::new(()),
             snapshot: None,
             snapshot_tried: AtomicBool::new(false),
+            saving: Mutex::new(()),
         }
     }
 
@@ -356,6 +360,7 @@ impl VectorIndex {
             path: path.clone(),
             source,
         };
+        let _one_at_a_time = self.saving.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let last_seq = {
             let slots = self.state.read().unwrap_or_else(|p| p.into_inner());
