@@ -5,7 +5,26 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub use haivemind_core::http1::Response;
+/// A whole response.
+#[derive(Debug)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A header's value (`name` lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
 
 /// The largest answer read: a page of a listing is far smaller.
 const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;

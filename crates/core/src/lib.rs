@@ -18,7 +18,6 @@ pub mod config_keys;
 pub mod embedder;
 pub mod error;
 pub mod hlc;
-pub mod http1;
 pub mod memory;
 pub mod private_files;
 pub mod security;

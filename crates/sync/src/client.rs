@@ -9,12 +9,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use haivemind_core::Config;
 use haivemind_core::audit::AuditLog;
 use haivemind_core::time_format::now_ms;
 use haivemind_store::{OpLogEntry, Store, VersionVector};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
@@ -351,10 +354,8 @@ impl SyncService {
             }
             let (store, peer) = (Arc::clone(&self.store), peer.clone());
             let link = Link {
-                peer: peer.clone(),
-                token: token.clone(),
-                connector: self.connector.clone(),
                 audit: self.audit.clone(),
+                ..Link::new(peer.clone(), token.clone(), self.connector.clone())
             };
             round.spawn(async move {
                 let started = std::time::Instant::now();
@@ -554,21 +555,19 @@ pub async fn fetch_status(
     token: &str,
     connector: Option<TlsConnector>,
 ) -> Result<Value, String> {
-    let link = Link {
-        peer: Peer::at("", address, false),
-        token: token.to_string(),
-        connector,
-        audit: None,
-    };
+    let link = Link::new(Peer::at("", address, false), token.to_string(), connector);
     link.request("GET", "/api/status", None).await
 }
 
-/// How to reach one peer: its address, the fleet token, and TLS when it serves TLS.
+/// How to reach one peer: its address, the fleet token, and TLS when it serves TLS. The
+/// requests of one round share one connection (HTTP/1.1 keep-alive, by hyper's client).
 struct Link {
     peer: Peer,
     token: String,
     connector: Option<TlsConnector>,
     audit: Option<Arc<AuditLog>>,
+    /// The round's open connection, between requests.
+    open: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
 /// A connection to a peer, plain or TLS.
@@ -576,6 +575,16 @@ trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
 
 impl Link {
+    fn new(peer: Peer, token: String, connector: Option<TlsConnector>) -> Self {
+        Self {
+            peer,
+            token,
+            connector,
+            audit: None,
+            open: tokio::sync::Mutex::new(None),
+        }
+    }
+
     /// `POST /api/sync`; the answer's JSON.
     async fn post(&self, body: &Value) -> Result<Value, String> {
         self.request("POST", "/api/sync", Some(body)).await
@@ -610,46 +619,74 @@ impl Link {
         Ok(Box::new(tls))
     }
 
+    /// A new HTTP/1.1 connection; hyper drives it on a task of its own until the sender
+    /// is dropped or the peer closes it.
+    async fn handshake(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let stream = self.connect().await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP with {} failed: {e}", self.peer.address))?;
+        let address = self.peer.address.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%address, %error, "connection to a peer ended");
+            }
+        });
+        Ok(sender)
+    }
+
     async fn request(
         &self,
         method: &str,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, String> {
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let mut stream = self.connect().await?;
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.peer.address,
-            self.token,
-            body.len()
-        );
-        stream
-            .write_all(request.as_bytes())
+        let body = Bytes::from(body.map(Value::to_string).unwrap_or_default());
+        let mut open = self.open.lock().await;
+        let mut sender = match open.take() {
+            Some(sender) if !sender.is_closed() => sender,
+            _ => self.handshake().await?,
+        };
+        let response = match sender
+            .send_request(self.build(method, path, body.clone())?)
             .await
-            .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        // A peer's answer is bounded: one byte past the limit is enough to refuse it.
-        let mut bounded = (&mut stream).take(MAX_ANSWER_BYTES as u64 + 1);
-        // A TLS peer may close without close_notify once it has answered in full.
-        if let Err(error) = bounded.read_to_end(&mut raw).await
-            && (raw.is_empty() || error.kind() != std::io::ErrorKind::UnexpectedEof)
         {
-            return Err(error.to_string());
-        }
-        if raw.len() > MAX_ANSWER_BYTES {
-            return Err(format!(
-                "the peer's answer is larger than {} MiB",
-                MAX_ANSWER_BYTES >> 20
-            ));
-        }
-        let response =
-            haivemind_core::http1::parse_response(&raw).ok_or("the peer's answer is not HTTP")?;
-        let payload = response.body;
-        if response.status != 200 {
+            Ok(response) => response,
+            // The peer closed the kept connection as the request went out (an idle
+            // timeout): once more on a new one. Both requests are safe to repeat: a page
+            // pulled again is the same page; operations pushed again are already known.
+            Err(error)
+                if error.is_canceled() || error.is_closed() || error.is_incomplete_message() =>
+            {
+                sender = self.handshake().await?;
+                sender
+                    .send_request(self.build(method, path, body)?)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+            Err(error) => return Err(error.to_string()),
+        };
+        let status = response.status();
+        // A peer's answer is bounded: reading stops at the limit.
+        let payload = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|error| {
+                if error.is::<http_body_util::LengthLimitError>() {
+                    format!(
+                        "the peer's answer is larger than {} MiB",
+                        MAX_ANSWER_BYTES >> 20
+                    )
+                } else {
+                    error.to_string()
+                }
+            })?
+            .to_bytes();
+        *open = Some(sender);
+        if status != hyper::StatusCode::OK {
             return Err(format!(
                 "the peer answered {}: {}",
-                response.status,
+                status.as_u16(),
                 String::from_utf8_lossy(&payload)
                     .chars()
                     .take(300)
@@ -657,5 +694,170 @@ impl Link {
             ));
         }
         serde_json::from_slice(&payload).map_err(|e| format!("the peer's answer is not JSON: {e}"))
+    }
+
+    fn build(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<hyper::Request<Full<Bytes>>, String> {
+        hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.peer.address)
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| format!("cannot make a request to {}: {e}", self.peer.address))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What the fake peer does with each request it reads on a connection.
+    #[derive(Clone, Copy)]
+    enum Behaviour {
+        /// Answers `{"n": <request number>}` and keeps the connection open.
+        KeepAlive,
+        /// Answers with `Connection: close`, then closes the connection.
+        CloseAfterEach,
+        /// Answers, then closes the connection without a word (an idle timeout that
+        /// meets the next request on the way).
+        VanishAfterEach,
+        /// Answers 200 with a body one byte past the limit.
+        Huge,
+        /// Answers 401.
+        Refuse,
+    }
+
+    /// A peer on loopback, hand-written so each test decides exactly what goes on the wire;
+    /// returns its address and how many connections it accepted.
+    async fn fake_peer(behaviour: Behaviour) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let address = listener.local_addr().expect("an address").to_string();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        tokio::spawn(async move {
+            let requests = Arc::new(AtomicUsize::new(0));
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let requests = Arc::clone(&requests);
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    loop {
+                        // The head, then as many body bytes as it declares.
+                        let head_end = loop {
+                            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break end + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buffer[..head_end]).to_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        while buffer.len() < head_end + length {
+                            let mut chunk = [0u8; 4096];
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        assert!(head.contains("authorization: bearer fleet-token"), "{head}");
+                        buffer.drain(..head_end + length);
+                        let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
+                        let (status, body) = match behaviour {
+                            Behaviour::Huge => {
+                                let mut body = vec![b' '; MAX_ANSWER_BYTES + 1];
+                                body[0] = b'{';
+                                *body.last_mut().expect("not empty") = b'}';
+                                ("200 OK", body)
+                            }
+                            Behaviour::Refuse => ("401 Unauthorized", b"no such token".to_vec()),
+                            _ => ("200 OK", format!("{{\"n\": {n}}}").into_bytes()),
+                        };
+                        let says_close = matches!(behaviour, Behaviour::CloseAfterEach);
+                        let close = says_close || matches!(behaviour, Behaviour::VanishAfterEach);
+                        let answer = format!(
+                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+                            body.len(),
+                            if says_close {
+                                "Connection: close\r\n"
+                            } else {
+                                ""
+                            }
+                        );
+                        if socket.write_all(answer.as_bytes()).await.is_err()
+                            || socket.write_all(&body).await.is_err()
+                        {
+                            return;
+                        }
+                        if close {
+                            let _ = socket.shutdown().await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (address, connections)
+    }
+
+    fn link(address: &str) -> Link {
+        Link::new(Peer::at("peer", address, false), "fleet-token".into(), None)
+    }
+
+    #[tokio::test]
+    async fn the_pages_of_a_round_share_one_connection() {
+        let (address, connections) = fake_peer(Behaviour::KeepAlive).await;
+        let link = link(&address);
+        for n in 1..=3 {
+            let answer = link.post(&json!({"page": n})).await.expect("an answer");
+            assert_eq!(answer["n"], n);
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_closes_between_pages_is_reached_again() {
+        for behaviour in [Behaviour::CloseAfterEach, Behaviour::VanishAfterEach] {
+            let (address, connections) = fake_peer(behaviour).await;
+            let link = link(&address);
+            for n in 1..=3 {
+                let answer = link.post(&json!({"page": n})).await.expect("an answer");
+                assert_eq!(answer["n"], n);
+            }
+            assert_eq!(connections.load(Ordering::SeqCst), 3);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_past_the_limit_or_a_refusal_is_an_error_that_says_so() {
+        let (address, _) = fake_peer(Behaviour::Huge).await;
+        let error = link(&address)
+            .post(&json!({}))
+            .await
+            .expect_err("too large");
+        assert_eq!(error, "the peer's answer is larger than 40 MiB");
+
+        let (address, _) = fake_peer(Behaviour::Refuse).await;
+        let error = link(&address).post(&json!({})).await.expect_err("refused");
+        assert_eq!(error, "the peer answered 401: no such token");
     }
 }
