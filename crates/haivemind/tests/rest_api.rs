@@ -371,11 +371,25 @@ fn the_event_socket_signs_in_by_its_first_message_and_ends_when_the_token_is_rev
             .unwrap();
         socket
     };
+    // None when the socket ends; why is printed, so a failure below says how it ended.
     let next = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>| -> Option<Value> {
         loop {
             match socket.read() {
-                Ok(tungstenite::Message::Text(text)) => return serde_json::from_str(&text).ok(),
-                Ok(tungstenite::Message::Close(_)) | Err(_) => return None,
+                Ok(tungstenite::Message::Text(text)) => {
+                    let event = serde_json::from_str(&text).ok();
+                    if event.is_none() {
+                        eprintln!("the socket sent text that is not JSON: {text}");
+                    }
+                    return event;
+                }
+                Ok(tungstenite::Message::Close(frame)) => {
+                    eprintln!("the socket closed: {frame:?}");
+                    return None;
+                }
+                Err(error) => {
+                    eprintln!("the socket ended with an error: {error}");
+                    return None;
+                }
                 Ok(_) => {}
             }
         }
@@ -426,7 +440,7 @@ fn the_event_socket_signs_in_by_its_first_message_and_ends_when_the_token_is_rev
     let ended = loop {
         match next(&mut socket) {
             Some(event) if event["type"] == "signed_out" => break true,
-            Some(_) => continue,
+            Some(event) => eprintln!("before signed_out: {event}"),
             None => break false,
         }
     };
