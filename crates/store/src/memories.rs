@@ -442,8 +442,8 @@ impl Store {
     /// Removes the vector index's file after memories were removed for good: it holds their
     /// codes, a likeness of their text. A running index writes a new one without them.
     pub(crate) fn remove_vector_file(&self) {
-        if self.sqlite_writer().is_none() {
-            return; // PostgreSQL: no file.
+        if self.postgres().is_some() {
+            return; // No file beside a hub's database.
         }
         if let Some(index) = &self.vectors {
             index.file_outdated();
