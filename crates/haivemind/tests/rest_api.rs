@@ -256,6 +256,13 @@ fn tokens_and_the_audit_log_are_for_admins_and_revocation_takes_effect() {
         "never a secret: {listed}"
     );
 
+    let unknown = server.send(api("DELETE", "/api/v1/tokens/tok_nobody", &admin));
+    assert_eq!(
+        (unknown.status, unknown.json()["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{}",
+        unknown.text()
+    );
     let revoked = server.send(api("DELETE", &format!("/api/v1/tokens/{id}"), &admin));
     assert_eq!(revoked.status, 200, "{}", revoked.text());
     let deadline = Instant::now() + Duration::from_secs(5);

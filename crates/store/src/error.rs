@@ -34,10 +34,10 @@ pub enum StoreError {
         /// The id asked for.
         id: MemoryId,
     },
-    /// No agent or task has this id.
+    /// No agent, task or token has this id.
     #[error("{kind} {id} not found")]
     RecordNotFound {
-        /// `agent` or `task`.
+        /// `agent`, `task` or `token`.
         kind: &'static str,
         /// The id asked for.
         id: String,

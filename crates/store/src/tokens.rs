@@ -269,11 +269,11 @@ impl Store {
                 )
                 .optional()?;
             let Some((mut record, role)) = found else {
-                return Err(InvalidInput::new(
-                    "token",
-                    format!("no token has the id or name {key:?}; `haivemind token list` shows them"),
-                )
-                .into());
+                // Not found, not invalid: `DELETE /api/v1/tokens/{id}` answers 404 for it.
+                return Err(StoreError::RecordNotFound {
+                    kind: "token",
+                    id: format!("{:?}", haivemind_core::error::excerpt(key)),
+                });
             };
             record.role = role_of(&role)?;
             if record.revoked_at_ms.is_none() {
