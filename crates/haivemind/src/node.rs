@@ -280,10 +280,12 @@ pub(crate) fn spawn_hourly_purge(store: &Arc<Store>, config: &Config) {
             let store = Arc::clone(&purge_store);
             let cutoff = compact_cutoff_ms(&config);
             let work = move || -> Result<(usize, usize), haivemind_store::StoreError> {
-                // A server that is killed rather than stopped leaves a file at most an hour
-                // behind: the next start reads only the vectors written since.
+                let removed = (store.purge_expired()?, store.compact_removed(cutoff)?);
+                // After the purge, which removes the file if it removed anything: a server
+                // that is killed rather than stopped leaves a file at most an hour behind,
+                // and the next start reads only the vectors written since.
                 save_vector_index(&store);
-                Ok((store.purge_expired()?, store.compact_removed(cutoff)?))
+                Ok(removed)
             };
             match tokio::task::spawn_blocking(work).await {
                 Ok(Ok((purged, compacted))) if purged + compacted > 0 => {

@@ -128,6 +128,27 @@ impl Store {
         index.save_snapshot(&self.reader()?, crate::vectors::SNAPSHOT_AFTER_ROWS)
     }
 
+    /// Removes the vector index's file after memories were removed for good: it holds their
+    /// codes, a likeness of their text. A running index writes a new one without them.
+    pub(crate) fn remove_vector_file(&self) {
+        if self.postgres().is_some() {
+            return; // No file beside a hub's database.
+        }
+        if let Some(index) = &self.vectors {
+            index.file_outdated();
+        }
+        let file = crate::vectors::snapshot_path(&self.path);
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(
+                %error,
+                path = %file.display(),
+                "could not remove the vector index file after a removal"
+            ),
+        }
+    }
+
     /// Every live memory's id and stored vector of the loaded model, for measuring the
     /// index against an exact scan (`haivemind bench hybrid`).
     #[doc(hidden)]

@@ -166,6 +166,13 @@ fn answers(store: &Store, users: &[&str]) -> Vec<Vec<MemoryId>> {
 
 const USERS: &[&str] = &["ann", "bob", "cyd"];
 
+/// Loads the index as a start does, then saves it as the background thread does; whether
+/// the file was written (the load read a thousand rows or more from the database).
+fn load_and_save(store: &Store) -> bool {
+    store.warm_vector_index().expect("load");
+    store.save_vector_index().expect("save")
+}
+
 #[test]
 fn a_start_reads_its_file_then_only_what_was_written_since_and_finds_the_same() {
     if common::on_postgres() {
@@ -175,11 +182,7 @@ fn a_start_reads_its_file_then_only_what_was_written_since_and_finds_the_same() 
     let database = dir.path().join("hv.sqlite3");
     let first = open(&database);
     let ids = fill(&first, USERS, notes(1_500, 1));
-    first.warm_vector_index().expect("load");
-    assert!(
-        first.save_vector_index().expect("save"),
-        "1,500 rows read: worth a file"
-    );
+    assert!(load_and_save(&first), "1,500 rows read: worth a file");
     assert!(file_of(&database).exists());
     assert!(
         !first.save_vector_index().expect("save"),
@@ -207,9 +210,8 @@ fn a_start_reads_its_file_then_only_what_was_written_since_and_finds_the_same() 
     drop(first);
 
     let from_file = open(&database);
-    from_file.warm_vector_index().expect("load");
     assert!(
-        !from_file.save_vector_index().expect("save"),
+        !load_and_save(&from_file),
         "loaded from the file: only the three rows since were read from the database"
     );
     let found = from_file
@@ -230,11 +232,7 @@ fn a_start_reads_its_file_then_only_what_was_written_since_and_finds_the_same() 
 
     std::fs::remove_file(file_of(&database)).expect("remove the file");
     let from_database = open(&database);
-    from_database.warm_vector_index().expect("load");
-    assert!(
-        from_database.save_vector_index().expect("save"),
-        "loaded every row"
-    );
+    assert!(load_and_save(&from_database), "loaded every row");
     let expected = answers(&from_database, USERS);
     assert_eq!(answers(&from_file, USERS), expected);
     assert!(
@@ -256,16 +254,14 @@ fn a_file_of_another_database_or_a_damaged_one_is_not_used() {
     for (database, seed) in [(&one, 1), (&other, 2)] {
         let store = open(database);
         fill(&store, USERS, notes(1_200, seed));
-        store.warm_vector_index().expect("load");
-        assert!(store.save_vector_index().expect("save"));
+        assert!(load_and_save(&store));
     }
     let expected = answers(&open(&other), USERS);
 
     std::fs::copy(file_of(&one), file_of(&other)).expect("copy the file");
     let store = open(&other);
-    store.warm_vector_index().expect("load");
     assert!(
-        store.save_vector_index().expect("save"),
+        load_and_save(&store),
         "another database's file is not used: every row was read"
     );
     assert_eq!(answers(&store, USERS), expected);
@@ -276,9 +272,8 @@ fn a_file_of_another_database_or_a_damaged_one_is_not_used() {
     bytes[middle] ^= 1;
     std::fs::write(file_of(&other), bytes).expect("damage the file");
     let store = open(&other);
-    store.warm_vector_index().expect("load");
     assert!(
-        store.save_vector_index().expect("save"),
+        load_and_save(&store),
         "a damaged file is not used: every row was read"
     );
     assert_eq!(answers(&store, USERS), expected);
@@ -294,8 +289,7 @@ fn a_memory_removed_for_good_never_comes_back_through_the_file() {
     let users = ["ann", "erin-erased"];
     let server = open(&database);
     fill(&server, &users, notes(1_200, 3));
-    server.warm_vector_index().expect("load");
-    assert!(server.save_vector_index().expect("save"));
+    assert!(load_and_save(&server));
 
     // Another process (the CLI, without the model) erases a user: the file goes with them.
     let cli = Store::open(StoreOptions::new(&database, "test-machine")).expect("open");
@@ -307,18 +301,13 @@ fn a_memory_removed_for_good_never_comes_back_through_the_file() {
 
     // The server's index still holds them until its recount; a file it writes must not.
     fill(&server, &["ann"], notes(1_000, 4));
-    server.warm_vector_index().expect("catch up");
-    assert!(server.save_vector_index().expect("save"));
+    assert!(load_and_save(&server));
     let bytes = std::fs::read(file_of(&database)).expect("the new file");
     assert!(!bytes.windows(11).any(|w| w == b"erin-erased"));
     drop(server);
 
     let restarted = open(&database);
-    restarted.warm_vector_index().expect("load");
-    assert!(
-        !restarted.save_vector_index().expect("save"),
-        "loaded from the new file"
-    );
+    assert!(!load_and_save(&restarted), "loaded from the new file");
     let mut theirs = SearchQuery::new("nginx postgres kafka");
     theirs.filter.user_id = Some("erin-erased".into());
     assert!(restarted.search(&theirs).expect("search").hits.is_empty());

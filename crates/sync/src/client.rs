@@ -643,9 +643,9 @@ impl Link {
     ) -> Result<Value, String> {
         let body = Bytes::from(body.map(Value::to_string).unwrap_or_default());
         let mut open = self.open.lock().await;
-        let mut sender = match open.take() {
-            Some(sender) if !sender.is_closed() => sender,
-            _ => self.handshake().await?,
+        let (mut sender, kept) = match open.take() {
+            Some(sender) if !sender.is_closed() => (sender, true),
+            _ => (self.handshake().await?, false),
         };
         let response = match sender
             .send_request(self.build(method, path, body.clone())?)
@@ -656,7 +656,10 @@ impl Link {
             // timeout): once more on a new one. Both requests are safe to repeat: a page
             // pulled again is the same page; operations pushed again are already known.
             Err(error)
-                if error.is_canceled() || error.is_closed() || error.is_incomplete_message() =>
+                if kept
+                    && (error.is_canceled()
+                        || error.is_closed()
+                        || error.is_incomplete_message()) =>
             {
                 sender = self.handshake().await?;
                 sender
@@ -738,6 +741,18 @@ mod tests {
         Refuse,
     }
 
+    /// Appends what `socket` has to `buffer`; false once it is closed.
+    async fn read_more(socket: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> bool {
+        let mut chunk = [0u8; 4096];
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                buffer.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
     /// A peer on loopback, hand-written so each test decides exactly what goes on the wire;
     /// returns its address and how many connections it accepted.
     async fn fake_peer(behaviour: Behaviour) -> (String, Arc<AtomicUsize>) {
@@ -760,10 +775,8 @@ mod tests {
                             if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
                                 break end + 4;
                             }
-                            let mut chunk = [0u8; 4096];
-                            match socket.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                            if !read_more(&mut socket, &mut buffer).await {
+                                return;
                             }
                         };
                         let head = String::from_utf8_lossy(&buffer[..head_end]).to_lowercase();
@@ -773,10 +786,8 @@ mod tests {
                             .and_then(|v| v.trim().parse().ok())
                             .unwrap_or(0);
                         while buffer.len() < head_end + length {
-                            let mut chunk = [0u8; 4096];
-                            match socket.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                            if !read_more(&mut socket, &mut buffer).await {
+                                return;
                             }
                         }
                         assert!(head.contains("authorization: bearer fleet-token"), "{head}");

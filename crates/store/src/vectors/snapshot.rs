@@ -112,11 +112,12 @@ pub(crate) fn write(
         file: None,
         written: live.len(),
     };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options.open(&pending.temporary)?;
+    // Made 0600, or tightened if a crashed writer of the same pid left one behind.
+    haivemind_core::private_files::ensure_private_file(&pending.temporary)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&pending.temporary)?;
     let mut out = Summing {
         inner: io::BufWriter::with_capacity(1 << 20, file),
         sum: Checksum::default(),
